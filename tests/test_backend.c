@@ -8,9 +8,14 @@
  *
  * (float accumulates over the batch and the layer width; the second term
  * covers entries that are zero up to rounding). Small layouts check every
- * parameter; 784-300-100-10 checks all biases and a random sample of weights. */
+ * parameter; 784-300-100-10 checks all biases and a random sample of weights.
+ *
+ * At test_cuda's cases (refnet.h) every activation, the loss and every
+ * gradient is also within test_cuda's tolerance (relative 1e-4) of the
+ * float64 reference: the bound the GPU is held to is above fp32 rounding. */
 #include "backend.h"
 #include "data.h"
+#include "refnet.h"
 #include "tfps.h"
 
 #include <CUnit/Basic.h>
@@ -178,6 +183,42 @@ static void test_mnist_sized(void) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) run_case(&cases[i]);
 }
 
+/* The CPU backend against refnet's float64 reference at test_cuda's cases. */
+static void test_refnet_cases(void) {
+    const int sizes[2][2] = {{300, 100}, {1024, 37}}, batches[] = {1, 7, 64, 1000};
+    for (int s = 0; s < 2; s++)
+        for (int bi = 0; bi < 4; bi++) {
+            const int h1 = sizes[s][0], h2 = sizes[s][1], B = batches[bi];
+            refnet_case rc;
+            CU_ASSERT_FATAL(refnet_case_init(&rc, h1, h2, B) == TFPS_OK);
+            const tfps_layout *l = &rc.l;
+            tfps_backend *be = tfps_cpu_backend_new(l, B);
+            float *g = malloc(l->total * sizeof(float)), *a1 = malloc((size_t)B * h1 * sizeof(float)),
+                  *a2 = malloc((size_t)B * h2 * sizeof(float)), *z = malloc((size_t)B * 10 * sizeof(float)),
+                  *pr = malloc((size_t)B * 10 * sizeof(float)), loss = 0;
+            CU_ASSERT_FATAL(be && g && a1 && a2 && z && pr);
+            CU_ASSERT_FATAL(be->step(be, rc.params, rc.x, rc.y, B, g, &loss) == TFPS_OK);
+            tfps_cpu_forward(l, rc.params, rc.x, rc.y, B, a1, a2, z, pr);
+            double e[4 + TFPS_NVARS], worst = 0;
+            e[0] = refnet_rel_err(a1, rc.a1, (size_t)B * h1, NULL);
+            e[1] = refnet_rel_err(a2, rc.a2, (size_t)B * h2, NULL);
+            e[2] = refnet_rel_err(pr, rc.probs, (size_t)B * 10, NULL);
+            e[3] = refnet_rel_err(&loss, &rc.loss, 1, NULL);
+            for (int v = 0; v < TFPS_NVARS; v++) e[4 + v] = refnet_rel_err(g + l->off[v], rc.grads + l->off[v], l->size[v], NULL);
+            printf("\n  784-%d-%d-10 B=%d (%d redrawn): a1 %.1e a2 %.1e probs %.1e loss %.1e", h1, h2, B, rc.redrawn,
+                   e[0], e[1], e[2], e[3]);
+            for (int v = 0; v < TFPS_NVARS; v++) printf(" %s %.1e", tfps_var_name(v), e[4 + v]);
+            for (int k = 0; k < 4 + TFPS_NVARS; k++) {
+                CU_ASSERT(e[k] <= 1e-4);
+                worst = fmax(worst, e[k]);
+            }
+            CU_ASSERT(worst > 0);   // fp32 against float64: some rounding must show, or the comparison is vacuous
+            tfps_backend_free(be);
+            free(g); free(a1); free(a2); free(z); free(pr);
+            refnet_case_free(&rc);
+        }
+}
+
 /* Batcher: slices are disjoint and cover the set; each epoch visits the slice once; deterministic. */
 static void test_batcher(void) {
     enum { N = 103 };
@@ -231,6 +272,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("cpu_backend", NULL, NULL);
     CU_add_test(s, "gradient check, every parameter, small layouts", test_small_all_params);
     CU_add_test(s, "gradient check, sampled, MNIST-sized layouts", test_mnist_sized);
+    CU_add_test(s, "within test_cuda's 1e-4 of float64 at test_cuda's cases", test_refnet_cases);
     CU_add_test(s, "batcher: disjoint slices, per-epoch shuffle, deterministic", test_batcher);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

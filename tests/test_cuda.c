@@ -1,21 +1,22 @@
 /* test_cuda.c -- the CUDA backend against the CPU reference (cpu.c).
  *
- * Same random weights and inputs on both; at batch sizes 1, 7, 64 and 1000 and
- * two layer-size settings, every activation (a1, a2, probs), the loss and every
- * gradient must agree within a relative error of 1e-4:
+ * The cases of refnet.h (784-300-100-10 and 784-1024-37-10, batches 1, 7, 64
+ * and 1000; same random weights and inputs on both backends): every
+ * activation (a1, a2, probs), the loss and every gradient of the GPU must
+ * agree with the CPU backend within a relative error of 1e-4 (refnet.h's
+ * metric). Each line also prints both backends' error against the float64
+ * reference, so a failure shows which side is off (test_backend holds the
+ * CPU to that reference). An evaluation pass gives the same predictions, so
+ * the same accuracy; a step whose batch was prefetched on the copy stream
+ * gives the bit-identical result of one that was not; a batch over the
+ * maximum is refused with a message.
  *
- *     |gpu - cpu| <= 1e-4 * max(|cpu|, max over the tensor of |cpu| * 1e-2)
- *
- * (the floor keeps entries that are zero up to rounding from dividing by 0).
- * An evaluation pass on the same data gives the same accuracy, and a step
- * whose batch was prefetched gives the same result as one that was not.
  * Without a GPU (or in a build without CUDA) it exits 77: ctest reports SKIP,
  * never a pass. */
 #include "backend.h"
-#include "data.h"
+#include "refnet.h"
 #include "tfps.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,108 +30,106 @@ int main(void) {
 }
 #else
 
+#define TOL 1e-4
+
 static int failures = 0;
 
-static double urand(unsigned *s) {
-    *s = *s * 1103515245u + 12345u;
-    return ((*s >> 8) & 0xffffff) / (double)0x1000000;
-}
-
-/* Compares n values; prints the worst relative error; counts a failure over tol. */
-static void compare(const char *what, const float *gpu, const float *cpu, size_t n, double tol) {
-    double maxabs = 0, worst = 0;
+static void check(const char *what, const float *gpu, const float *cpu, const double *ref, size_t n) {
     size_t at = 0;
-    for (size_t i = 0; i < n; i++) maxabs = fmax(maxabs, fabs(cpu[i]));
-    const double floor_ = maxabs * 1e-2;
-    for (size_t i = 0; i < n; i++) {
-        double rel = fabs((double)gpu[i] - cpu[i]) / fmax(fabs(cpu[i]), floor_ > 0 ? floor_ : 1e-30);
-        if (!(rel <= worst)) {   // catches NaN too
-            worst = rel;
-            at = i;
-        }
-    }
-    int bad = !(worst <= tol);
-    printf("  %-10s %9zu values  worst rel err %.2e%s\n", what, n, worst, bad ? "  <-- FAIL" : "");
+    const double e = refnet_rel_err_f(gpu, cpu, n, &at);
+    const int bad = !(e <= TOL);
+    printf("  %-6s %8zu values  gpu-cpu %.2e  (gpu-f64 %.2e  cpu-f64 %.2e)%s\n", what, n, e,
+           refnet_rel_err(gpu, ref, n, NULL), refnet_rel_err(cpu, ref, n, NULL), bad ? "  <-- FAIL" : "");
     if (bad) {
-        printf("             at %zu: gpu %.9g cpu %.9g\n", at, gpu[at], cpu[at]);
+        printf("         at %zu: gpu %.9g cpu %.9g f64 %.9g\n", at, gpu[at], cpu[at], ref[at]);
         failures++;
     }
 }
 
-static void run_case(tfps_backend *gpu_be, int h1, int h2, int B) {
-    tfps_layout l;
-    tfps_layout_init(&l, 784, h1, h2, 10, NULL, 0);
-    printf("784-%d-%d-10, batch %d\n", h1, h2, B);
-    unsigned seed = 7u * (unsigned)B + (unsigned)h1;
-    float *params = malloc(l.total * sizeof(float)), *gc = malloc(l.total * sizeof(float)),
-          *gg = malloc(l.total * sizeof(float)), *x = malloc((size_t)B * 784 * sizeof(float));
-    uint8_t *y = malloc((size_t)B), *pc = malloc((size_t)B), *pg = malloc((size_t)B);
-    tfps_layout_init_range(&l, 3, 0, l.total, params);
-    for (int v = TFPS_VAR_B1; v < TFPS_NVARS; v += 2)
-        for (size_t i = 0; i < l.size[v]; i++) params[l.off[v] + i] = (float)(0.2 * (urand(&seed) - 0.5));
-    for (int i = 0; i < B * 784; i++) x[i] = (float)urand(&seed);
-    for (int i = 0; i < B; i++) y[i] = (uint8_t)(urand(&seed) * 10);
+static void fail(const char *what, const char *why) {
+    printf("  %s: %s  <-- FAIL\n", what, why);
+    failures++;
+}
 
-    tfps_backend *cpu = tfps_cpu_backend_new(&l, B);
-    float lc = 0, lg = 0;
-    cpu->step(cpu, params, x, y, B, gc, &lc);
-    if (gpu_be->step(gpu_be, params, x, y, B, gg, &lg) != TFPS_OK) {
-        printf("  gpu step failed: %s\n", gpu_be->err);
-        failures++;
+static void run_case(tfps_backend *g, int h1, int h2, int B) {
+    refnet_case rc;
+    if (refnet_case_init(&rc, h1, h2, B) != TFPS_OK) {
+        fail("case", "could not draw it (out of memory?)");
+        return;
+    }
+    const tfps_layout *l = &rc.l;
+    printf("784-%d-%d-10, batch %d (%d examples redrawn off ReLU kinks / argmax ties)\n", h1, h2, B, rc.redrawn);
+    tfps_backend *cpu = tfps_cpu_backend_new(l, B);
+    float *gc = malloc(l->total * sizeof(float)), *gg = malloc(l->total * sizeof(float)),
+          *gg2 = malloc(l->total * sizeof(float));
+    float *a1c = malloc((size_t)B * h1 * sizeof(float)), *a2c = malloc((size_t)B * h2 * sizeof(float)),
+          *zc = malloc((size_t)B * 10 * sizeof(float)), *prc = malloc((size_t)B * 10 * sizeof(float)),
+          *a1g = malloc((size_t)B * h1 * sizeof(float)), *a2g = malloc((size_t)B * h2 * sizeof(float)),
+          *prg = malloc((size_t)B * 10 * sizeof(float));
+    uint8_t *pc = malloc((size_t)B), *pg = malloc((size_t)B);
+    float lc = 0, lg = 0, lg2 = 0;
+    if (!cpu || !gc || !gg || !gg2 || !a1c || !a2c || !zc || !prc || !a1g || !a2g || !prg || !pc || !pg) {
+        fail("case", "out of host memory");
         goto out;
     }
-    float *a1c = malloc((size_t)B * h1 * 4), *a2c = malloc((size_t)B * h2 * 4), *lgc = malloc((size_t)B * 40),
-          *prc = malloc((size_t)B * 40), *a1g = malloc((size_t)B * h1 * 4), *a2g = malloc((size_t)B * h2 * 4),
-          *prg = malloc((size_t)B * 40);
-    tfps_cpu_forward(&l, params, x, y, B, a1c, a2c, lgc, prc);
-    if (tfps_cuda_activations(gpu_be, B, a1g, a2g, prg) != TFPS_OK) {
-        printf("  activations: %s\n", gpu_be->err);
-        failures++;
+    if (cpu->step(cpu, rc.params, rc.x, rc.y, B, gc, &lc) != TFPS_OK) {
+        fail("cpu step", cpu->err);
+        goto out;
     }
-    compare("a1", a1g, a1c, (size_t)B * h1, 1e-4);
-    compare("a2", a2g, a2c, (size_t)B * h2, 1e-4);
-    compare("probs", prg, prc, (size_t)B * 10, 1e-4);
-    compare("loss", &lg, &lc, 1, 1e-4);
+    if (g->step(g, rc.params, rc.x, rc.y, B, gg, &lg) != TFPS_OK) {
+        fail("gpu step", g->err);
+        goto out;
+    }
+    tfps_cpu_forward(l, rc.params, rc.x, rc.y, B, a1c, a2c, zc, prc);
+    if (tfps_cuda_activations(g, B, a1g, a2g, prg) != TFPS_OK) {
+        fail("activations", g->err);
+        goto out;
+    }
+    check("a1", a1g, a1c, rc.a1, (size_t)B * h1);
+    check("a2", a2g, a2c, rc.a2, (size_t)B * h2);
+    check("probs", prg, prc, rc.probs, (size_t)B * 10);
+    check("loss", &lg, &lc, &rc.loss, 1);
     for (int v = 0; v < TFPS_NVARS; v++)
-        compare(tfps_var_name(v), gg + l.off[v], gc + l.off[v], l.size[v], 1e-4);
+        check(tfps_var_name(v), gg + l->off[v], gc + l->off[v], rc.grads + l->off[v], l->size[v]);
 
-    // a prefetched batch (the training loop's path) gives the same gradient
-    if (gpu_be->prefetch) {
-        float *x2 = tfps_backend_host_alloc(gpu_be, (size_t)B * 784 * 4);
-        uint8_t *y2 = tfps_backend_host_alloc(gpu_be, (size_t)B);
-        float *gg2 = malloc(l.total * sizeof(float)), lg2 = 0;
-        memcpy(x2, x, (size_t)B * 784 * 4);
-        memcpy(y2, y, (size_t)B);
-        if (gpu_be->prefetch(gpu_be, x2, y2, B) != TFPS_OK || gpu_be->step(gpu_be, params, x2, y2, B, gg2, &lg2)) {
-            printf("  prefetched step failed: %s\n", gpu_be->err);
-            failures++;
-        } else if (memcmp(gg, gg2, l.total * sizeof(float)) != 0 || lg != lg2) {
-            printf("  prefetched step differs from the plain one  <-- FAIL\n");
-            failures++;
+    // the training loop's path: the batch prefetched on the copy stream, from page-locked memory
+    float *x2 = tfps_backend_host_alloc(g, (size_t)B * 784 * sizeof(float));
+    uint8_t *y2 = tfps_backend_host_alloc(g, (size_t)B);
+    if (!x2 || !y2) {
+        fail("host_alloc", "no page-locked memory");
+    } else {
+        memcpy(x2, rc.x, (size_t)B * 784 * sizeof(float));
+        memcpy(y2, rc.y, (size_t)B);
+        if (g->prefetch(g, x2, y2, B) != TFPS_OK || g->step(g, rc.params, x2, y2, B, gg2, &lg2) != TFPS_OK)
+            fail("prefetched step", g->err);
+        else if (memcmp(gg, gg2, l->total * sizeof(float)) != 0 || lg != lg2)
+            fail("prefetched step", "differs from the plain one");
+        else
+            printf("  prefetched step: bit-identical\n");
+    }
+    tfps_backend_host_free(g, x2);
+    tfps_backend_host_free(g, y2);
+
+    // evaluation: no example is near a tie, so the predictions agree one by one
+    if (cpu->predict(cpu, rc.params, rc.x, B, pc) != TFPS_OK || g->predict(g, rc.params, rc.x, B, pg) != TFPS_OK) {
+        fail("predict", g->err);
+    } else {
+        int same = 0, correct_c = 0, correct_g = 0;
+        for (int i = 0; i < B; i++) {
+            same += pc[i] == pg[i];
+            correct_c += pc[i] == rc.y[i];
+            correct_g += pg[i] == rc.y[i];
         }
-        tfps_backend_host_free(gpu_be, x2);
-        tfps_backend_host_free(gpu_be, y2);
-        free(gg2);
+        printf("  predict: %d/%d equal; accuracy cpu %d/%d gpu %d/%d f64 %d/%d%s\n", same, B, correct_c, B, correct_g,
+               B, rc.correct, B, same == B && correct_g == rc.correct ? "" : "  <-- FAIL");
+        failures += !(same == B && correct_g == rc.correct);
     }
-
-    // evaluation: same predictions up to near-ties, so the same accuracy on these labels
-    cpu->predict(cpu, params, x, B, pc);
-    if (gpu_be->predict(gpu_be, params, x, B, pg) != TFPS_OK) {
-        printf("  predict: %s\n", gpu_be->err);
-        failures++;
-    }
-    int correct_c = 0, correct_g = 0;
-    for (int i = 0; i < B; i++) {
-        correct_c += pc[i] == y[i];
-        correct_g += pg[i] == y[i];
-    }
-    printf("  accuracy   cpu %d/%d gpu %d/%d%s\n", correct_c, B, correct_g, B,
-           correct_c == correct_g ? "" : "  <-- FAIL");
-    failures += correct_c != correct_g;
-    free(a1c); free(a2c); free(lgc); free(prc); free(a1g); free(a2g); free(prg);
 out:
     tfps_backend_free(cpu);
-    free(params); free(gc); free(gg); free(x); free(y); free(pc); free(pg);
+    free(gc); free(gg); free(gg2);
+    free(a1c); free(a2c); free(zc); free(prc); free(a1g); free(a2g); free(prg);
+    free(pc); free(pg);
+    refnet_case_free(&rc);
 }
 
 int main(void) {
@@ -140,7 +139,7 @@ int main(void) {
         printf("test_cuda: SKIP: %s\n", err);
         return SKIP;
     }
-    printf("test_cuda: GPU 0: %s, %.1f GiB\n", name, mem / 1073741824.0);
+    printf("test_cuda: GPU 0: %s, %.1f GiB; tolerance %.0e\n", name, mem / 1073741824.0, TOL);
     const int sizes[2][2] = {{300, 100}, {1024, 37}};
     const int batches[] = {1, 7, 64, 1000};
     for (int s = 0; s < 2; s++) {
@@ -152,6 +151,9 @@ int main(void) {
             return 1;
         }
         for (int b = 0; b < 4; b++) run_case(g, sizes[s][0], sizes[s][1], batches[b]);
+        // over the maximum batch: refused with a message, the backend still usable
+        float loss = 0;
+        if (g->step(g, NULL, NULL, NULL, 1001, NULL, &loss) != TFPS_ERR || !g->err[0]) fail("batch 1001", "not refused");
         tfps_backend_free(g);
     }
     printf("test_cuda: %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);

@@ -5,9 +5,9 @@
  *
  * Per step: one host->device copy of the pulled weights and one
  * device->host copy of the flat gradient (plus the 4-byte mean loss), both
- * from/to page-locked memory when the caller's buffers came from host_alloc; the batch itself was uploaded on a second stream
- * by prefetch() while the previous step computed (or is uploaded now when no
- * prefetch matched). The three dense layers are cuBLAS sgemm calls in FP32
+ * from/to page-locked memory when the caller's buffers came from host_alloc.
+ * The batch itself was uploaded on a second stream by prefetch() while the
+ * previous step computed (or is uploaded now when no prefetch matched). The three dense layers are cuBLAS sgemm calls in FP32
  * (CUBLAS_DEFAULT_MATH: no TF32); bias+ReLU, softmax cross-entropy and its
  * gradient, and ReLU's backward are small kernels; bias gradients are gemv
  * with a vector of ones.
@@ -199,6 +199,19 @@ static int dense_backward(cuda_backend *c, float *din, float *dW, float *db, con
 // A device batch buffer that holds no prefetched batch still waiting for its step.
 static int free_buffer(const cuda_backend *c) { return c->staged_x[0] ? 1 : 0; }
 
+// A buffer the compute stream may overwrite now. When both hold prefetched
+// batches (a caller that stepped on something else), the second is dropped
+// once its upload has landed, so the two copies never race.
+static int claim_buffer(cuda_backend *c, int *k) {
+    int j = free_buffer(c);
+    if (c->staged_x[j]) {
+        CUDA_TRY(cudaStreamWaitEvent(c->compute, c->uploaded[j], 0));
+        c->staged_x[j] = NULL;
+    }
+    *k = j;
+    return TFPS_OK;
+}
+
 // Makes x/y of this step resident in buffer *k: a matching prefetch, or an upload now.
 static int stage_batch(cuda_backend *c, const float *x, const uint8_t *y, int B, int *k) {
     const tfps_layout *l = &c->base.layout;
@@ -209,10 +222,10 @@ static int stage_batch(cuda_backend *c, const float *x, const uint8_t *y, int B,
             *k = j;
             return TFPS_OK;
         }
-    int j = free_buffer(c);
+    int j = 0;
+    if (claim_buffer(c, &j)) return TFPS_ERR;
     CUDA_TRY(cudaMemcpyAsync(c->x[j], x, (size_t)B * l->in * sizeof(float), cudaMemcpyHostToDevice, c->compute));
     CUDA_TRY(cudaMemcpyAsync(c->y[j], y, (size_t)B, cudaMemcpyHostToDevice, c->compute));
-    c->staged_x[j] = NULL;
     *k = j;
     return TFPS_OK;
 }
@@ -237,6 +250,7 @@ static int cuda_step(tfps_backend *b, const float *params, const float *x, const
         return TFPS_ERR;
     }
     int k = 0;
+    CUDA_TRY(cudaSetDevice(c->gpu));   // current device is per host thread
     // the one host->device copy of the weights
     CUDA_TRY(cudaMemcpyAsync(c->params, params, l->total * sizeof(float), cudaMemcpyHostToDevice, c->compute));
     if (stage_batch(c, x, y, B, &k) || forward(c, params, k, B)) return TFPS_ERR;
@@ -273,8 +287,13 @@ static int cuda_step(tfps_backend *b, const float *params, const float *x, const
 static int cuda_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) return TFPS_ERR;
-    int k = free_buffer(c);
+    if (B < 1 || B > b->max_batch) {
+        snprintf(b->err, sizeof(b->err), "predict: batch %d outside 1..%d", B, b->max_batch);
+        return TFPS_ERR;
+    }
+    int k = 0;
+    CUDA_TRY(cudaSetDevice(c->gpu));
+    if (claim_buffer(c, &k)) return TFPS_ERR;
     CUDA_TRY(cudaMemcpyAsync(c->params, params, l->total * sizeof(float), cudaMemcpyHostToDevice, c->compute));
     CUDA_TRY(cudaMemcpyAsync(c->x[k], x, (size_t)B * l->in * sizeof(float), cudaMemcpyHostToDevice, c->compute));
     if (forward(c, params, k, B)) return TFPS_ERR;
@@ -288,7 +307,11 @@ static int cuda_predict(tfps_backend *b, const float *params, const float *x, in
 static int cuda_prefetch(tfps_backend *b, const float *x, const uint8_t *y, int B) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) return TFPS_ERR;
+    if (B < 1 || B > b->max_batch) {
+        snprintf(b->err, sizeof(b->err), "prefetch: batch %d outside 1..%d", B, b->max_batch);
+        return TFPS_ERR;
+    }
+    CUDA_TRY(cudaSetDevice(c->gpu));
     if (c->staged_x[0] && c->staged_x[1]) {
         snprintf(b->err, sizeof(b->err), "prefetch: two batches already staged; call step in between");
         return TFPS_ERR;
@@ -307,8 +330,9 @@ static int cuda_prefetch(tfps_backend *b, const float *x, const uint8_t *y, int 
 }
 
 static void *cuda_host_alloc(tfps_backend *b, size_t bytes) {
-    (void)b;
+    cuda_backend *c = (cuda_backend *)b;
     void *p = NULL;
+    if (cudaSetDevice(c->gpu) != cudaSuccess) return NULL;
     return cudaMallocHost(&p, bytes ? bytes : 1) == cudaSuccess ? p : NULL;
 }
 
