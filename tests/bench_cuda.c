@@ -129,7 +129,12 @@ int main(int argc, char **argv) {
 
     char name[256] = "", err[TFPS_ERR_LEN] = "";
     size_t mem = 0;
-    if (tfps_cuda_probe(0, name, sizeof(name), &mem, err, sizeof(err)) <= 0) {
+    const int found = tfps_cuda_probe(0, name, sizeof(name), &mem, err, sizeof(err));
+    if (found < 0) {
+        fprintf(stderr, "bench_cuda: %s\n", err);
+        return 1;
+    }
+    if (found == 0) {
         printf("bench_cuda: SKIP: %s\n", err);
         return SKIP;
     }

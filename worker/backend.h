@@ -44,13 +44,18 @@ void *tfps_backend_host_alloc(tfps_backend *b, size_t bytes);
 void tfps_backend_host_free(tfps_backend *b, void *p);
 
 /* CUDA backend (cuda.cu; built when nvcc is found, TFPS_WITH_CUDA). probe:
- * the number of usable devices (0 with the reason in err), and device gpu's
- * name and memory. new: NULL with err on failure. */
+ * the number of usable devices and device gpu's name and memory; 0 with the
+ * reason in err when there is none (or gpu is not among them); -1 with the
+ * reason when an NVIDIA driver is installed but older than this build's CUDA
+ * runtime (a GPU that cannot be used, not a machine without one). new: NULL
+ * with err on failure. */
 int tfps_cuda_probe(int gpu, char *name, size_t namelen, size_t *mem_bytes, char *err, size_t errlen);
 tfps_backend *tfps_cuda_backend_new(const tfps_layout *l, int max_batch, int gpu, char *err, size_t errlen);
 /* After a step: copy the activations of that step back (a1 [B][h1], a2
  * [B][h2], probs [B][out]) for tests. */
 int tfps_cuda_activations(tfps_backend *b, int B, float *a1, float *a2, float *probs);
+/* Steps so far whose batch had been staged by a matching prefetch. */
+long long tfps_cuda_prefetch_hits(const tfps_backend *b);
 
 /* CPU reference backend for batches up to max_batch; NULL on out-of-memory. */
 tfps_backend *tfps_cpu_backend_new(const tfps_layout *l, int max_batch);

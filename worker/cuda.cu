@@ -46,6 +46,7 @@ struct cuda_backend {
     const float *staged_x[2];         // host pointers whose batch sits in x[k]
     const uint8_t *staged_y[2];
     int staged_n[2];
+    long long prefetch_hits;          // steps whose batch a prefetch had staged
     float *a1, *a2, *logits, *probs;  // activations
     float *d1, *d2, *dlogits;         // their gradients
     float *ones;                      // [max_batch] of 1.0f for bias gradients
@@ -219,6 +220,7 @@ static int stage_batch(cuda_backend *c, const float *x, const uint8_t *y, int B,
         if (c->staged_x[j] == x && c->staged_y[j] == y && c->staged_n[j] == B) {
             CUDA_TRY(cudaStreamWaitEvent(c->compute, c->uploaded[j], 0));
             c->staged_x[j] = NULL;   // consumed: the host buffer may be refilled
+            c->prefetch_hits++;
             *k = j;
             return TFPS_OK;
         }
@@ -241,14 +243,19 @@ static int forward(cuda_backend *c, const float *params, int k, int B) {
     return TFPS_OK;
 }
 
-static int cuda_step(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
+// After a failure: let every copy in flight land before the caller may free
+// or refill its pinned buffers, and forget staged batches (errors ignored:
+// after a sticky error the sync reports it again).
+static void drain(cuda_backend *c) {
+    cudaStreamSynchronize(c->compute);
+    cudaStreamSynchronize(c->copy);
+    c->staged_x[0] = c->staged_x[1] = NULL;
+}
+
+static int step_once(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
                      float *loss) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "batch %d outside 1..%d", B, b->max_batch);
-        return TFPS_ERR;
-    }
     int k = 0;
     CUDA_TRY(cudaSetDevice(c->gpu));   // current device is per host thread
     // the one host->device copy of the weights
@@ -284,13 +291,20 @@ static int cuda_step(tfps_backend *b, const float *params, const float *x, const
     return TFPS_OK;
 }
 
-static int cuda_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
-    cuda_backend *c = (cuda_backend *)b;
-    const tfps_layout *l = &b->layout;
+static int cuda_step(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
+                     float *loss) {
     if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "predict: batch %d outside 1..%d", B, b->max_batch);
+        snprintf(b->err, sizeof(b->err), "batch %d outside 1..%d", B, b->max_batch);
         return TFPS_ERR;
     }
+    if (step_once(b, params, x, y, B, grads, loss) == TFPS_OK) return TFPS_OK;
+    drain((cuda_backend *)b);
+    return TFPS_ERR;
+}
+
+static int predict_once(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
+    cuda_backend *c = (cuda_backend *)b;
+    const tfps_layout *l = &b->layout;
     int k = 0;
     CUDA_TRY(cudaSetDevice(c->gpu));
     if (claim_buffer(c, &k)) return TFPS_ERR;
@@ -304,18 +318,20 @@ static int cuda_predict(tfps_backend *b, const float *params, const float *x, in
     return TFPS_OK;
 }
 
-static int cuda_prefetch(tfps_backend *b, const float *x, const uint8_t *y, int B) {
+static int cuda_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
+    if (B < 1 || B > b->max_batch) {
+        snprintf(b->err, sizeof(b->err), "predict: batch %d outside 1..%d", B, b->max_batch);
+        return TFPS_ERR;
+    }
+    if (predict_once(b, params, x, B, pred) == TFPS_OK) return TFPS_OK;
+    drain((cuda_backend *)b);
+    return TFPS_ERR;
+}
+
+static int prefetch_once(tfps_backend *b, const float *x, const uint8_t *y, int B) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "prefetch: batch %d outside 1..%d", B, b->max_batch);
-        return TFPS_ERR;
-    }
     CUDA_TRY(cudaSetDevice(c->gpu));
-    if (c->staged_x[0] && c->staged_x[1]) {
-        snprintf(b->err, sizeof(b->err), "prefetch: two batches already staged; call step in between");
-        return TFPS_ERR;
-    }
     int j = free_buffer(c);
     // the buffer may still be read by the step in flight on the compute stream: order after it
     CUDA_TRY(cudaEventRecord(c->computed, c->compute));
@@ -329,6 +345,21 @@ static int cuda_prefetch(tfps_backend *b, const float *x, const uint8_t *y, int 
     return TFPS_OK;
 }
 
+static int cuda_prefetch(tfps_backend *b, const float *x, const uint8_t *y, int B) {
+    if (B < 1 || B > b->max_batch) {
+        snprintf(b->err, sizeof(b->err), "prefetch: batch %d outside 1..%d", B, b->max_batch);
+        return TFPS_ERR;
+    }
+    cuda_backend *c = (cuda_backend *)b;
+    if (c->staged_x[0] && c->staged_x[1]) {   // refused before anything is queued: both stay staged
+        snprintf(b->err, sizeof(b->err), "prefetch: two batches already staged; call step in between");
+        return TFPS_ERR;
+    }
+    if (prefetch_once(b, x, y, B) == TFPS_OK) return TFPS_OK;
+    drain((cuda_backend *)b);
+    return TFPS_ERR;
+}
+
 static void *cuda_host_alloc(tfps_backend *b, size_t bytes) {
     cuda_backend *c = (cuda_backend *)b;
     void *p = NULL;
@@ -337,8 +368,13 @@ static void *cuda_host_alloc(tfps_backend *b, size_t bytes) {
 }
 
 static void cuda_host_free(tfps_backend *b, void *p) {
-    (void)b;
-    if (p) cudaFreeHost(p);
+    cuda_backend *c = (cuda_backend *)b;
+    if (!p) return;
+    // a prefetch never stepped on may still be reading p
+    cudaSetDevice(c->gpu);
+    cudaStreamSynchronize(c->copy);
+    cudaStreamSynchronize(c->compute);
+    cudaFreeHost(p);
 }
 
 static void cuda_free(tfps_backend *b) {
@@ -397,10 +433,22 @@ static int cuda_init(cuda_backend *c, const tfps_layout *l, int max_batch, int g
 extern "C" int tfps_cuda_probe(int gpu, char *name, size_t namelen, size_t *mem_bytes, char *err, size_t errlen) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
+    int drv = 0, rt = 0;
+    if (e != cudaSuccess && cudaDriverGetVersion(&drv) == cudaSuccess && cudaRuntimeGetVersion(&rt) == cudaSuccess &&
+        drv > 0 && drv < rt) {
+        // a driver is installed (so most likely a GPU too) but predates this build's runtime
+        snprintf(err, errlen,
+                 "the NVIDIA driver supports CUDA %d.%d but this build's runtime is CUDA %d.%d; update the driver "
+                 "(CUDA 13 needs R580 or newer) or use --device cpu",
+                 drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+        return -1;
+    }
     if (e != cudaSuccess || n == 0) {
-        // with no GPU this is cudaErrorInsufficientDriver (35) or cudaErrorNoDevice, and n == 0
+        // with no driver this is cudaErrorInsufficientDriver (35) and the driver version 0
         snprintf(err, errlen, "cudaGetDeviceCount found no device (%s)",
-                 e != cudaSuccess ? cudaGetErrorString(e) : "count 0");
+                 e == cudaSuccess ? "count 0"
+                 : drv == 0 && e == cudaErrorInsufficientDriver ? "no NVIDIA driver is loaded"
+                                                                : cudaGetErrorString(e));
         return 0;
     }
     if (gpu < 0 || gpu >= n) {
@@ -450,9 +498,18 @@ extern "C" tfps_backend *tfps_cuda_backend_new(const tfps_layout *l, int max_bat
 extern "C" int tfps_cuda_activations(tfps_backend *b, int B, float *a1, float *a2, float *probs) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
+    if (B < 1 || B > b->max_batch) {
+        snprintf(b->err, sizeof(b->err), "activations: batch %d outside 1..%d", B, b->max_batch);
+        return TFPS_ERR;
+    }
+    CUDA_TRY(cudaSetDevice(c->gpu));
     CUDA_TRY(cudaStreamSynchronize(c->compute));
     CUDA_TRY(cudaMemcpy(a1, c->a1, (size_t)B * l->h1 * sizeof(float), cudaMemcpyDeviceToHost));
     CUDA_TRY(cudaMemcpy(a2, c->a2, (size_t)B * l->h2 * sizeof(float), cudaMemcpyDeviceToHost));
     CUDA_TRY(cudaMemcpy(probs, c->probs, (size_t)B * l->out * sizeof(float), cudaMemcpyDeviceToHost));
     return TFPS_OK;
+}
+
+extern "C" long long tfps_cuda_prefetch_hits(const tfps_backend *b) {
+    return ((const cuda_backend *)b)->prefetch_hits;
 }

@@ -20,7 +20,8 @@ tfps_backend *tfps_backend_open(const tfps_options *o, const tfps_layout *l, int
     if (o->device != TFPS_DEVICE_CPU) {
         char name[256], why[TFPS_ERR_LEN];
         size_t mem = 0;
-        if (tfps_cuda_probe(o->gpu, name, sizeof(name), &mem, why, sizeof(why)) > 0) {
+        const int found = tfps_cuda_probe(o->gpu, name, sizeof(name), &mem, why, sizeof(why));
+        if (found > 0) {
             tfps_backend *b = tfps_cuda_backend_new(l, max_batch, o->gpu, err, errlen);
             if (b) {
                 tfps_info("device: GPU %d, %s, %.1f GiB", o->gpu, name, mem / 1073741824.0);
@@ -32,6 +33,8 @@ tfps_backend *tfps_backend_open(const tfps_options *o, const tfps_layout *l, int
             *usage = 1;
             tfps_seterr(err, errlen, "--device cuda: %s; expected a visible GPU, or --device cpu / auto", why);
             return NULL;
+        } else if (found < 0) {
+            tfps_warn("device auto: %s; using the CPU", why);
         } else {
             tfps_info("device auto: %s; using the CPU", why);
         }
