@@ -232,10 +232,9 @@ static int stage_batch(cuda_backend *c, const float *x, const uint8_t *y, int B,
     return TFPS_OK;
 }
 
-static int forward(cuda_backend *c, const float *params, int k, int B) {
+static int forward(cuda_backend *c, int k, int B) {
     const tfps_layout *l = &c->base.layout;
     const float *P = c->params;
-    (void)params;
     if (dense_forward(c, c->a1, c->x[k], P + l->off[TFPS_VAR_W1], P + l->off[TFPS_VAR_B1], B, l->in, l->h1, 1) ||
         dense_forward(c, c->a2, c->a1, P + l->off[TFPS_VAR_W2], P + l->off[TFPS_VAR_B2], B, l->h1, l->h2, 1) ||
         dense_forward(c, c->logits, c->a2, P + l->off[TFPS_VAR_W3], P + l->off[TFPS_VAR_B3], B, l->h2, l->out, 0))
@@ -252,6 +251,19 @@ static void drain(cuda_backend *c) {
     c->staged_x[0] = c->staged_x[1] = NULL;
 }
 
+// rc, after draining when it is a failure.
+static int drained(tfps_backend *b, int rc) {
+    if (rc != TFPS_OK) drain((cuda_backend *)b);
+    return rc;
+}
+
+// 1 when B fits the buffers; else 0 with the message in b->err.
+static int batch_ok(tfps_backend *b, const char *what, int B) {
+    if (B >= 1 && B <= b->max_batch) return 1;
+    snprintf(b->err, sizeof(b->err), "%s: batch %d outside 1..%d", what, B, b->max_batch);
+    return 0;
+}
+
 static int step_once(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
                      float *loss) {
     cuda_backend *c = (cuda_backend *)b;
@@ -260,7 +272,7 @@ static int step_once(tfps_backend *b, const float *params, const float *x, const
     CUDA_TRY(cudaSetDevice(c->gpu));   // current device is per host thread
     // the one host->device copy of the weights
     CUDA_TRY(cudaMemcpyAsync(c->params, params, l->total * sizeof(float), cudaMemcpyHostToDevice, c->compute));
-    if (stage_batch(c, x, y, B, &k) || forward(c, params, k, B)) return TFPS_ERR;
+    if (stage_batch(c, x, y, B, &k) || forward(c, k, B)) return TFPS_ERR;
     softmax_xent_kernel<<<blocks(B, 128), 128, 0, c->compute>>>(c->probs, c->dlogits, c->d1 /* scratch */, c->logits,
                                                                  c->y[k], B, l->out);
     CUDA_TRY(cudaGetLastError());
@@ -293,13 +305,8 @@ static int step_once(tfps_backend *b, const float *params, const float *x, const
 
 static int cuda_step(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
                      float *loss) {
-    if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "batch %d outside 1..%d", B, b->max_batch);
-        return TFPS_ERR;
-    }
-    if (step_once(b, params, x, y, B, grads, loss) == TFPS_OK) return TFPS_OK;
-    drain((cuda_backend *)b);
-    return TFPS_ERR;
+    if (!batch_ok(b, "step", B)) return TFPS_ERR;
+    return drained(b, step_once(b, params, x, y, B, grads, loss));
 }
 
 static int predict_once(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
@@ -310,7 +317,7 @@ static int predict_once(tfps_backend *b, const float *params, const float *x, in
     if (claim_buffer(c, &k)) return TFPS_ERR;
     CUDA_TRY(cudaMemcpyAsync(c->params, params, l->total * sizeof(float), cudaMemcpyHostToDevice, c->compute));
     CUDA_TRY(cudaMemcpyAsync(c->x[k], x, (size_t)B * l->in * sizeof(float), cudaMemcpyHostToDevice, c->compute));
-    if (forward(c, params, k, B)) return TFPS_ERR;
+    if (forward(c, k, B)) return TFPS_ERR;
     argmax_kernel<<<blocks(B, 128), 128, 0, c->compute>>>(c->pred, c->logits, B, l->out);
     CUDA_TRY(cudaGetLastError());
     CUDA_TRY(cudaMemcpyAsync(pred, c->pred, (size_t)B, cudaMemcpyDeviceToHost, c->compute));
@@ -319,13 +326,8 @@ static int predict_once(tfps_backend *b, const float *params, const float *x, in
 }
 
 static int cuda_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
-    if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "predict: batch %d outside 1..%d", B, b->max_batch);
-        return TFPS_ERR;
-    }
-    if (predict_once(b, params, x, B, pred) == TFPS_OK) return TFPS_OK;
-    drain((cuda_backend *)b);
-    return TFPS_ERR;
+    if (!batch_ok(b, "predict", B)) return TFPS_ERR;
+    return drained(b, predict_once(b, params, x, B, pred));
 }
 
 static int prefetch_once(tfps_backend *b, const float *x, const uint8_t *y, int B) {
@@ -346,18 +348,13 @@ static int prefetch_once(tfps_backend *b, const float *x, const uint8_t *y, int 
 }
 
 static int cuda_prefetch(tfps_backend *b, const float *x, const uint8_t *y, int B) {
-    if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "prefetch: batch %d outside 1..%d", B, b->max_batch);
-        return TFPS_ERR;
-    }
+    if (!batch_ok(b, "prefetch", B)) return TFPS_ERR;
     cuda_backend *c = (cuda_backend *)b;
     if (c->staged_x[0] && c->staged_x[1]) {   // refused before anything is queued: both stay staged
         snprintf(b->err, sizeof(b->err), "prefetch: two batches already staged; call step in between");
         return TFPS_ERR;
     }
-    if (prefetch_once(b, x, y, B) == TFPS_OK) return TFPS_OK;
-    drain((cuda_backend *)b);
-    return TFPS_ERR;
+    return drained(b, prefetch_once(b, x, y, B));
 }
 
 static void *cuda_host_alloc(tfps_backend *b, size_t bytes) {
@@ -498,10 +495,7 @@ extern "C" tfps_backend *tfps_cuda_backend_new(const tfps_layout *l, int max_bat
 extern "C" int tfps_cuda_activations(tfps_backend *b, int B, float *a1, float *a2, float *probs) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) {
-        snprintf(b->err, sizeof(b->err), "activations: batch %d outside 1..%d", B, b->max_batch);
-        return TFPS_ERR;
-    }
+    if (!batch_ok(b, "activations", B)) return TFPS_ERR;
     CUDA_TRY(cudaSetDevice(c->gpu));
     CUDA_TRY(cudaStreamSynchronize(c->compute));
     CUDA_TRY(cudaMemcpy(a1, c->a1, (size_t)B * l->h1 * sizeof(float), cudaMemcpyDeviceToHost));
