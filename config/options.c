@@ -26,6 +26,8 @@ typedef struct {
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const strategy_names[] = {"balanced", "round-robin", "greedy", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
+static const char *const consistency_names[] = {"async", "sync", "ssp", NULL};
+static const char *const optimizer_names[] = {"sgd", "momentum", "adam", "adagrad", NULL};   /* = tfps_optim_kind */
 
 #define OFF(f) offsetof(tfps_options, f)
 static const opt_def opts[] = {
@@ -34,7 +36,7 @@ static const opt_def opts[] = {
     {"batch-size", OPT_INT, OFF(batch_size), "64", 1, 65536, NULL, "examples per step per worker"},
     {"first-layer-neurons", OPT_INT, OFF(h1), "300", 1, 65536, NULL, "width of hidden layer 1"},
     {"second-layer-neurons", OPT_INT, OFF(h2), "100", 1, 65536, NULL, "width of hidden layer 2"},
-    {"learning-rate", OPT_FLOAT, OFF(learning_rate), "0.1", 1e-9, 100, NULL, "SGD learning rate"},
+    {"learning-rate", OPT_FLOAT, OFF(learning_rate), "0.1", 1e-9, 100, NULL, "learning rate of the optimizer (Keras's defaults: sgd 0.01, adam 0.001)"},
     {"epochs", OPT_INT, OFF(epochs), "10", 1, 100000, NULL, "passes over the training set"},
     {"steps", OPT_I64, OFF(steps), "0", 0, 1e12, NULL, "stop after this many steps; 0 = as --epochs gives"},
     {"output-dir", OPT_PATH, OFF(output_dir), "outputs", 0, 0, NULL,
@@ -55,10 +57,32 @@ static const opt_def opts[] = {
      "1: a worker computes step t+1 while step t's push and pull are in flight (async SGD, weights one step "
      "stale); 0: strictly pull, compute, push"},
     {"eval-every", OPT_FLOAT, OFF(eval_every), "2", 0.1, 86400, NULL, "evaluator task: seconds between evaluations"},
+    {"consistency", OPT_ENUM, OFF(consistency), "async", 0, 0, consistency_names,
+     "async: the ps apply each gradient on arrival (TF's default); sync: they apply the mean of "
+     "--replicas-to-aggregate gradients per step (TF SyncReplicasOptimizer); ssp: async with a worker at most "
+     "--staleness steps ahead of the slowest"},
+    {"replicas-to-aggregate", OPT_INT, OFF(replicas_to_aggregate), "0", 0, 100000, NULL,
+     "sync: gradients averaged per step; fewer than the training replicas = backup workers; 0 = all of them"},
+    {"staleness", OPT_INT, OFF(staleness), "2", 0, 1000000, NULL,
+     "ssp: steps a worker may run ahead of the slowest live worker (0 = a barrier every step)"},
+    {"optimizer", OPT_ENUM, OFF(optimizer), "sgd", 0, 0, optimizer_names,
+     "update rule, run on the ps (Keras's formulas): sgd, momentum, adam or adagrad"},
+    {"momentum", OPT_FLOAT, OFF(momentum), "0.9", 0, 1, NULL, "momentum optimizer: the momentum"},
+    {"nesterov", OPT_INT, OFF(nesterov), "0", 0, 1, NULL, "momentum optimizer: 1 = Nesterov momentum"},
+    {"beta1", OPT_FLOAT, OFF(beta1), "0.9", 0, 0.999999, NULL, "adam: decay of the first moment"},
+    {"beta2", OPT_FLOAT, OFF(beta2), "0.999", 0, 0.999999999, NULL, "adam: decay of the second moment"},
+    {"epsilon", OPT_FLOAT, OFF(epsilon), "1e-07", 1e-12, 1, NULL, "adam, adagrad: the epsilon of the denominator"},
+    {"initial-accumulator", OPT_FLOAT, OFF(initial_accumulator), "0.1", 0, 1e6, NULL,
+     "adagrad: initial value of the accumulator"},
+    {"slow-step-ms", OPT_INT, OFF(slow_step_ms), "0", 0, 600000, NULL,
+     "testing: a worker sleeps this long after each step (a straggler, for the fault and backup-worker tests)"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
 const char *tfps_device_name(int d) { return d >= 0 && d <= TFPS_DEVICE_CUDA ? device_names[d] : "?"; }
+const char *tfps_consistency_name(int c) {
+    return c >= 0 && c <= TFPS_CONSISTENCY_SSP ? consistency_names[c] : "?";
+}
 
 static void env_name(const opt_def *d, char *buf, size_t n) {
     size_t j = (size_t)snprintf(buf, n, "TFPS_");

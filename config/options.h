@@ -18,6 +18,8 @@
 #define TFPS_PATH_LEN 1024
 
 typedef enum { TFPS_DEVICE_AUTO = 0, TFPS_DEVICE_CPU, TFPS_DEVICE_CUDA } tfps_device;
+/* --consistency: how the ps combine the replicas' gradients (README, "Consistency"). */
+typedef enum { TFPS_CONSISTENCY_ASYNC = 0, TFPS_CONSISTENCY_SYNC, TFPS_CONSISTENCY_SSP } tfps_consistency;
 
 typedef struct {
     char data_folder[TFPS_PATH_LEN];
@@ -38,6 +40,16 @@ typedef struct {
     double rpc_timeout;         /* seconds: deadline of each training RPC round */
     double eval_every;          /* evaluator: seconds between evaluations */
     int overlap;                /* 1: push/pull of step t overlaps compute of t+1 (async staleness 1) */
+    int consistency;            /* tfps_consistency */
+    int replicas_to_aggregate;  /* sync: gradients per step; 0 = every training replica */
+    int staleness;              /* ssp: how many clocks a worker may run ahead of the slowest */
+    int optimizer;              /* tfps_optim_kind (optim.h) */
+    double momentum;            /* momentum optimizer */
+    int nesterov;               /* momentum optimizer: 1 = Nesterov */
+    double beta1, beta2;        /* adam */
+    double epsilon;             /* adam, adagrad */
+    double initial_accumulator; /* adagrad */
+    int slow_step_ms;           /* testing: sleep after each step (a straggler) */
     /* actions, flags only */
     int print_cluster, help, version;
 } tfps_options;
@@ -52,5 +64,6 @@ void tfps_options_usage(FILE *f, const char *prog, const char *what);
 struct cJSON;
 void tfps_options_to_json(const tfps_options *o, struct cJSON *obj);
 const char *tfps_device_name(int d);
+const char *tfps_consistency_name(int c);
 
 #endif
