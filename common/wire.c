@@ -120,6 +120,11 @@ int tfps_wire_pack_register_req(const tfps_wire_register_req *m, tfps_buf *out) 
     p.shard_strategy = str_to_pb(m->shard_strategy);
     p.seed = m->seed;
     p.learning_rate = m->learning_rate;
+    p.consistency = str_to_pb(m->consistency);
+    p.replicas_to_aggregate = m->replicas_to_aggregate;
+    p.staleness = m->staleness;
+    p.optimizer = str_to_pb(m->optimizer);
+    p.optimizer_digest = m->optimizer_digest;
     return pack_msg(&p.base, out);
 }
 
@@ -145,6 +150,7 @@ int tfps_wire_pack_pull_req(const tfps_wire_pull_req *m, tfps_buf *out) {
     Tfps__V1__PullRequest p = TFPS__V1__PULL_REQUEST__INIT;
     p.worker_id = m->worker_id;
     p.min_version = m->min_version;
+    p.clock = m->clock;
     p.n_ranges = (size_t)m->nranges;
     p.ranges = ptrs;
     return pack_msg(&p.base, out);
@@ -214,6 +220,13 @@ int tfps_wire_pack_status_resp(const tfps_wire_status_resp *m, tfps_buf *out) {
     p.workers_registered = m->workers_registered;
     p.workers_done = m->workers_done;
     p.examples = m->examples;
+    p.consistency = str_to_pb(m->consistency);
+    p.optimizer = str_to_pb(m->optimizer);
+    p.dropped = m->dropped;
+    p.wait_s = m->wait_s;
+    p.max_lead = m->max_lead;
+    p.held = m->held;
+    p.aggregated = m->aggregated;
     return pack_msg(&p.base, out);
 }
 
@@ -335,6 +348,11 @@ int tfps_wire_unpack_register_req(const uint8_t *data, size_t len, tfps_wire_reg
     m->shard_strategy = str_from_pb(p->shard_strategy);
     m->seed = p->seed;
     m->learning_rate = p->learning_rate;
+    m->consistency = str_from_pb(p->consistency);
+    m->replicas_to_aggregate = p->replicas_to_aggregate;
+    m->staleness = p->staleness;
+    m->optimizer = str_from_pb(p->optimizer);
+    m->optimizer_digest = p->optimizer_digest;
     return TFPS_OK;
 }
 
@@ -360,6 +378,7 @@ int tfps_wire_unpack_pull_req(const uint8_t *data, size_t len, tfps_wire_pull_re
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->worker_id = p->worker_id;
     m->min_version = p->min_version;
+    m->clock = p->clock;
     m->nranges = (int)p->n_ranges;
     for (size_t i = 0; i < p->n_ranges; i++) {
         m->ranges[i].begin = p->ranges[i]->begin;
@@ -454,6 +473,13 @@ int tfps_wire_unpack_status_resp(const uint8_t *data, size_t len, tfps_wire_stat
     m->workers_registered = p->workers_registered;
     m->workers_done = p->workers_done;
     m->examples = p->examples;
+    m->consistency = str_from_pb(p->consistency);
+    m->optimizer = str_from_pb(p->optimizer);
+    m->dropped = p->dropped;
+    m->wait_s = p->wait_s;
+    m->max_lead = p->max_lead;
+    m->held = p->held;
+    m->aggregated = p->aggregated;
     return TFPS_OK;
 }
 

@@ -48,6 +48,11 @@ typedef struct {
     const char *shard_strategy;
     uint64_t seed;
     double learning_rate;
+    const char *consistency;   /* "async", "sync", "ssp" */
+    uint32_t replicas_to_aggregate;
+    uint32_t staleness;
+    const char *optimizer;     /* tfps_optim_describe text */
+    uint64_t optimizer_digest;
 } tfps_wire_register_req;
 
 typedef struct {
@@ -59,6 +64,7 @@ typedef struct {
 typedef struct {
     uint32_t worker_id;
     uint64_t min_version;
+    uint64_t clock;            /* ssp: steps this worker has pushed */
     int nranges;
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
 } tfps_wire_pull_req;
@@ -80,7 +86,7 @@ typedef struct {
 } tfps_wire_push_req;
 
 typedef struct {
-    int applied;
+    int applied;               /* 0: dropped as stale */
     uint64_t version;
 } tfps_wire_push_resp;
 
@@ -104,6 +110,12 @@ typedef struct {
     uint32_t ps_index;
     uint32_t workers_registered, workers_done;
     uint64_t examples;         /* examples in the pushes applied (their batch sizes) */
+    const char *consistency, *optimizer;
+    uint64_t dropped;          /* sync: stale gradients dropped */
+    double wait_s;             /* seconds pulls were held, all workers */
+    uint64_t max_lead;         /* ssp: largest clock lead of a reader over the slowest live worker */
+    uint32_t held;             /* calls held now */
+    uint64_t aggregated;       /* sync: gradients averaged into steps */
 } tfps_wire_status_resp;
 
 typedef struct {

@@ -80,6 +80,12 @@ static const opt_def opts[] = {
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
 const char *tfps_device_name(int d) { return d >= 0 && d <= TFPS_DEVICE_CUDA ? device_names[d] : "?"; }
+void tfps_options_optim(const tfps_options *o, tfps_optim *out) {
+    *out = (tfps_optim){.kind = o->optimizer, .lr = (float)o->learning_rate, .momentum = (float)o->momentum,
+                        .nesterov = o->nesterov, .beta1 = (float)o->beta1, .beta2 = (float)o->beta2,
+                        .epsilon = (float)o->epsilon, .initial_accumulator = (float)o->initial_accumulator};
+}
+
 const char *tfps_consistency_name(int c) {
     return c >= 0 && c <= TFPS_CONSISTENCY_SSP ? consistency_names[c] : "?";
 }

@@ -10,6 +10,7 @@
 #ifndef TFPS_OPTIONS_H
 #define TFPS_OPTIONS_H
 
+#include "optim.h"
 #include "shard.h"
 
 #include <stdint.h>
@@ -65,5 +66,8 @@ struct cJSON;
 void tfps_options_to_json(const tfps_options *o, struct cJSON *obj);
 const char *tfps_device_name(int d);
 const char *tfps_consistency_name(int c);
+/* The update rule the options ask for (--optimizer, --learning-rate, ...), as
+ * the ps and local mode apply it. */
+void tfps_options_optim(const tfps_options *o, tfps_optim *out);
 
 #endif

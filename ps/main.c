@@ -20,8 +20,6 @@
 typedef struct {
     tfps_ps *ps;
     tfps_rpc_server *server;
-    uint64_t last_logged_version;
-    double last_log;
 } ps_daemon;
 
 static tfps_rpc_server *volatile signal_server;
@@ -38,16 +36,7 @@ static void handle(void *ctx, tfps_rpc_call *call, int method, const uint8_t *re
 
 static void tick(void *ctx) {
     ps_daemon *d = ctx;
-    double now = tfps_now();
-    if (now - d->last_log < 10.0) return;
-    tfps_ps_stats s;
-    tfps_ps_get_stats(d->ps, &s);
-    if (s.version != d->last_logged_version)
-        tfps_info("version %llu, applied %llu, refused %llu, workers %u registered / %u done",
-                  (unsigned long long)s.version, (unsigned long long)s.applied, (unsigned long long)s.refused,
-                  s.workers_registered, s.workers_done);
-    d->last_logged_version = s.version;
-    d->last_log = now;
+    tfps_ps_tick(d->ps);
 }
 
 /* "host:port" -> "0.0.0.0:port" (or "[::]:port" for an IPv6 address). */
@@ -76,9 +65,10 @@ int main(int argc, char **argv) {
         rc = TFPS_EXIT_USAGE;
         goto done;
     }
-    d.ps = tfps_ps_new(&l, &plan, c.task_index, &o, c.num_workers, err, sizeof(err));
+    d.ps = tfps_ps_new(&l, &plan, c.task_index, &o, c.num_workers, NULL, NULL, err, sizeof(err));
     if (!d.ps) {
-        tfps_error("%s", err);
+        fprintf(stderr, "tfps-ps: %s\n", err);
+        rc = TFPS_EXIT_USAGE;   // bad options (e.g. --replicas-to-aggregate) or no memory at start
         goto done;
     }
     tfps_rpc_init();
@@ -109,9 +99,10 @@ int main(int argc, char **argv) {
     signal_server = NULL;
     tfps_ps_stats s;
     tfps_ps_get_stats(d.ps, &s);
-    tfps_info("stopped: version %llu, applied %llu, refused %llu, %.1f MB in, %.1f MB out, uptime %.1fs%s",
+    tfps_info("stopped: version %llu, applied %llu, refused %llu, dropped %llu, pulls held %.1fs in all, %.1f MB in, "
+              "%.1f MB out, uptime %.1fs%s",
               (unsigned long long)s.version, (unsigned long long)s.applied, (unsigned long long)s.refused,
-              s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
+              (unsigned long long)s.dropped, s.wait_s, s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
               tfps_ps_shutdown_requested(d.ps) ? " (chief's Shutdown)" : " (signal)");
     tfps_rpc_server_free(d.server);
     tfps_rpc_shutdown();

@@ -1,25 +1,28 @@
-/* ps.c -- see ps.h. */
+/* ps.c -- see ps.h: membership, the method table, statistics, and answering
+ * held calls once the policy allows. */
 #include "ps.h"
+#include "handlers.h"
 #include "log.h"
+#include "optim.h"
+#include "policy.h"
 #include "rpc.h"
 #include "service.h"
+#include "store.h"
 #include "tfps.h"
 #include "wire.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    size_t begin, end;   /* flat range */
-    size_t at;           /* offset of begin in store */
-} owned_range;
+#define PS_LOG_EVERY_S 10.0
+#define PS_HELD_LOG_AFTER_S 10.0
 
 typedef struct {
     int registered, done;
-    uint64_t step, pushes;
+    uint64_t step, pushes, dropped;
+    double wait_s;          /* seconds its pulls were held */
 } worker_state;
 
 struct tfps_ps {
@@ -29,20 +32,32 @@ struct tfps_ps {
     int num_ps, ps_index, num_workers;
     uint64_t seed;
     double lr;
-    int nown;
-    owned_range *own;     /* [nown], sorted by begin */
-    float *store;         /* [nelems] */
-    size_t nelems;
+    int consistency, r2a, staleness;   /* r2a: effective (0 in the options = num_workers) */
+    tfps_optim opt;
+    char opt_desc[160];
+    uint64_t opt_digest;
+    tfps_store store;
+    tfps_policy *pol;
     worker_state *workers;   /* [num_workers], by rank */
     int observers;
-    tfps_ps_stats st;
-    double t_start;
+    tfps_ps_stats st;        /* refused, bytes, examples, workers, wait_s; the rest comes from store and policy */
+    double t_start, last_log, last_held_log;
+    uint64_t last_logged_version;
     int shutdown;
-    tfps_buf out;         /* reply buffer, reused by every call */
+    tfps_ps_reply_fn reply;
+    void *reply_ctx;
+    tfps_buf out;            /* the reply of the call being handled */
+    tfps_buf held_out;       /* the reply of a held call being released */
 };
 
+static void rpc_reply(void *ctx, void *token, int status, const uint8_t *resp, size_t len, const char *msg) {
+    (void)ctx;
+    if (status == TFPS_RPC_OK) tfps_rpc_reply(token, resp, len);
+    else tfps_rpc_reply_error(token, status, msg);
+}
+
 tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_index, const tfps_options *o,
-                     int num_workers, char *err, size_t errlen) {
+                     int num_workers, tfps_ps_reply_fn reply, void *reply_ctx, char *err, size_t errlen) {
     if (ps_index < 0 || ps_index >= plan->num_ps) {
         tfps_seterr(err, errlen, "ps: index %d out of range: the plan has %d ps", ps_index, plan->num_ps);
         return NULL;
@@ -52,7 +67,10 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
         return NULL;
     }
     tfps_ps *ps = calloc(1, sizeof(*ps));
-    if (!ps) goto oom;
+    if (!ps) {
+        tfps_seterr(err, errlen, "ps: out of memory");
+        return NULL;
+    }
     ps->layout = *l;
     ps->layout_digest = tfps_layout_digest(l);
     ps->plan_digest = plan->digest;
@@ -62,68 +80,58 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     ps->num_workers = num_workers;
     ps->seed = (uint64_t)o->seed;
     ps->lr = o->learning_rate;
-    ps->own = calloc((size_t)plan->nranges, sizeof(*ps->own));
+    ps->consistency = o->consistency;
+    ps->r2a = o->replicas_to_aggregate ? o->replicas_to_aggregate : num_workers;
+    ps->staleness = o->staleness;
+    tfps_options_optim(o, &ps->opt);
+    tfps_optim_describe(&ps->opt, ps->opt_desc, sizeof(ps->opt_desc));
+    ps->opt_digest = tfps_optim_digest(&ps->opt);
+    ps->reply = reply ? reply : rpc_reply;
+    ps->reply_ctx = reply_ctx;
+    if (tfps_store_init(&ps->store, l, plan, ps_index, ps->seed, &ps->opt, err, errlen) != TFPS_OK) goto fail;
+    ps->pol = tfps_policy_new(&ps->store, o->consistency, num_workers, o->replicas_to_aggregate, o->staleness, err,
+                              errlen);
+    if (!ps->pol) goto fail;
     ps->workers = calloc((size_t)num_workers, sizeof(*ps->workers));
-    if (!ps->own || !ps->workers) goto oom;
-    for (int r = 0; r < plan->nranges; r++) {
-        if (plan->ranges[r].ps != ps_index) continue;
-        ps->own[ps->nown++] = (owned_range){plan->ranges[r].begin, plan->ranges[r].end, ps->nelems};
-        ps->nelems += plan->ranges[r].end - plan->ranges[r].begin;
+    if (!ps->workers) {
+        tfps_seterr(err, errlen, "ps: out of memory");
+        goto fail;
     }
-    ps->store = malloc((ps->nelems ? ps->nelems : 1) * sizeof(float));
-    if (!ps->store) goto oom;
-    for (int r = 0; r < ps->nown; r++)
-        tfps_layout_init_range(l, ps->seed, ps->own[r].begin, ps->own[r].end, ps->store + ps->own[r].at);
-    ps->t_start = tfps_now();
+    ps->t_start = ps->last_log = ps->last_held_log = tfps_now();
     return ps;
-oom:
+fail:
     tfps_ps_free(ps);
-    tfps_seterr(err, errlen, "ps: out of memory");
     return NULL;
 }
 
 void tfps_ps_free(tfps_ps *ps) {
     if (!ps) return;
-    free(ps->own);
-    free(ps->store);
+    tfps_policy_free(ps->pol);
+    tfps_store_destroy(&ps->store);
     free(ps->workers);
     tfps_buf_free(&ps->out);
+    tfps_buf_free(&ps->held_out);
     free(ps);
 }
 
 int tfps_ps_shutdown_requested(const tfps_ps *ps) { return ps->shutdown; }
+size_t tfps_ps_owned(const tfps_ps *ps) { return ps->store.nelems; }
 
 void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s) {
+    tfps_policy_stats p;
+    tfps_policy_get_stats(ps->pol, &p);
     *s = ps->st;
+    s->version = p.version;
+    s->applied = ps->store.updates;
+    s->dropped = p.dropped;
+    s->aggregated = p.aggregated;
+    s->max_lead = p.max_lead;
+    s->held = (uint32_t)p.held;
     s->uptime_s = tfps_now() - ps->t_start;
 }
 
-size_t tfps_ps_owned(const tfps_ps *ps) { return ps->nelems; }
-
-void tfps_ps_copy_values(const tfps_ps *ps, float *out) { memcpy(out, ps->store, ps->nelems * sizeof(float)); }
-
-/* Offset in store of [begin, end) if it lies inside one owned range; else -1. */
-static long long locate(const tfps_ps *ps, uint64_t begin, uint64_t end) {
-    int lo = 0, hi = ps->nown - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        const owned_range *r = &ps->own[mid];
-        if (begin < r->begin) hi = mid - 1;
-        else if (begin >= r->end) lo = mid + 1;
-        else return end <= r->end ? (long long)(r->at + (begin - r->begin)) : -1;
-    }
-    return -1;
-}
-
-static void describe_owned(const tfps_ps *ps, char *buf, size_t n) {
-    size_t j = 0;
-    buf[0] = '\0';
-    for (int r = 0; r < ps->nown && j + 40 < n; r++)
-        j += (size_t)snprintf(buf + j, n - j, "%s[%zu, %zu)", r ? " " : "", ps->own[r].begin, ps->own[r].end);
-    if (ps->nown == 0) snprintf(buf, n, "nothing");
-}
-
-/* Worker id -> rank, or -1 (message set) when it is not a registered training replica. */
+/* Worker id -> rank, or -1 (message set) when it is not a registered training
+ * replica; the evaluator's id gives num_workers when allowed. */
 static int worker_rank(const tfps_ps *ps, uint32_t id, int allow_observer, char *msg, size_t msglen) {
     if (allow_observer && id == TFPS_OBSERVER_ID && ps->observers > 0) return ps->num_workers;
     if (id >= 1 && id <= (uint32_t)ps->num_workers && ps->workers[id - 1].registered) return (int)id - 1;
@@ -137,12 +145,49 @@ static int refuse(tfps_ps *ps, int status) {
     return status;
 }
 
-static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, char *msg, size_t msglen) {
+/* The weights of q's ranges, packed into out. */
+static int pack_pull(tfps_ps *ps, const tfps_pull *q, tfps_buf *out, char *msg, size_t msglen) {
+    tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n};
+    for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){q->ranges[i], ps->store.w + q->at[i]};
+    if (tfps_wire_pack_pull_resp(&r, out) != TFPS_OK) {
+        snprintf(msg, msglen, "ps: out of memory packing the reply");
+        return TFPS_RPC_RESOURCE_EXHAUSTED;
+    }
+    return TFPS_RPC_OK;
+}
+
+static void answer_held(tfps_ps *ps, const tfps_held *h, int status, const char *why) {
+    const double waited = tfps_now() - h->t_held;
+    ps->st.wait_s += waited;
+    if (h->rank >= 0 && h->rank < ps->num_workers) ps->workers[h->rank].wait_s += waited;
+    char msg[TFPS_ERR_LEN];
+    snprintf(msg, sizeof(msg), "%s", why ? why : "");
+    if (status == TFPS_RPC_OK) status = pack_pull(ps, &h->pull, &ps->held_out, msg, sizeof(msg));
+    if (status == TFPS_RPC_OK) {
+        ps->st.bytes_out += ps->held_out.len;
+        ps->reply(ps->reply_ctx, h->token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
+    } else {
+        ps->reply(ps->reply_ctx, h->token, status, NULL, 0, msg);
+    }
+}
+
+/* Answers every held call the policy now allows. */
+static void release_ready(tfps_ps *ps) {
+    tfps_held h;
+    while (tfps_policy_pop_ready(ps->pol, &h)) answer_held(ps, &h, TFPS_RPC_OK, NULL);
+}
+
+static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    (void)token;
     tfps_wire_register_req m;
     void *owner = NULL;
-    if (tfps_wire_unpack_register_req(req, len, &m, &owner, msg, msglen) != TFPS_OK)
-        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+    int rc = tfps_handlers_register(req, len, &m, &owner, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
     const tfps_layout *l = &ps->layout;
+    char task[64], theirs[160];
+    tfps_handlers_sanitize(task, sizeof(task), m.task_type);
+    tfps_handlers_sanitize(theirs, sizeof(theirs), m.optimizer);
+    const uint32_t their_r2a = m.replicas_to_aggregate ? m.replicas_to_aggregate : m.num_workers;
     if (m.input != (uint32_t)l->in || m.h1 != (uint32_t)l->h1 || m.h2 != (uint32_t)l->h2 ||
         m.classes != (uint32_t)l->out || m.layout_digest != ps->layout_digest) {
         snprintf(msg, msglen,
@@ -152,38 +197,54 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, char *ms
                  m.input, m.h1, m.h2, m.classes, m.layout_digest, ps->ps_index, l->in, l->h1, l->h2, l->out,
                  ps->layout_digest);
     } else if (m.shard_plan_digest != ps->plan_digest || m.num_ps != (uint32_t)ps->num_ps) {
+        char strat[32];
+        tfps_handlers_sanitize(strat, sizeof(strat), m.shard_strategy);
         snprintf(msg, msglen,
                  "shard plan differs: worker has %s over %" PRIu32 " ps (digest %016" PRIx64 "), ps %d has %s over %d "
                  "ps (digest %016" PRIx64 "): give every task the same TF_CONFIG cluster and --shard-strategy",
-                 m.shard_strategy, m.num_ps, m.shard_plan_digest, ps->ps_index, tfps_shard_strategy_name(ps->strategy),
+                 strat, m.num_ps, m.shard_plan_digest, ps->ps_index, tfps_shard_strategy_name(ps->strategy),
                  ps->num_ps, ps->plan_digest);
     } else if (m.seed != ps->seed || m.learning_rate != ps->lr) {
         snprintf(msg, msglen,
                  "training options differ: worker has --seed %" PRIu64 " --learning-rate %g, ps %d has --seed %" PRIu64
                  " --learning-rate %g: give every task the same options",
                  m.seed, m.learning_rate, ps->ps_index, ps->seed, ps->lr);
+    } else if (strcmp(m.consistency, tfps_consistency_name(ps->consistency)) != 0 ||
+               (ps->consistency == TFPS_CONSISTENCY_SYNC && their_r2a != (uint32_t)ps->r2a) ||
+               (ps->consistency == TFPS_CONSISTENCY_SSP && m.staleness != (uint32_t)ps->staleness)) {
+        char cons[16];
+        tfps_handlers_sanitize(cons, sizeof(cons), m.consistency);
+        snprintf(msg, msglen,
+                 "consistency differs: worker has --consistency %s (--replicas-to-aggregate %" PRIu32 ", --staleness %"
+                 PRIu32 "), ps %d has --consistency %s (--replicas-to-aggregate %d, --staleness %d): give every task "
+                 "the same --consistency options", cons, their_r2a, m.staleness, ps->ps_index,
+                 tfps_consistency_name(ps->consistency), ps->r2a, ps->staleness);
+    } else if (m.optimizer_digest != ps->opt_digest) {
+        snprintf(msg, msglen, "optimizer differs: worker has %s, ps %d has %s: give every task the same --optimizer "
+                 "and its options", theirs, ps->ps_index, ps->opt_desc);
     } else if (strcmp(m.task_type, "evaluator") == 0) {
         ps->observers++;
         tfps_wire_release(owner);
-        tfps_wire_register_resp r = {.worker_id = TFPS_OBSERVER_ID, .version = ps->st.version,
+        tfps_wire_register_resp r = {.worker_id = TFPS_OBSERVER_ID, .version = tfps_policy_version(ps->pol),
                                      .ps_index = (uint32_t)ps->ps_index};
         return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
     } else if (m.num_workers != (uint32_t)ps->num_workers || m.worker_rank >= m.num_workers) {
         snprintf(msg, msglen,
                  "cluster differs: worker (%s %" PRIu32 ") has rank %" PRIu32 " of %" PRIu32 " training tasks, ps %d "
                  "expects %d: give every task the same TF_CONFIG cluster",
-                 m.task_type, m.task_index, m.worker_rank, m.num_workers, ps->ps_index, ps->num_workers);
+                 task, m.task_index, m.worker_rank, m.num_workers, ps->ps_index, ps->num_workers);
     } else {
         worker_state *w = &ps->workers[m.worker_rank];
         if (w->registered)
-            tfps_info("worker rank %" PRIu32 " (%s %" PRIu32 ") registered again (restarted?)", m.worker_rank,
-                      m.task_type, m.task_index);
+            tfps_info("worker rank %" PRIu32 " (%s %" PRIu32 ") registered again (restarted?)", m.worker_rank, task,
+                      m.task_index);
         else
             ps->st.workers_registered++;
         if (w->done) ps->st.workers_done--;   // a restarted worker trains again
         *w = (worker_state){.registered = 1};
-        tfps_debug("registered %s %" PRIu32 " as worker %" PRIu32, m.task_type, m.task_index, m.worker_rank + 1);
-        tfps_wire_register_resp r = {.worker_id = m.worker_rank + 1, .version = ps->st.version,
+        tfps_policy_set_live(ps->pol, (int)m.worker_rank, 1);
+        tfps_debug("registered %s %" PRIu32 " as worker %" PRIu32, task, m.task_index, m.worker_rank + 1);
+        tfps_wire_register_resp r = {.worker_id = m.worker_rank + 1, .version = tfps_policy_version(ps->pol),
                                      .ps_index = (uint32_t)ps->ps_index};
         tfps_wire_release(owner);
         return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
@@ -193,109 +254,80 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, char *ms
     return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
 }
 
-static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, char *msg, size_t msglen) {
-    tfps_wire_pull_req m;
-    void *owner = NULL;
-    if (tfps_wire_unpack_pull_req(req, len, &m, &owner, msg, msglen) != TFPS_OK)
-        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-    int rc = TFPS_RPC_OK;
-    if (worker_rank(ps, m.worker_id, 1, msg, msglen) < 0) {
-        rc = refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
-        goto done;
+static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    tfps_pull q;
+    int rc = tfps_handlers_pull(&ps->store, ps->ps_index, req, len, &q, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    int rank = worker_rank(ps, q.worker_id, 1, msg, msglen);
+    if (rank < 0) return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
+    if (rank == ps->num_workers) rank = -1;   // the evaluator: never held by the ssp rule
+    int ready = tfps_policy_pull_ready(ps->pol, rank, &q, msg, msglen);
+    if (ready < 0) return refuse(ps, -ready);
+    if (ready) return pack_pull(ps, &q, &ps->out, msg, msglen);
+    if (!token || tfps_policy_hold(ps->pol, token, rank, &q) != TFPS_OK) {
+        snprintf(msg, msglen, "ps: cannot hold the pull until version %" PRIu64 " (%s)", q.min_version,
+                 token ? "out of memory" : "no call to hold");
+        return TFPS_RPC_RESOURCE_EXHAUSTED;
     }
-    tfps_wire_pull_resp r = {.version = ps->st.version};
-    if (m.nranges == 0) {   // everything this ps owns
-        for (int i = 0; i < ps->nown; i++)
-            r.tensors[r.ntensors++] = (tfps_wire_tensor){{ps->own[i].begin, ps->own[i].end}, ps->store + ps->own[i].at};
-    }
-    for (int i = 0; i < m.nranges; i++) {
-        long long at = locate(ps, m.ranges[i].begin, m.ranges[i].end);
-        if (at < 0 || m.ranges[i].end <= m.ranges[i].begin) {
-            char owned[256];
-            describe_owned(ps, owned, sizeof(owned));
-            snprintf(msg, msglen, "PullRequest.ranges[%d] [%" PRIu64 ", %" PRIu64 ") is not owned by ps %d, which owns %s",
-                     i, m.ranges[i].begin, m.ranges[i].end, ps->ps_index, owned);
-            rc = refuse(ps, TFPS_RPC_OUT_OF_RANGE);
-            goto done;
-        }
-        r.tensors[r.ntensors++] = (tfps_wire_tensor){m.ranges[i], ps->store + at};
-    }
-    if (tfps_wire_pack_pull_resp(&r, &ps->out) != TFPS_OK) {
-        snprintf(msg, msglen, "ps: out of memory packing the reply");
-        rc = TFPS_RPC_RESOURCE_EXHAUSTED;
-    }
-done:
-    tfps_wire_release(owner);
-    return rc;
+    return TFPS_PS_HELD;
 }
 
-static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, char *msg, size_t msglen) {
-    tfps_wire_push_req m;
-    void *owner = NULL;
-    if (tfps_wire_unpack_push_req(req, len, &m, &owner, msg, msglen) != TFPS_OK)
-        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-    int rc = TFPS_RPC_OK, rank;
-    long long at[TFPS_WIRE_MAX_TENSORS];
-    if (m.worker_id == TFPS_OBSERVER_ID) {
+static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    (void)token;
+    tfps_push g;
+    int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
+    if (rc != TFPS_RPC_OK) {
+        // the pull of the same round would wait for this push: tell it now (its id is checked first)
+        tfps_wire_push_req m;
+        void *owner = NULL;
+        if (tfps_wire_unpack_push_req(req, len, &m, &owner, NULL, 0) == TFPS_OK) {
+            char ignore[8];
+            rank = worker_rank(ps, m.worker_id, 0, ignore, sizeof(ignore));
+            tfps_wire_release(owner);
+        }
+        goto refused;
+    }
+    if (g.m.worker_id == TFPS_OBSERVER_ID) {
         snprintf(msg, msglen, "the evaluator may pull but not push");
-        rc = refuse(ps, TFPS_RPC_PERMISSION_DENIED);
-        goto done;
+        rc = TFPS_RPC_PERMISSION_DENIED;
+        goto refused;
     }
-    if ((rank = worker_rank(ps, m.worker_id, 0, msg, msglen)) < 0) {
-        rc = refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
-        goto done;
+    if ((rank = worker_rank(ps, g.m.worker_id, 0, msg, msglen)) < 0) {
+        rc = TFPS_RPC_FAILED_PRECONDITION;
+        goto refused;
     }
-    if (m.ntensors == 0) {
-        snprintf(msg, msglen, "PushRequest.gradients is empty: expected the gradient of this ps's ranges");
-        rc = refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-        goto done;
+    int outcome = tfps_policy_push(ps->pol, rank, &g, msg, msglen);
+    if (outcome < 0) {
+        rc = -outcome;
+        goto refused;
     }
-    // validate everything before touching the weights
-    for (int i = 0; i < m.ntensors; i++) {
-        const tfps_wire_tensor *g = &m.gradients[i];
-        at[i] = locate(ps, g->range.begin, g->range.end);
-        if (at[i] < 0 || g->range.end <= g->range.begin) {
-            char owned[256];
-            describe_owned(ps, owned, sizeof(owned));
-            snprintf(msg, msglen,
-                     "PushRequest.gradients[%d] range [%" PRIu64 ", %" PRIu64 ") is not owned by ps %d, which owns %s", i,
-                     g->range.begin, g->range.end, ps->ps_index, owned);
-            rc = refuse(ps, TFPS_RPC_OUT_OF_RANGE);
-            goto done;
-        }
-        const size_t n = (size_t)(g->range.end - g->range.begin);
-        for (size_t k = 0; k < n; k++)
-            if (!isfinite(g->values[k])) {
-                snprintf(msg, msglen, "PushRequest.gradients[%d] holds a non-finite value (%g) at flat index %" PRIu64
-                         ": refused, weights unchanged (lower --learning-rate?)", i, (double)g->values[k],
-                         g->range.begin + k);
-                rc = refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-                goto done;
-            }
+    worker_state *w = &ps->workers[rank];
+    w->step = g.m.step;
+    if (outcome == TFPS_PUSH_STALE) {
+        w->dropped++;
+    } else {
+        w->pushes++;
+        ps->st.examples += g.m.batch_size;
     }
-    const float lr = (float)ps->lr;
-    for (int i = 0; i < m.ntensors; i++) {
-        // async SGD: apply on arrival
-        tfps_sgd_apply(ps->store + at[i], m.gradients[i].values,
-                       (size_t)(m.gradients[i].range.end - m.gradients[i].range.begin), lr);
+    tfps_push_release(&g);
+    tfps_wire_push_resp r = {.applied = outcome != TFPS_PUSH_STALE, .version = tfps_policy_version(ps->pol)};
+    return tfps_wire_pack_push_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
+refused:
+    tfps_push_release(&g);
+    if (rank >= 0) {
+        tfps_held h;
+        while (tfps_policy_pop_rank(ps->pol, rank, &h))
+            answer_held(ps, &h, TFPS_RPC_ABORTED, "the push of this step was refused; see its status");
     }
-    ps->st.version++;
-    ps->st.applied++;
-    ps->st.examples += m.batch_size;
-    ps->workers[rank].step = m.step;
-    ps->workers[rank].pushes++;
-    tfps_wire_push_resp r = {.applied = 1, .version = ps->st.version};
-    if (tfps_wire_pack_push_resp(&r, &ps->out) != TFPS_OK) rc = TFPS_RPC_RESOURCE_EXHAUSTED;
-done:
-    tfps_wire_release(owner);
-    return rc;
+    return refuse(ps, rc);
 }
 
-static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, char *msg, size_t msglen) {
+static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    (void)token;
     tfps_wire_heartbeat_req m;
     void *owner = NULL;
-    if (tfps_wire_unpack_heartbeat_req(req, len, &m, &owner, msg, msglen) != TFPS_OK)
-        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+    int rc = tfps_handlers_heartbeat(req, len, &m, &owner, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
     int rank = worker_rank(ps, m.worker_id, 1, msg, msglen);
     tfps_wire_release(owner);
     if (rank < 0) return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
@@ -305,45 +337,56 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, char *m
         if (m.done && !w->done) {
             w->done = 1;
             ps->st.workers_done++;
-            tfps_info("worker %d finished at step %" PRIu64 " (%" PRIu32 "/%d done)", rank, m.step,
+            tfps_policy_set_live(ps->pol, rank, 0);   // leaves the barrier: no hang at the end
+            tfps_info("worker %d finished at step %" PRIu64 " (%" PRIu32 "/%d done)", rank + 1, m.step,
                       ps->st.workers_done, ps->num_workers);
         }
     }
-    tfps_wire_heartbeat_resp r = {.version = ps->st.version, .workers_registered = ps->st.workers_registered,
+    tfps_wire_heartbeat_resp r = {.version = tfps_policy_version(ps->pol),
+                                  .workers_registered = ps->st.workers_registered,
                                   .workers_done = ps->st.workers_done, .shutting_down = ps->shutdown};
     return tfps_wire_pack_heartbeat_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
-static int handle_status(tfps_ps *ps, const uint8_t *req, size_t len, char *msg, size_t msglen) {
-    void *owner = NULL;
-    if (tfps_wire_unpack_status_req(req, len, &owner, msg, msglen) != TFPS_OK)
-        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-    tfps_wire_release(owner);
+static int handle_status(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    (void)token;
+    int rc = tfps_handlers_status(req, len, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
     tfps_ps_stats s;
     tfps_ps_get_stats(ps, &s);
     tfps_wire_status_resp r = {.version = s.version, .applied = s.applied, .refused = s.refused,
                                .bytes_in = s.bytes_in, .bytes_out = s.bytes_out, .uptime_s = s.uptime_s,
                                .ps_index = (uint32_t)ps->ps_index, .workers_registered = s.workers_registered,
-                               .workers_done = s.workers_done, .examples = s.examples};
+                               .workers_done = s.workers_done, .examples = s.examples,
+                               .consistency = tfps_consistency_name(ps->consistency), .optimizer = ps->opt_desc,
+                               .dropped = s.dropped, .wait_s = s.wait_s, .max_lead = s.max_lead, .held = s.held,
+                               .aggregated = s.aggregated};
     return tfps_wire_pack_status_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
-static int handle_shutdown(tfps_ps *ps, const uint8_t *req, size_t len, char *msg, size_t msglen) {
+static int handle_shutdown(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    (void)token;
     tfps_wire_shutdown_req m;
     void *owner = NULL;
-    if (tfps_wire_unpack_shutdown_req(req, len, &m, &owner, msg, msglen) != TFPS_OK)
-        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-    tfps_info("shutdown requested: %s", m.reason[0] ? m.reason : "(no reason given)");
+    int rc = tfps_handlers_shutdown(req, len, &m, &owner, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    char reason[200];
+    tfps_handlers_sanitize(reason, sizeof(reason), m.reason);
+    tfps_info("shutdown requested: %s", reason[0] ? reason : "(no reason given)");
     tfps_wire_release(owner);
     ps->shutdown = 1;
     return tfps_wire_pack_shutdown_resp(&ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
-int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, const uint8_t **resp, size_t *resp_len,
-                   char *msg, size_t msglen) {
-    typedef int (*handler)(tfps_ps *, const uint8_t *, size_t, char *, size_t);
-    static const handler handlers[TFPS_M_COUNT] = {handle_register,  handle_pull,   handle_push,
-                                                   handle_heartbeat, handle_status, handle_shutdown};
+typedef int (*ps_handler)(tfps_ps *, const uint8_t *, size_t, void *, char *, size_t);
+static const ps_handler handlers[TFPS_M_COUNT] = {
+#define PS_HANDLER(E, N, n) [TFPS_M_##E] = handle_##n,
+    TFPS_METHODS(PS_HANDLER)
+#undef PS_HANDLER
+};
+
+int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *token, const uint8_t **resp,
+                   size_t *resp_len, char *msg, size_t msglen) {
     *resp = NULL;
     *resp_len = 0;
     msg[0] = '\0';
@@ -352,14 +395,15 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, cons
         return TFPS_RPC_UNIMPLEMENTED;
     }
     ps->st.bytes_in += len;
-    int rc = handlers[method](ps, req, len, msg, msglen);
+    int rc = handlers[method](ps, req, len, token, msg, msglen);
     if (rc == TFPS_RPC_OK) {
         *resp = ps->out.data;
         *resp_len = ps->out.len;
         ps->st.bytes_out += ps->out.len;
-    } else if (method != TFPS_M_REGISTER) {
+    } else if (rc != TFPS_PS_HELD && method != TFPS_M_REGISTER) {
         tfps_debug("%s refused: %s", tfps_method_paths[method], msg);
     }
+    release_ready(ps);   // a push, a done or a register may let held pulls go (uses its own buffer)
     return rc;
 }
 
@@ -368,8 +412,35 @@ void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int m
     const uint8_t *resp;
     size_t resp_len;
     char msg[TFPS_ERR_LEN];
-    int rc = tfps_ps_handle(ps, method, req, len, &resp, &resp_len, msg, sizeof(msg));
+    int rc = tfps_ps_handle(ps, method, req, len, call, &resp, &resp_len, msg, sizeof(msg));
     if (rc == TFPS_RPC_OK) tfps_rpc_reply(call, resp, resp_len);
-    else tfps_rpc_reply_error(call, rc, msg);
+    else if (rc != TFPS_PS_HELD) tfps_rpc_reply_error(call, rc, msg);
     if (ps->shutdown) tfps_rpc_server_request_stop(srv);
+}
+
+void tfps_ps_tick(tfps_ps *ps) {
+    const double now = tfps_now();
+    const tfps_held *h = tfps_policy_oldest(ps->pol);
+    if (h && now - h->t_held > PS_HELD_LOG_AFTER_S && now - ps->last_held_log > PS_LOG_EVERY_S) {
+        char what[200];
+        tfps_policy_describe_wait(ps->pol, h, what, sizeof(what));
+        tfps_info("a pull of %s%d held %.0f s: waiting for %s", h->rank < 0 ? "the evaluator" : "worker ",
+                  h->rank < 0 ? 0 : h->rank + 1, now - h->t_held, what);
+        ps->last_held_log = now;
+    }
+    if (now - ps->last_log < PS_LOG_EVERY_S) return;
+    ps->last_log = now;
+    tfps_ps_stats s;
+    tfps_ps_get_stats(ps, &s);
+    if (s.version == ps->last_logged_version) return;
+    ps->last_logged_version = s.version;
+    char waits[512] = "";
+    if (ps->consistency != TFPS_CONSISTENCY_ASYNC) {
+        size_t j = (size_t)snprintf(waits, sizeof(waits), "; dropped %" PRIu64 "; waited", s.dropped);
+        for (int r = 0; r < ps->num_workers && j + 40 < sizeof(waits); r++)
+            j += (size_t)snprintf(waits + j, sizeof(waits) - j, "%s worker %d %.1fs", r ? "," : "", r + 1,
+                                  ps->workers[r].wait_s);
+    }
+    tfps_info("version %" PRIu64 ", applied %" PRIu64 ", refused %" PRIu64 ", workers %" PRIu32 " registered / %"
+              PRIu32 " done%s", s.version, s.applied, s.refused, s.workers_registered, s.workers_done, waits);
 }

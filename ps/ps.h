@@ -1,16 +1,18 @@
-/* ps.h -- the parameter server's state and request handling, without the
- * network: bytes in, bytes (or a gRPC status and message) out. main.c puts it
- * behind the RPC server; tests call it directly too.
+/* ps.h -- the parameter server without the network: bytes in, bytes (or a
+ * gRPC status and message) out, or the call HELD and answered later.
  *
- * The ps owns the ranges that the shard plan gives its index, stored one
- * after another in one float array. It initialises them itself from
- * (seed, flat index), so every ps starts from the numbers a single-process
- * run starts from. Training is async SGD (TF's default): each gradient is
- * applied on arrival, w -= learning_rate * g, and bumps the version.
+ * The pieces (each its own file, lower ones first):
+ *   store.c     the owned ranges, their weights and optimizer state
+ *   handlers.c  decoding and validation of every request
+ *   policy.c    async / sync / ssp: when gradients apply, when pulls may be
+ *               answered, the held calls
+ *   ps.c        this: membership (who registered, who is done), the method
+ *               table, statistics, and answering held calls when they may be
+ * main.c puts it behind the RPC server; test_ps_handlers drives it in
+ * process (no ports), test_ps over gRPC.
  *
- * Every request is validated completely before any state changes: worker id,
- * ranges (each inside one owned range), byte lengths (by wire.c), finite
- * values. A refused request changes nothing but the `refused` counter. */
+ * Every request is validated completely before any state changes; a refused
+ * request changes nothing but the `refused` counter. */
 #ifndef TFPS_PS_H
 #define TFPS_PS_H
 
@@ -26,32 +28,45 @@ typedef struct tfps_ps tfps_ps;
 
 typedef struct {
     uint64_t version, applied, refused, bytes_in, bytes_out, examples;
-    uint32_t workers_registered, workers_done;
-    double uptime_s;
+    uint64_t dropped, aggregated, max_lead;
+    uint32_t workers_registered, workers_done, held;
+    double wait_s, uptime_s;
 } tfps_ps_stats;
 
+/* How a held call is answered later: status TFPS_RPC_OK with resp (len
+ * bytes, valid during the call only) or an error status with msg. token is
+ * what tfps_ps_handle was given for that call. */
+typedef void (*tfps_ps_reply_fn)(void *ctx, void *token, int status, const uint8_t *resp, size_t len,
+                                 const char *msg);
+
 /* num_workers: training replicas expected (TF_CONFIG's chief + master +
- * worker tasks). NULL with a message on bad arguments or OOM. */
+ * worker tasks). reply may be NULL when tokens are tfps_rpc_call pointers
+ * (tfps_rpc_reply answers them). NULL with a message on bad arguments
+ * (e.g. --replicas-to-aggregate above num_workers) or OOM. */
 tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_index, const tfps_options *o,
-                     int num_workers, char *err, size_t errlen);
-void tfps_ps_free(tfps_ps *ps);   /* NULL-safe */
+                     int num_workers, tfps_ps_reply_fn reply, void *reply_ctx, char *err, size_t errlen);
+void tfps_ps_free(tfps_ps *ps);   /* NULL-safe; held calls are dropped unanswered */
 
+#define TFPS_PS_HELD (-1)
 /* Handles one request of method (tfps_method). Returns TFPS_RPC_OK with
- * resp and resp_len set (valid until the next call), or a gRPC status code
- * with a one-line message in msg. */
-int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, const uint8_t **resp, size_t *resp_len,
-                   char *msg, size_t msglen);
+ * resp and resp_len set (valid until the next call), a gRPC status code with
+ * a one-line message in msg, or TFPS_PS_HELD: the call (token) is answered
+ * later through the reply function, from inside a later tfps_ps_handle. */
+int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *token, const uint8_t **resp,
+                   size_t *resp_len, char *msg, size_t msglen);
 
-/* The RPC handler of a ps server: answers call with tfps_ps_handle's result
- * and, after the chief's Shutdown, asks srv to stop (which drains first). */
+/* The RPC handler of a ps server: answers call (now or when the policy
+ * allows) and, after the chief's Shutdown, asks srv to stop. */
 void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int method, const uint8_t *req,
                    size_t len);
+/* Periodic duties (every ~100 ms from the server's tick): logs progress and
+ * calls held for long, with what they wait for. */
+void tfps_ps_tick(tfps_ps *ps);
 
 /* The chief asked this ps to shut down. */
 int tfps_ps_shutdown_requested(const tfps_ps *ps);
 void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s);
-/* Elements this ps owns, and a copy of them in plan order (for tests). */
+/* Elements this ps owns. */
 size_t tfps_ps_owned(const tfps_ps *ps);
-void tfps_ps_copy_values(const tfps_ps *ps, float *out);
 
 #endif

@@ -176,7 +176,7 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
     const size_t max_msg = l.total * sizeof(float) + (1u << 20);   // as ps/main.c
     for (int k = 0; k < num_ps; k++) {
         int port = 0;
-        ps[k].ps = tfps_ps_new(&l, &plan, k, o, 1, err, sizeof(err));
+        ps[k].ps = tfps_ps_new(&l, &plan, k, o, 1, NULL, NULL, err, sizeof(err));
         if (!ps[k].ps) {
             fprintf(stderr, "%s: ps %d: %s\n", name, k, err);
             goto done;

@@ -6,6 +6,7 @@
  * exactly -lr * g; the health service answers; Shutdown makes the ps exit 0. */
 #define _POSIX_C_SOURCE 200809L
 #include "layout.h"
+#include "optim.h"
 #include "rpc.h"
 #include "service.h"
 #include "shard.h"
@@ -40,7 +41,11 @@ static tfps_wire_register_req reg_req(void) {
     return (tfps_wire_register_req){.task_type = "worker", .task_index = 0, .worker_rank = 0, .num_workers = 1,
                                     .num_ps = 2, .input = 784, .h1 = 300, .h2 = 100, .classes = 10,
                                     .layout_digest = tfps_layout_digest(&L), .shard_plan_digest = PLAN.digest,
-                                    .shard_strategy = "balanced", .seed = 1, .learning_rate = 0.1};
+                                    .shard_strategy = "balanced", .seed = 1, .learning_rate = 0.1,
+                                    .consistency = "async", .optimizer = "sgd (lr 0.1)",
+                                    .optimizer_digest = tfps_optim_digest(&(tfps_optim){.kind = TFPS_OPT_SGD, .lr = 0.1f,
+                                        .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-7f,
+                                        .initial_accumulator = 0.1f})};
 }
 
 /* Pulls everything ps 0 owns into a malloc'd array. */

@@ -146,13 +146,19 @@ static int setup(cluster_ctx *x, int rank) {
         tfps_error("%s", err);
         return TFPS_EXIT_FAIL;
     }
+    tfps_optim opt;
+    char opt_desc[160];
+    tfps_options_optim(o, &opt);
+    tfps_optim_describe(&opt, opt_desc, sizeof(opt_desc));
     tfps_wire_register_req q = {
         .task_type = tfps_job_name(c->task_type), .task_index = (uint32_t)c->task_index,
         .worker_rank = (uint32_t)(rank < 0 ? 0 : rank), .num_workers = (uint32_t)c->num_workers,
         .num_ps = (uint32_t)c->num_ps, .input = (uint32_t)x->l.in, .h1 = (uint32_t)x->l.h1, .h2 = (uint32_t)x->l.h2,
         .classes = (uint32_t)x->l.out, .layout_digest = tfps_layout_digest(&x->l),
         .shard_plan_digest = x->plan.digest, .shard_strategy = tfps_shard_strategy_name(x->plan.strategy),
-        .seed = (uint64_t)o->seed, .learning_rate = o->learning_rate};
+        .seed = (uint64_t)o->seed, .learning_rate = o->learning_rate,
+        .consistency = tfps_consistency_name(o->consistency), .replicas_to_aggregate = (uint32_t)o->replicas_to_aggregate,
+        .staleness = (uint32_t)o->staleness, .optimizer = opt_desc, .optimizer_digest = tfps_optim_digest(&opt)};
     tfps_info("registering with %d ps (waiting up to %.0fs for them to come up)", c->num_ps, o->startup_timeout);
     if (tfps_psclient_register(&x->pc, &q, o->startup_timeout, &refused, err, sizeof(err)) != TFPS_OK) {
         tfps_error("register: %s", err);

@@ -1,0 +1,123 @@
+/* handlers.c -- see handlers.h. */
+#include "handlers.h"
+#include "rpc.h"
+#include "tfps.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int not_owned(const tfps_store *s, int ps_index, const char *what, int i, tfps_wire_range r, char *msg,
+                     size_t msglen) {
+    char owned[256];
+    tfps_store_describe(s, owned, sizeof(owned));
+    snprintf(msg, msglen, "%s[%d] range [%" PRIu64 ", %" PRIu64 ") is not owned by ps %d, which owns %s", what, i,
+             r.begin, r.end, ps_index, owned);
+    return TFPS_RPC_OUT_OF_RANGE;
+}
+
+int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_pull *out, char *msg,
+                       size_t msglen) {
+    tfps_wire_pull_req m;
+    void *owner = NULL;
+    if (tfps_wire_unpack_pull_req(req, len, &m, &owner, msg, msglen) != TFPS_OK) return TFPS_RPC_INVALID_ARGUMENT;
+    tfps_wire_release(owner);   // m holds no pointers into it
+    out->worker_id = m.worker_id;
+    out->min_version = m.min_version;
+    out->clock = m.clock;
+    out->n = 0;
+    if (m.nranges == 0) {   // everything this ps owns
+        for (int i = 0; i < s->nown && i < TFPS_WIRE_MAX_TENSORS; i++) {
+            out->ranges[out->n] = (tfps_wire_range){s->own[i].begin, s->own[i].end};
+            out->at[out->n++] = s->own[i].at;
+        }
+        return TFPS_RPC_OK;
+    }
+    for (int i = 0; i < m.nranges; i++) {
+        long long at = tfps_store_locate(s, m.ranges[i].begin, m.ranges[i].end);
+        if (at < 0) return not_owned(s, ps_index, "PullRequest.ranges", i, m.ranges[i], msg, msglen);
+        out->ranges[out->n] = m.ranges[i];
+        out->at[out->n++] = (size_t)at;
+    }
+    return TFPS_RPC_OK;
+}
+
+void tfps_push_release(tfps_push *p) {
+    tfps_wire_release(p->owner);
+    p->owner = NULL;
+}
+
+int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_push *out, char *msg,
+                       size_t msglen) {
+    out->owner = NULL;
+    if (tfps_wire_unpack_push_req(req, len, &out->m, &out->owner, msg, msglen) != TFPS_OK)
+        return TFPS_RPC_INVALID_ARGUMENT;
+    const tfps_wire_push_req *m = &out->m;
+    int rc = TFPS_RPC_OK;
+    if (m->ntensors == 0) {
+        snprintf(msg, msglen, "PushRequest.gradients is empty: expected the gradient of this ps's ranges");
+        rc = TFPS_RPC_INVALID_ARGUMENT;
+        goto fail;
+    }
+    for (int i = 0; i < m->ntensors; i++) {
+        const tfps_wire_tensor *g = &m->gradients[i];
+        long long at = tfps_store_locate(s, g->range.begin, g->range.end);
+        if (at < 0) {
+            rc = not_owned(s, ps_index, "PushRequest.gradients", i, g->range, msg, msglen);
+            goto fail;
+        }
+        out->at[i] = (size_t)at;
+        for (int j = 0; j < i; j++)   // at most 64 tensors: quadratic is fine
+            if (g->range.begin < m->gradients[j].range.end && m->gradients[j].range.begin < g->range.end) {
+                snprintf(msg, msglen, "PushRequest.gradients[%d] [%" PRIu64 ", %" PRIu64 ") overlaps gradients[%d]: "
+                         "expected each element at most once", i, g->range.begin, g->range.end, j);
+                rc = TFPS_RPC_INVALID_ARGUMENT;
+                goto fail;
+            }
+        const size_t n = (size_t)(g->range.end - g->range.begin);
+        for (size_t k = 0; k < n; k++)
+            if (!isfinite(g->values[k])) {
+                snprintf(msg, msglen, "PushRequest.gradients[%d] holds a non-finite value (%g) at flat index %" PRIu64
+                         ": refused, weights unchanged (lower --learning-rate?)", i, (double)g->values[k],
+                         g->range.begin + k);
+                rc = TFPS_RPC_INVALID_ARGUMENT;
+                goto fail;
+            }
+    }
+    return TFPS_RPC_OK;
+fail:
+    tfps_push_release(out);
+    return rc;
+}
+
+int tfps_handlers_register(const uint8_t *req, size_t len, tfps_wire_register_req *m, void **owner, char *msg,
+                           size_t msglen) {
+    return tfps_wire_unpack_register_req(req, len, m, owner, msg, msglen) == TFPS_OK ? TFPS_RPC_OK
+                                                                                    : TFPS_RPC_INVALID_ARGUMENT;
+}
+
+int tfps_handlers_heartbeat(const uint8_t *req, size_t len, tfps_wire_heartbeat_req *m, void **owner, char *msg,
+                            size_t msglen) {
+    return tfps_wire_unpack_heartbeat_req(req, len, m, owner, msg, msglen) == TFPS_OK ? TFPS_RPC_OK
+                                                                                     : TFPS_RPC_INVALID_ARGUMENT;
+}
+
+int tfps_handlers_status(const uint8_t *req, size_t len, char *msg, size_t msglen) {
+    void *owner = NULL;
+    if (tfps_wire_unpack_status_req(req, len, &owner, msg, msglen) != TFPS_OK) return TFPS_RPC_INVALID_ARGUMENT;
+    tfps_wire_release(owner);
+    return TFPS_RPC_OK;
+}
+
+int tfps_handlers_shutdown(const uint8_t *req, size_t len, tfps_wire_shutdown_req *m, void **owner, char *msg,
+                           size_t msglen) {
+    return tfps_wire_unpack_shutdown_req(req, len, m, owner, msg, msglen) == TFPS_OK ? TFPS_RPC_OK
+                                                                                    : TFPS_RPC_INVALID_ARGUMENT;
+}
+
+void tfps_handlers_sanitize(char *out, size_t n, const char *s) {
+    size_t j = 0;
+    for (; s && *s && j + 1 < n; s++) out[j++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    if (n) out[j] = '\0';
+}

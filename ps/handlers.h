@@ -1,0 +1,56 @@
+/* handlers.h -- the ps's request decoding and validation, before any state
+ * changes: bytes in, a checked request (or a gRPC status and a one-line
+ * message) out. Checks that need only the message and the store live here
+ * (well-formed protobuf, byte lengths, ranges owned by this ps, no overlaps,
+ * finite values); who may call what (membership) is ps.c's.
+ *
+ * A decoded request may point into memory owned by the wire module: release
+ * it with the matching _release (NULL-safe, idempotent). */
+#ifndef TFPS_PS_HANDLERS_H
+#define TFPS_PS_HANDLERS_H
+
+#include "store.h"
+#include "wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A checked Pull: every range with its offset in the store. A request that
+ * names no range means everything the ps owns. Holds no wire memory. */
+typedef struct {
+    uint32_t worker_id;
+    uint64_t min_version, clock;
+    int n;
+    tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
+    size_t at[TFPS_WIRE_MAX_TENSORS];
+} tfps_pull;
+
+/* A checked Push: m.gradients point into owner; at[i] is gradient i's offset in the store. */
+typedef struct {
+    tfps_wire_push_req m;
+    size_t at[TFPS_WIRE_MAX_TENSORS];
+    void *owner;
+} tfps_push;
+
+/* Each returns TFPS_RPC_OK or a gRPC status with msg set. */
+int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_pull *out, char *msg,
+                       size_t msglen);
+int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_push *out, char *msg,
+                       size_t msglen);
+void tfps_push_release(tfps_push *p);
+
+/* Register, Heartbeat, Status, Shutdown: decoded (no store checks); *owner
+ * must be released with tfps_wire_release on TFPS_RPC_OK. */
+int tfps_handlers_register(const uint8_t *req, size_t len, tfps_wire_register_req *m, void **owner, char *msg,
+                           size_t msglen);
+int tfps_handlers_heartbeat(const uint8_t *req, size_t len, tfps_wire_heartbeat_req *m, void **owner, char *msg,
+                            size_t msglen);
+int tfps_handlers_status(const uint8_t *req, size_t len, char *msg, size_t msglen);
+int tfps_handlers_shutdown(const uint8_t *req, size_t len, tfps_wire_shutdown_req *m, void **owner, char *msg,
+                           size_t msglen);
+
+/* Copies s into out (n bytes) with control characters replaced by '?' and
+ * cut at n - 1: client text that goes into a log line stays one line. */
+void tfps_handlers_sanitize(char *out, size_t n, const char *s);
+
+#endif

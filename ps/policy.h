@@ -1,0 +1,81 @@
+/* policy.h -- the consistency models of a ps: when a gradient is applied and
+ * when a pull may be answered; the calls it holds until then.
+ *
+ *   async  each push is one optimizer update, on arrival (TF's default).
+ *   sync   (TF SyncReplicasOptimizer) pushes computed on the current version
+ *          v are kept per rank; when `required` of them are in, their mean
+ *          (summed in RANK order, so arrival order changes no bit) is one
+ *          optimizer update and v becomes v + 1. A push computed on an
+ *          older version is dropped and counted (backup workers: the slowest
+ *          are dropped). required = min(replicas_to_aggregate, live ranks): a
+ *          rank that finished leaves the barrier, so runs whose replicas end
+ *          at different steps still end.
+ *   ssp    as async, and a rank whose clock (pushes so far) is c may read
+ *          only when every live rank's clock is >= c - staleness.
+ *
+ * Pulls carry a minimum version (sync: the next one) and, in ssp, the
+ * reader's clock; one that may not be answered yet is HELD here (with the
+ * caller's token for its call) and handed back by pop_ready once it may.
+ * Ranks start live (expected) and stop being live when they report done. */
+#ifndef TFPS_PS_POLICY_H
+#define TFPS_PS_POLICY_H
+
+#include "handlers.h"
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tfps_policy tfps_policy;
+
+typedef struct {
+    void *token;      /* the caller's handle of the held call */
+    int rank;         /* -1: an observer (the evaluator) */
+    tfps_pull pull;
+    double t_held;    /* tfps_now() when it was held */
+} tfps_held;
+
+typedef struct {
+    uint64_t version;     /* sync: steps applied; async/ssp: pushes applied */
+    uint64_t dropped;     /* sync: stale pushes dropped */
+    uint64_t aggregated;  /* sync: gradients averaged into steps */
+    uint64_t max_lead;    /* ssp: largest reader clock - slowest live clock at an answered pull */
+    int held;             /* calls held now */
+    int live;             /* ranks still training */
+} tfps_policy_stats;
+
+enum { TFPS_PUSH_APPLIED = 0, TFPS_PUSH_ACCEPTED, TFPS_PUSH_STALE };
+
+/* consistency: tfps_consistency; replicas_to_aggregate 0 = num_workers.
+ * NULL with a message on bad arguments or OOM. The store must outlive it. */
+tfps_policy *tfps_policy_new(tfps_store *store, int consistency, int num_workers, int replicas_to_aggregate,
+                             int staleness, char *err, size_t errlen);
+void tfps_policy_free(tfps_policy *p);   /* NULL-safe; drops held calls without answering them */
+
+/* A checked push of rank (0..num_workers-1). Returns TFPS_PUSH_APPLIED
+ * (an update was made), TFPS_PUSH_ACCEPTED (sync: kept for the step),
+ * TFPS_PUSH_STALE (dropped, nothing changed), or -status (a gRPC status:
+ * a base version ahead of the ps, a second push for one version) with msg. */
+int tfps_policy_push(tfps_policy *p, int rank, const tfps_push *g, char *msg, size_t msglen);
+/* Rank r stopped (done) or (re)started training. */
+void tfps_policy_set_live(tfps_policy *p, int rank, int live);
+
+/* May rank (-1: observer) be answered q now? 1 yes, 0 hold it, or -status
+ * with msg (a minimum version that can never come). */
+int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen);
+/* Holds the call. TFPS_ERR on OOM. */
+int tfps_policy_hold(tfps_policy *p, void *token, int rank, const tfps_pull *q);
+/* Takes out one held call that may be answered now: 1 with *out, else 0. */
+int tfps_policy_pop_ready(tfps_policy *p, tfps_held *out);
+/* Takes out any held call of rank (any rank when rank < -1): 1 with *out, else 0. */
+int tfps_policy_pop_rank(tfps_policy *p, int rank, tfps_held *out);
+/* The held call held longest (NULL if none), for logs. */
+const tfps_held *tfps_policy_oldest(const tfps_policy *p);
+/* What a held pull waits for, one line ("version 5 (1 of 2 gradients in)"). */
+void tfps_policy_describe_wait(const tfps_policy *p, const tfps_held *h, char *buf, size_t n);
+
+uint64_t tfps_policy_version(const tfps_policy *p);
+uint64_t tfps_policy_clock(const tfps_policy *p, int rank);
+void tfps_policy_get_stats(const tfps_policy *p, tfps_policy_stats *s);
+
+#endif

@@ -1,0 +1,69 @@
+/* store.c -- see store.h. */
+#include "store.h"
+#include "tfps.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tfps_store_init(tfps_store *s, const tfps_layout *l, const tfps_shard_plan *plan, int ps_index, uint64_t seed,
+                    const tfps_optim *opt, char *err, size_t errlen) {
+    memset(s, 0, sizeof(*s));
+    s->layout = *l;
+    s->opt = *opt;
+    s->own = calloc((size_t)(plan->nranges ? plan->nranges : 1), sizeof(*s->own));
+    if (!s->own) goto oom;
+    for (int r = 0; r < plan->nranges; r++) {
+        if (plan->ranges[r].ps != ps_index) continue;
+        s->own[s->nown++] = (tfps_store_range){plan->ranges[r].begin, plan->ranges[r].end, s->nelems};
+        s->nelems += plan->ranges[r].end - plan->ranges[r].begin;
+    }
+    const size_t bytes = (s->nelems ? s->nelems : 1) * sizeof(float);
+    s->w = malloc(bytes);
+    if (!s->w) goto oom;
+    for (int k = 0; k < tfps_optim_slots(opt); k++)
+        if (!(s->slot[k] = malloc(bytes))) goto oom;
+    for (int r = 0; r < s->nown; r++)
+        tfps_layout_init_range(l, seed, s->own[r].begin, s->own[r].end, s->w + s->own[r].at);
+    tfps_optim_init_slots(opt, s->slot, s->nelems);
+    return TFPS_OK;
+oom:
+    tfps_store_destroy(s);
+    return tfps_seterr(err, errlen, "ps: out of memory for the shard's weights and %s state", tfps_optim_name(opt->kind));
+}
+
+void tfps_store_destroy(tfps_store *s) {
+    free(s->own);
+    free(s->w);
+    for (int k = 0; k < TFPS_OPTIM_MAX_SLOTS; k++) free(s->slot[k]);
+    memset(s, 0, sizeof(*s));
+}
+
+long long tfps_store_locate(const tfps_store *s, uint64_t begin, uint64_t end) {
+    if (end <= begin) return -1;
+    int lo = 0, hi = s->nown - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        const tfps_store_range *r = &s->own[mid];
+        if (begin < r->begin) hi = mid - 1;
+        else if (begin >= r->end) lo = mid + 1;
+        else return end <= r->end ? (long long)(r->at + (begin - r->begin)) : -1;
+    }
+    return -1;
+}
+
+void tfps_store_describe(const tfps_store *s, char *buf, size_t n) {
+    size_t j = 0;
+    buf[0] = '\0';
+    for (int r = 0; r < s->nown && j + 40 < n; r++)
+        j += (size_t)snprintf(buf + j, n - j, "%s[%zu, %zu)", r ? " " : "", s->own[r].begin, s->own[r].end);
+    if (s->nown == 0) snprintf(buf, n, "nothing");
+}
+
+uint64_t tfps_store_begin_update(tfps_store *s) { return ++s->updates; }
+
+void tfps_store_apply(tfps_store *s, uint64_t t, size_t at, const float *g, size_t n) {
+    float *slot[TFPS_OPTIM_MAX_SLOTS];
+    for (int k = 0; k < TFPS_OPTIM_MAX_SLOTS; k++) slot[k] = s->slot[k] ? s->slot[k] + at : NULL;
+    tfps_optim_apply(&s->opt, t, s->w + at, slot, g, n);
+}

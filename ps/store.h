@@ -1,0 +1,54 @@
+/* store.h -- a ps's shard of the flat array: the ranges it owns, their
+ * weights, and the optimizer's state at the same offsets.
+ *
+ *   flat array   | ... [b0, e0) ... [b1, e1) ... |     (ranges of this ps in the plan)
+ *   w            | e0-b0 floats | e1-b1 floats |       (one array, ranges back to back)
+ *   slot[k]      | same offsets as w             |       (momentum, adam m and v, adagrad a)
+ *
+ * The weights start at the single-process numbers (layout.h: a pure function
+ * of seed and flat index) and the slots at the optimizer's initial values, so
+ * no init round trip is needed and the numbers do not depend on the plan. */
+#ifndef TFPS_PS_STORE_H
+#define TFPS_PS_STORE_H
+
+#include "layout.h"
+#include "optim.h"
+#include "shard.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    size_t begin, end;   /* flat range */
+    size_t at;           /* offset of begin in w (and in every slot) */
+} tfps_store_range;
+
+typedef struct {
+    tfps_layout layout;
+    int nown;
+    tfps_store_range *own;   /* [nown], sorted by begin */
+    size_t nelems;           /* floats owned */
+    float *w;                /* [nelems] */
+    tfps_optim opt;
+    float *slot[TFPS_OPTIM_MAX_SLOTS];   /* [nelems] each, or NULL */
+    uint64_t updates;        /* optimizer updates applied (t of the next is updates + 1) */
+} tfps_store;
+
+/* Takes the ranges the plan gives ps_index and initialises them. TFPS_ERR
+ * with a message on OOM; nothing to destroy then. */
+int tfps_store_init(tfps_store *s, const tfps_layout *l, const tfps_shard_plan *plan, int ps_index, uint64_t seed,
+                    const tfps_optim *opt, char *err, size_t errlen);
+void tfps_store_destroy(tfps_store *s);   /* safe on a zeroed store */
+
+/* Offset in w of [begin, end) if it is non-empty and inside one owned range;
+ * else -1. */
+long long tfps_store_locate(const tfps_store *s, uint64_t begin, uint64_t end);
+/* "[0, 133305) [200000, 200100)", or "nothing". */
+void tfps_store_describe(const tfps_store *s, char *buf, size_t n);
+
+/* One optimizer update: begins update t = ++updates. Then apply each piece
+ * of the gradient with tfps_store_apply (at from locate, n floats). */
+uint64_t tfps_store_begin_update(tfps_store *s);
+void tfps_store_apply(tfps_store *s, uint64_t t, size_t at, const float *g, size_t n);
+
+#endif
