@@ -1,0 +1,743 @@
+/* test_ps_handlers.c -- the ps in process (ps.h: bytes in, bytes out, calls
+ * held and released), no ports.
+ *
+ * Hand-made cases pin each rule of the consistency models (sync: mean of the
+ * ranks' gradients whatever the arrival order, held pulls, stale drops,
+ * backup workers, a finished replica leaving the barrier; ssp: a reader held
+ * until the slowest is within the staleness). Then a fuzz test: random
+ * interleavings of pushes, pulls, junk and "done" from N simulated workers
+ * against P ps (1..3) in every mode and optimizer, checked step by step
+ * against a trivially correct reference: ONE flat array, no shards, no held
+ * calls, the rules written out plainly. Every pull reply must equal the
+ * reference's weights when it is sent, every push outcome must match, no
+ * schedule may deadlock, and at the end the assembled shards must equal the
+ * reference byte for byte. The seed is printed, so a failure replays
+ * (TFPS_FUZZ_SEED=...). */
+#define _POSIX_C_SOURCE 200809L
+#include "layout.h"
+#include "log.h"
+#include "optim.h"
+#include "options.h"
+#include "ps.h"
+#include "rpc.h"
+#include "service.h"
+#include "shard.h"
+#include "tfps.h"
+#include "wire.h"
+
+#include <CUnit/Basic.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- plumbing: a ps with options, calls, replies that come back later ---- */
+
+typedef struct {
+    int answered, status;
+    uint8_t *resp;
+    size_t len;
+    char msg[TFPS_ERR_LEN];
+} reply_box;   /* a call's token: where its (possibly later) answer lands */
+
+typedef void (*on_reply_fn)(reply_box *box);
+static on_reply_fn on_reply;   /* fuzz: checks every released pull when it is sent */
+
+static void box_reply(void *ctx, void *token, int status, const uint8_t *resp, size_t len, const char *msg) {
+    (void)ctx;
+    reply_box *b = token;
+    CU_ASSERT_FALSE(b->answered);   // exactly once
+    b->answered = 1;
+    b->status = status;
+    free(b->resp);
+    b->resp = len ? malloc(len) : NULL;
+    if (len) memcpy(b->resp, resp, len);
+    b->len = len;
+    snprintf(b->msg, sizeof(b->msg), "%s", msg ? msg : "");
+    if (on_reply) on_reply(b);
+}
+
+static void box_clear(reply_box *b) {
+    free(b->resp);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Handles one request; an immediate answer lands in box like a late one. */
+static int call(tfps_ps *ps, int method, const tfps_buf *req, reply_box *box) {
+    const uint8_t *resp;
+    size_t len;
+    char msg[TFPS_ERR_LEN];
+    box_clear(box);
+    int rc = tfps_ps_handle(ps, method, req->data, req->len, box, &resp, &len, msg, sizeof(msg));
+    if (rc == TFPS_PS_HELD) return rc;
+    box_reply(NULL, box, rc, resp, len, msg);
+    return rc;
+}
+
+static tfps_options opts(const char *const *args) {
+    tfps_options o;
+    char err[TFPS_ERR_LEN];
+    const char *argv[32] = {"test"};
+    int argc = 1;
+    for (; args && args[argc - 1]; argc++) argv[argc] = args[argc - 1];
+    CU_ASSERT_FATAL(tfps_options_parse(&o, argc, (char **)argv, err, sizeof(err)) == TFPS_OK);
+    return o;
+}
+
+typedef struct {
+    tfps_layout l;
+    tfps_shard_plan plan;
+    tfps_options o;
+    tfps_optim opt;
+    char opt_desc[160];
+    int num_ps, num_workers;
+    tfps_ps *ps[3];
+} cluster;
+
+/* A small model (8-4-3-2: 59 parameters) over P ps. */
+static void cluster_init(cluster *c, int P, int N, const char *const *args) {
+    memset(c, 0, sizeof(*c));
+    char err[TFPS_ERR_LEN];
+    c->o = opts(args);
+    c->o.h1 = 4;
+    c->o.h2 = 3;
+    c->num_ps = P;
+    c->num_workers = N;
+    CU_ASSERT_FATAL(tfps_layout_init(&c->l, 8, 4, 3, 2, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_shard_plan_build(&c->plan, &c->l, P, TFPS_SHARD_BALANCED, err, sizeof(err)) == TFPS_OK);
+    tfps_options_optim(&c->o, &c->opt);
+    tfps_optim_describe(&c->opt, c->opt_desc, sizeof(c->opt_desc));
+    for (int k = 0; k < P; k++) {
+        c->ps[k] = tfps_ps_new(&c->l, &c->plan, k, &c->o, N, box_reply, NULL, err, sizeof(err));
+        if (!c->ps[k]) printf("\n  tfps_ps_new: %s", err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c->ps[k]);
+    }
+}
+
+static void cluster_destroy(cluster *c) {
+    for (int k = 0; k < c->num_ps; k++) tfps_ps_free(c->ps[k]);
+    tfps_shard_plan_destroy(&c->plan);
+}
+
+static tfps_wire_register_req reg_req(const cluster *c, int rank) {
+    return (tfps_wire_register_req){
+        .task_type = "worker", .task_index = (uint32_t)rank, .worker_rank = (uint32_t)rank,
+        .num_workers = (uint32_t)c->num_workers, .num_ps = (uint32_t)c->num_ps, .input = 8, .h1 = 4, .h2 = 3,
+        .classes = 2, .layout_digest = tfps_layout_digest(&c->l), .shard_plan_digest = c->plan.digest,
+        .shard_strategy = "balanced", .seed = (uint64_t)c->o.seed, .learning_rate = c->o.learning_rate,
+        .consistency = tfps_consistency_name(c->o.consistency),
+        .replicas_to_aggregate = (uint32_t)c->o.replicas_to_aggregate, .staleness = (uint32_t)c->o.staleness,
+        .optimizer = c->opt_desc, .optimizer_digest = tfps_optim_digest(&c->opt)};
+}
+
+static void register_all(cluster *c) {
+    tfps_buf b = {0};
+    reply_box box = {0};
+    for (int r = 0; r < c->num_workers; r++) {
+        tfps_wire_register_req q = reg_req(c, r);
+        tfps_wire_pack_register_req(&q, &b);
+        for (int k = 0; k < c->num_ps; k++) CU_ASSERT_EQUAL(call(c->ps[k], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);
+    }
+    box_clear(&box);
+    tfps_buf_free(&b);
+}
+
+/* Push of rank's full gradient g [total] to ps k; returns the status, *applied. */
+static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied) {
+    tfps_wire_push_req q = {.worker_id = (uint32_t)rank + 1, .base_version = base, .step = 1, .batch_size = 4};
+    for (int r = 0; r < c->plan.nranges; r++)
+        if (c->plan.ranges[r].ps == k)
+            q.gradients[q.ntensors++] =
+                (tfps_wire_tensor){{c->plan.ranges[r].begin, c->plan.ranges[r].end}, g + c->plan.ranges[r].begin};
+    tfps_buf b = {0};
+    reply_box box = {0};
+    tfps_wire_pack_push_req(&q, &b);
+    int rc = call(c->ps[k], TFPS_M_PUSH, &b, &box);
+    if (rc == TFPS_RPC_OK && applied) {
+        tfps_wire_push_resp r;
+        void *owner = NULL;
+        CU_ASSERT_FATAL(tfps_wire_unpack_push_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
+        *applied = r.applied;
+        tfps_wire_release(owner);
+    }
+    box_clear(&box);
+    tfps_buf_free(&b);
+    return rc;
+}
+
+/* Sends a pull of everything ps k owns; the answer lands in box (now or later). */
+static int pull(cluster *c, int k, uint32_t worker_id, uint64_t min_version, uint64_t clock, reply_box *box) {
+    tfps_wire_pull_req q = {.worker_id = worker_id, .min_version = min_version, .clock = clock};
+    tfps_buf b = {0};
+    tfps_wire_pack_pull_req(&q, &b);
+    int rc = call(c->ps[k], TFPS_M_PULL, &b, box);
+    tfps_buf_free(&b);
+    return rc;
+}
+
+/* A pull reply into the flat array w (only the ranges it carries); its version. */
+static uint64_t unpack_into(const reply_box *box, float *w) {
+    tfps_wire_pull_resp r;
+    void *owner = NULL;
+    char err[TFPS_ERR_LEN];
+    if (tfps_wire_unpack_pull_resp(box->resp, box->len, &r, &owner, err, sizeof(err)) != TFPS_OK) {
+        CU_FAIL("unpack pull reply");
+        return 0;
+    }
+    for (int t = 0; t < r.ntensors; t++)
+        memcpy(w + r.tensors[t].range.begin, r.tensors[t].values,
+               (size_t)(r.tensors[t].range.end - r.tensors[t].range.begin) * sizeof(float));
+    tfps_wire_release(owner);
+    return r.version;
+}
+
+/* The whole model, assembled from every ps. */
+static void pull_model(cluster *c, float *w) {
+    reply_box box = {0};
+    for (int k = 0; k < c->num_ps; k++) {
+        // the evaluator's view: never held by the ssp rule
+        CU_ASSERT_EQUAL(pull(c, k, 1, 0, 0, &box), TFPS_RPC_OK);
+        unpack_into(&box, w);
+        box_clear(&box);
+    }
+}
+
+static void heartbeat_done(cluster *c, int rank) {
+    tfps_wire_heartbeat_req q = {.worker_id = (uint32_t)rank + 1, .step = 1, .done = 1};
+    tfps_buf b = {0};
+    reply_box box = {0};
+    tfps_wire_pack_heartbeat_req(&q, &b);
+    for (int k = 0; k < c->num_ps; k++) CU_ASSERT_EQUAL(call(c->ps[k], TFPS_M_HEARTBEAT, &b, &box), TFPS_RPC_OK);
+    box_clear(&box);
+    tfps_buf_free(&b);
+}
+
+static tfps_ps_stats stats(cluster *c, int k) {
+    tfps_ps_stats s;
+    tfps_ps_get_stats(c->ps[k], &s);
+    return s;
+}
+
+/* ---- the method list is one list ---- */
+
+static void test_method_list_matches_proto(void) {
+    FILE *f = fopen(TFPS_SOURCE_DIR "/proto/tfps_service.proto", "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char name[64];
+        if (sscanf(line, " rpc %63[A-Za-z](", name) != 1) continue;
+        char path[128];
+        snprintf(path, sizeof(path), "/%s/%s", TFPS_SERVICE_NAME, name);
+        if (n >= TFPS_M_COUNT || strcmp(tfps_method_paths[n], path) != 0)
+            printf("\n  proto rpc %d is %s; service.h has %s", n, path, n < TFPS_M_COUNT ? tfps_method_paths[n] : "-");
+        CU_ASSERT(n < TFPS_M_COUNT && strcmp(tfps_method_paths[n], path) == 0);
+        n++;
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL(n, TFPS_M_COUNT);
+}
+
+/* ---- hand-made cases ---- */
+
+static void fill(float *g, size_t n, float base) {
+    for (size_t i = 0; i < n; i++) g[i] = base + 0.001f * (float)(i % 7) - 0.002f * (float)(i % 3);
+}
+
+/* sync, 2 workers: the pull for the next version is held until both pushed;
+ * the update is the mean, summed in rank order: pushing 1 then 0 gives the
+ * same bytes as 0 then 1. */
+static void test_sync_mean_and_order(void) {
+    const char *args[] = {"--consistency", "sync", "--learning-rate", "0.5", NULL};
+    float g0[64], g1[64], w_a[64], w_b[64], w0[64];
+    cluster a, b;
+    for (int pass = 0; pass < 2; pass++) {
+        cluster *c = pass ? &b : &a;
+        cluster_init(c, 2, 2, args);
+        register_all(c);
+        const size_t n = c->l.total;
+        fill(g0, n, 0.3f);
+        fill(g1, n, -0.11f);
+        if (!pass) pull_model(c, w0);
+        reply_box held[2] = {{0}};
+        int applied = -1;
+        const int first = pass ? 1 : 0, second = 1 - first;
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(c, k, first, 0, first ? g1 : g0, &applied), TFPS_RPC_OK);
+        CU_ASSERT_EQUAL(applied, 1);   // accepted
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(pull(c, k, (uint32_t)first + 1, 1, 1, &held[k]), TFPS_PS_HELD);
+        CU_ASSERT_EQUAL(stats(c, 0).held, 1);
+        CU_ASSERT_EQUAL(stats(c, 0).version, 0);
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(c, k, second, 0, second ? g1 : g0, &applied), TFPS_RPC_OK);
+        for (int k = 0; k < 2; k++) {
+            CU_ASSERT_TRUE(held[k].answered);   // released by the second push
+            CU_ASSERT_EQUAL(held[k].status, TFPS_RPC_OK);
+            CU_ASSERT_EQUAL(unpack_into(&held[k], pass ? w_b : w_a), 1);
+            box_clear(&held[k]);
+        }
+        CU_ASSERT_EQUAL(stats(c, 1).version, 1);
+        CU_ASSERT_EQUAL(stats(c, 1).aggregated, 2);
+    }
+    CU_ASSERT(memcmp(w_a, w_b, a.l.total * sizeof(float)) == 0);   // arrival order changes no bit
+    for (size_t i = 0; i < a.l.total; i++) {
+        float mean = g0[i];
+        mean += g1[i];
+        mean /= 2.0f;
+        if (w_a[i] != w0[i] - 0.5f * mean) {
+            CU_FAIL("sync update is not w - lr * mean(g)");
+            break;
+        }
+    }
+    cluster_destroy(&a);
+    cluster_destroy(&b);
+}
+
+/* sync: a stale push is dropped and said so; a finished replica leaves the
+ * barrier (the held pull of the other goes); a pull for a version two ahead
+ * is refused; a refused push answers the same worker's held pull. */
+static void test_sync_stale_done_and_refusals(void) {
+    const char *args[] = {"--consistency", "sync", NULL};
+    cluster c;
+    cluster_init(&c, 1, 3, args);
+    register_all(&c);
+    float g[64], before[64], after[64];
+    fill(g, c.l.total, 0.2f);
+    int applied = -1;
+    reply_box held = {0}, box = {0};
+    // backup-free sync with 3 replicas: ranks 0 and 1 push, rank 2 is slow
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 1, 1, &held), TFPS_PS_HELD);
+    // a second push of rank 0 for the same version is refused, and its held pull is told at once
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_TRUE(held.answered);
+    CU_ASSERT_EQUAL(held.status, TFPS_RPC_ABORTED);
+    box_clear(&held);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 1, 1, &held), TFPS_PS_HELD);
+    // a pull two versions ahead can never be answered: refused
+    CU_ASSERT_EQUAL(pull(&c, 0, 2, 2, 1, &box), TFPS_RPC_OUT_OF_RANGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "min_version 2"));
+    // a base version ahead of the ps is refused
+    CU_ASSERT_EQUAL(push(&c, 0, 2, 5, g, &applied), TFPS_RPC_FAILED_PRECONDITION);
+    // rank 2 finishes without pushing: the step goes on with the two gradients in
+    pull_model(&c, before);
+    heartbeat_done(&c, 2);
+    CU_ASSERT_TRUE(held.answered);
+    CU_ASSERT_EQUAL(unpack_into(&held, after), 1);
+    box_clear(&held);
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
+    // a push computed on version 0 is now stale: dropped, counted, weights unchanged
+    pull_model(&c, before);
+    CU_ASSERT_EQUAL(push(&c, 0, 2, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(applied, 0);
+    pull_model(&c, after);
+    CU_ASSERT(memcmp(before, after, c.l.total * sizeof(float)) == 0);
+    CU_ASSERT_EQUAL(stats(&c, 0).dropped, 1);
+    CU_ASSERT(stats(&c, 0).refused >= 3);
+    box_clear(&box);
+    cluster_destroy(&c);
+}
+
+/* sync with backup workers: 3 replicas, 2 to aggregate; the third push of a
+ * step is dropped. */
+static void test_sync_backup_workers(void) {
+    const char *args[] = {"--consistency", "sync", "--replicas-to-aggregate", "2", NULL};
+    cluster c;
+    cluster_init(&c, 2, 3, args);
+    register_all(&c);
+    float g[64];
+    fill(g, c.l.total, 0.1f);
+    int applied[3];
+    for (int r = 0; r < 3; r++)
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(&c, k, r, 0, g, &applied[r]), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(applied[0], 1);
+    CU_ASSERT_EQUAL(applied[1], 1);
+    CU_ASSERT_EQUAL(applied[2], 0);
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(stats(&c, k).version, 1);
+        CU_ASSERT_EQUAL(stats(&c, k).dropped, 1);
+        CU_ASSERT_EQUAL(stats(&c, k).aggregated, 2);
+    }
+    cluster_destroy(&c);
+    // more replicas to aggregate than replicas: refused at start with a message
+    char err[TFPS_ERR_LEN];
+    const char *bad[] = {"--consistency", "sync", "--replicas-to-aggregate", "4", NULL};
+    cluster_init(&c, 1, 1, NULL);
+    tfps_options o = opts(bad);
+    tfps_ps *ps = tfps_ps_new(&c.l, &c.plan, 0, &o, 3, box_reply, NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(ps);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "--replicas-to-aggregate 4"));
+    cluster_destroy(&c);
+}
+
+/* ssp, staleness 1: a reader at clock 2 while the slowest is at 0 is held
+ * until the slowest reaches 1; Status reports the largest lead seen. */
+static void test_ssp_bound(void) {
+    const char *args[] = {"--consistency", "ssp", "--staleness", "1", NULL};
+    cluster c;
+    cluster_init(&c, 1, 2, args);
+    register_all(&c);
+    float g[64];
+    fill(g, c.l.total, 0.05f);
+    int applied;
+    reply_box box = {0};
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 1, &box), TFPS_RPC_OK);   // clock 1, slowest 0: within 1
+    box_clear(&box);
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 2, &box), TFPS_PS_HELD);   // clock 2: 2 ahead
+    CU_ASSERT_EQUAL(pull(&c, 0, TFPS_OBSERVER_ID, 0, 0, &(reply_box){0}), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);   // the slow one moves to clock 1
+    CU_ASSERT_TRUE(box.answered);
+    CU_ASSERT_EQUAL(box.status, TFPS_RPC_OK);
+    box_clear(&box);
+    tfps_ps_stats s = stats(&c, 0);
+    CU_ASSERT_EQUAL(s.max_lead, 1);
+    CU_ASSERT(s.wait_s >= 0.0);
+    CU_ASSERT_EQUAL(s.version, 3);
+    // a finished worker no longer holds anyone back
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 4, &box), TFPS_PS_HELD);
+    heartbeat_done(&c, 1);
+    CU_ASSERT_TRUE(box.answered);
+    box_clear(&box);
+    cluster_destroy(&c);
+}
+
+/* Register refuses a worker whose consistency or optimizer differs, naming both. */
+static void test_register_checks_semantics(void) {
+    const char *args[] = {"--consistency", "sync", "--optimizer", "adam", "--learning-rate", "0.001", NULL};
+    cluster c;
+    cluster_init(&c, 1, 2, args);
+    tfps_buf b = {0};
+    reply_box box = {0};
+    tfps_wire_register_req q = reg_req(&c, 0);
+    q.consistency = "async";
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--consistency async"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--consistency sync"));
+    q = reg_req(&c, 0);
+    q.optimizer = "sgd (lr 0.001)";
+    q.optimizer_digest ^= 1;
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "worker has sgd (lr 0.001)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "ps 0 has adam (lr 0.001, beta1 0.9"));
+    q = reg_req(&c, 0);
+    q.replicas_to_aggregate = 1;
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--replicas-to-aggregate 1"));
+    q = reg_req(&c, 0);
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(stats(&c, 0).refused, 3);
+    box_clear(&box);
+    tfps_buf_free(&b);
+    cluster_destroy(&c);
+}
+
+/* ---- fuzz against a flat reference ---- */
+
+enum { W_NEED_PULL, W_PULLING, W_HAVE, W_DONE };
+
+typedef struct {
+    int state, steps_left;
+    uint64_t base;        /* the version of the weights it computes on (the same on every ps: see below) */
+    uint64_t clock;       /* pushes accepted */
+    reply_box box[3];     /* one pull per ps in flight */
+    int pushed;           /* pushed since its last pull */
+} sim_worker;
+
+typedef struct {
+    int mode, r2a, staleness, N;
+    size_t n;
+    float *w, *slot[TFPS_OPTIM_MAX_SLOTS], *acc;   /* flat weights; sync: acc [N][n] */
+    uint8_t in[8], live[8];
+    uint64_t version, updates, clock[8];
+    tfps_optim opt;
+} flat_ref;
+
+static flat_ref REF;
+static cluster *FC;
+static sim_worker *FW;
+static long fuzz_checked;
+
+static int ref_required(void) {
+    int nlive = 0;
+    for (int r = 0; r < REF.N; r++) nlive += REF.live[r];
+    return REF.r2a < nlive ? REF.r2a : nlive;
+}
+
+static void ref_update(const float *g) {
+    tfps_optim_apply(&REF.opt, ++REF.updates, REF.w, REF.slot, g, REF.n);
+    REF.version++;
+}
+
+static void ref_maybe_aggregate(void) {
+    int nin = 0;
+    for (int r = 0; r < REF.N; r++) nin += REF.in[r];
+    if (REF.mode != TFPS_CONSISTENCY_SYNC || nin == 0 || nin < ref_required()) return;
+    float *sum = malloc(REF.n * sizeof(float));
+    int first = 1;
+    for (int r = 0; r < REF.N; r++) {
+        if (!REF.in[r]) continue;
+        const float *g = REF.acc + (size_t)r * REF.n;
+        for (size_t i = 0; i < REF.n; i++) sum[i] = first ? g[i] : sum[i] + g[i];
+        first = 0;
+    }
+    for (size_t i = 0; i < REF.n; i++) sum[i] /= (float)nin;
+    ref_update(sum);
+    free(sum);
+    memset(REF.in, 0, sizeof(REF.in));
+}
+
+/* 1 applied or accepted, 0 stale */
+static int ref_push(int rank, uint64_t base, const float *g) {
+    if (REF.mode != TFPS_CONSISTENCY_SYNC) {
+        ref_update(g);
+        REF.clock[rank]++;
+        return 1;
+    }
+    if (base < REF.version) return 0;
+    memcpy(REF.acc + (size_t)rank * REF.n, g, REF.n * sizeof(float));
+    REF.in[rank] = 1;
+    REF.clock[rank]++;
+    ref_maybe_aggregate();
+    return 1;
+}
+
+static int ref_ready(uint64_t min_version, uint64_t clock) {
+    if (REF.version < min_version) return 0;
+    if (REF.mode != TFPS_CONSISTENCY_SSP) return 1;
+    uint64_t s = UINT64_MAX;
+    for (int r = 0; r < REF.N; r++)
+        if (REF.live[r] && REF.clock[r] < s) s = REF.clock[r];
+    return s == UINT64_MAX || clock <= s + (uint64_t)REF.staleness;
+}
+
+/* Every pull answer, the moment it is sent, holds the reference's weights. */
+static void fuzz_check_reply(reply_box *b) {
+    if (b->status != TFPS_RPC_OK || !FC) return;
+    // which worker and ps is this box?
+    for (int r = 0; r < FC->num_workers; r++)
+        for (int k = 0; k < FC->num_ps; k++) {
+            if (&FW[r].box[k] != b) continue;
+            float *w = malloc(REF.n * sizeof(float));
+            memcpy(w, REF.w, REF.n * sizeof(float));
+            uint64_t v = unpack_into(b, w);
+            if (memcmp(w, REF.w, REF.n * sizeof(float)) != 0 || v != REF.version) {
+                printf("\n  fuzz: worker %d got ps %d's weights at version %llu, reference at %llu differs", r, k,
+                       (unsigned long long)v, (unsigned long long)REF.version);
+                CU_FAIL("pull reply differs from the flat reference");
+            }
+            fuzz_checked++;
+            free(w);
+        }
+}
+
+static int fuzz_one(uint64_t seed, int verbose) {
+    uint64_t rng = seed * 2654435761ULL + 1;
+#define RND(n) ((int)((rng = rng * 6364136223846793005ULL + 1442695040888963407ULL) >> 33) % (n))
+    const int P = 1 + RND(3), N = 1 + RND(4), mode = RND(3), kind = RND(TFPS_OPT_COUNT);
+    const int r2a = mode == TFPS_CONSISTENCY_SYNC ? RND(N + 1) : 0, staleness = RND(3);
+    char r2a_s[8], st_s[8];
+    snprintf(r2a_s, sizeof(r2a_s), "%d", r2a);
+    snprintf(st_s, sizeof(st_s), "%d", staleness);
+    const char *args[] = {"--consistency", tfps_consistency_name(mode), "--optimizer", tfps_optim_name(kind),
+                          "--replicas-to-aggregate", r2a_s, "--staleness", st_s, "--learning-rate", "0.05", NULL};
+    if (verbose)
+        printf("\n    seed %llu: %d ps, %d workers, %s (r2a %d, staleness %d), %s", (unsigned long long)seed, P, N,
+               tfps_consistency_name(mode), r2a, staleness, tfps_optim_name(kind));
+    cluster c;
+    cluster_init(&c, P, N, args);
+    register_all(&c);
+    memset(&REF, 0, sizeof(REF));
+    REF.mode = mode;
+    REF.r2a = r2a ? r2a : N;
+    REF.staleness = staleness;
+    REF.N = N;
+    REF.n = c.l.total;
+    REF.opt = c.opt;
+    REF.w = malloc(REF.n * sizeof(float));
+    tfps_layout_init_range(&c.l, (uint64_t)c.o.seed, 0, REF.n, REF.w);
+    for (int k = 0; k < tfps_optim_slots(&REF.opt); k++) REF.slot[k] = malloc(REF.n * sizeof(float));
+    tfps_optim_init_slots(&REF.opt, REF.slot, REF.n);
+    REF.acc = malloc((size_t)N * REF.n * sizeof(float));
+    memset(REF.live, 1, sizeof(REF.live));
+    sim_worker W[4];
+    memset(W, 0, sizeof(W));
+    for (int r = 0; r < N; r++) W[r].steps_left = 1 + RND(12);
+    FC = &c;
+    FW = W;
+    on_reply = fuzz_check_reply;
+    float *g = malloc(REF.n * sizeof(float));
+    int failed = 0, idle = 0;
+    for (int iter = 0; iter < 2000 && !failed; iter++) {
+        // workers whose pulls all came back now hold weights
+        int active = 0;
+        for (int r = 0; r < N; r++) {
+            sim_worker *w = &W[r];
+            if (w->state == W_PULLING) {
+                int all = 1;
+                for (int k = 0; k < P; k++) all &= w->box[k].answered;
+                if (all) {
+                    w->state = W_HAVE;
+                    for (int k = 0; k < P; k++) {
+                        if (w->box[k].status == TFPS_RPC_OK) {
+                            // the version it computes on: the same on every ps (a push reaches every ps before
+                            // anything else happens in this single-threaded schedule)
+                            float *tmp = malloc(REF.n * sizeof(float));
+                            uint64_t v = unpack_into(&w->box[k], tmp);
+                            free(tmp);
+                            if (k > 0 && v != w->base) {
+                                printf("\n  fuzz seed %llu: worker %d got version %llu from ps %d, %llu from ps 0",
+                                       (unsigned long long)seed, r, (unsigned long long)v, k,
+                                       (unsigned long long)w->base);
+                                CU_FAIL("ps versions differ");
+                                failed = 1;
+                            }
+                            w->base = v;
+                        } else {
+                            printf("\n  fuzz seed %llu: worker %d pull from ps %d: status %d %s",
+                                   (unsigned long long)seed, r, k, w->box[k].status, w->box[k].msg);
+                            CU_FAIL("a pull failed");
+                            failed = 1;
+                        }
+                        box_clear(&w->box[k]);
+                    }
+                }
+            }
+            active += w->state != W_DONE && w->state != W_PULLING;
+        }
+        if (!active) {
+            int pulling = 0;
+            for (int r = 0; r < N; r++) pulling += W[r].state == W_PULLING;
+            if (pulling) {
+                printf("\n  fuzz seed %llu: deadlock: %d workers wait on held pulls, nobody can act",
+                       (unsigned long long)seed, pulling);
+                CU_FAIL("deadlock");
+                failed = 1;
+            }
+            break;
+        }
+        const int r = RND(N);
+        sim_worker *w = &W[r];
+        if (w->state == W_DONE || w->state == W_PULLING) {
+            if (++idle > 10000) break;
+            continue;
+        }
+        const int what = RND(10);
+        if (what == 0) {   // junk: a gradient with a NaN in every range; nothing may change
+            for (size_t i = 0; i < REF.n; i++) g[i] = RND(3) ? 0.1f : NAN;
+            for (int q = 0; q < c.plan.nranges; q++) g[c.plan.ranges[q].begin] = NAN;
+            int k = RND(P), applied;
+            if (tfps_shard_plan_ps_elems(&c.plan, k) > 0)
+                CU_ASSERT_EQUAL(push(&c, k, r, w->base, g, &applied), TFPS_RPC_INVALID_ARGUMENT);
+            continue;
+        }
+        if (w->state == W_NEED_PULL) {
+            // sync: the version after the one it pushed on; ssp: its clock; async: anything
+            const uint64_t min_v = mode == TFPS_CONSISTENCY_SYNC && w->pushed ? w->base + 1 : 0;
+            const uint64_t ready = ref_ready(min_v, w->clock);
+            w->state = W_PULLING;
+            int held = 0;
+            for (int k = 0; k < P; k++) {
+                int rc = pull(&c, k, (uint32_t)r + 1, min_v, w->clock, &w->box[k]);
+                held += rc == TFPS_PS_HELD;
+            }
+            if ((ready && held) || (!ready && held != P)) {
+                printf("\n  fuzz seed %llu: worker %d pull (min %llu, clock %llu): reference %s, %d of %d ps held",
+                       (unsigned long long)seed, r, (unsigned long long)min_v, (unsigned long long)w->clock,
+                       ready ? "ready" : "holds", held, P);
+                CU_FAIL("hold decision differs from the reference");
+                failed = 1;
+            }
+            w->pushed = 0;
+            continue;
+        }
+        // W_HAVE: push a gradient computed "on" base, to every ps, then pull again or finish
+        for (size_t i = 0; i < REF.n; i++) g[i] = (float)(RND(2001) - 1000) * 1e-3f;
+        const int want = ref_push(r, w->base, g);
+        for (int k = 0; k < P; k++) {
+            if (tfps_shard_plan_ps_elems(&c.plan, k) == 0) continue;
+            int applied = -1;
+            int rc = push(&c, k, r, w->base, g, &applied);
+            if (rc != TFPS_RPC_OK || applied != want) {
+                printf("\n  fuzz seed %llu: worker %d push to ps %d: status %d applied %d, reference %d",
+                       (unsigned long long)seed, r, k, rc, applied, want);
+                CU_FAIL("push outcome differs from the reference");
+                failed = 1;
+            }
+        }
+        if (want) w->clock++;
+        w->pushed = 1;
+        if (--w->steps_left == 0) {
+            w->state = W_DONE;
+            REF.live[r] = 0;
+            ref_maybe_aggregate();
+            heartbeat_done(&c, r);
+        } else {
+            w->state = W_NEED_PULL;
+        }
+    }
+    on_reply = NULL;
+    // the end: every shard equals the flat reference byte for byte
+    float *final = malloc(REF.n * sizeof(float));
+    pull_model(&c, final);
+    if (!failed && memcmp(final, REF.w, REF.n * sizeof(float)) != 0) {
+        printf("\n  fuzz seed %llu: final weights differ from the flat reference", (unsigned long long)seed);
+        CU_FAIL("final weights differ");
+        failed = 1;
+    }
+    for (int k = 0; k < P && !failed; k++) {
+        tfps_ps_stats s = stats(&c, k);
+        CU_ASSERT_EQUAL(s.held, 0);
+        CU_ASSERT_EQUAL(s.version, REF.version);
+        if (mode == TFPS_CONSISTENCY_SSP) CU_ASSERT(s.max_lead <= (uint64_t)staleness);
+    }
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < 3; k++) box_clear(&W[r].box[k]);
+    free(final);
+    free(g);
+    free(REF.w);
+    for (int k = 0; k < TFPS_OPTIM_MAX_SLOTS; k++) free(REF.slot[k]);
+    free(REF.acc);
+    FC = NULL;
+    cluster_destroy(&c);
+    return failed;
+#undef RND
+}
+
+static void test_fuzz_against_flat_reference(void) {
+    const char *env = getenv("TFPS_FUZZ_SEED");
+    const uint64_t first = env ? strtoull(env, NULL, 10) : 1;
+    const int runs = env ? 1 : 1500;
+    int failures = 0;
+    fuzz_checked = 0;
+    for (int i = 0; i < runs && failures < 3; i++) failures += fuzz_one(first + (uint64_t)i, env != NULL);
+    printf("\n    %d schedules from seed %llu, %ld pull replies checked against the flat reference, %d failed", runs,
+           (unsigned long long)first, fuzz_checked, failures);
+    CU_ASSERT(fuzz_checked > 1000 || env);
+    CU_ASSERT_EQUAL(failures, 0);
+}
+
+int main(void) {
+    tfps_log_min_level = TFPS_LOG_ERROR;   // the ps's own lines (workers finishing, refusals) are expected here
+    if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+    CU_pSuite s = CU_add_suite("ps_handlers", NULL, NULL);
+    CU_add_test(s, "the method list matches tfps_service.proto", test_method_list_matches_proto);
+    CU_add_test(s, "sync: held pull, mean in rank order, arrival order changes no bit", test_sync_mean_and_order);
+    CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
+    CU_add_test(s, "sync: backup workers", test_sync_backup_workers);
+    CU_add_test(s, "ssp: reader held within the staleness", test_ssp_bound);
+    CU_add_test(s, "register refuses other semantics, naming both", test_register_checks_semantics);
+    CU_add_test(s, "fuzz: random schedules vs a flat reference", test_fuzz_against_flat_reference);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());
+    CU_cleanup_registry();
+    return failed;
+}
