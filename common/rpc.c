@@ -7,9 +7,9 @@
  *        -> HELD (handler called; on s->held until replied)
  *        -> REPLYING (one batch in flight) -> freed when that batch completes.
  *
- * The health service (grpc.health.v1.Health/Check) is answered here; its two
- * tiny messages are decoded/encoded by hand (not protobuf-c, which lives in
- * wire.c only), so rpc.c does not depend on wire.c.
+ * The health service (grpc.health.v1.Health/Check) is answered here; its
+ * messages go through wire.c (the one module that calls protobuf-c), which is
+ * in the same library, tfps_common.
  *
  * Client: every request of a batch has one rpc_ccall, the tag of its one
  * batch; an attempt that ends UNAVAILABLE is torn down and started again
@@ -22,6 +22,7 @@
 #include "rpc.h"
 #include "log.h"
 #include "tfps.h"
+#include "wire.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -264,56 +265,9 @@ const char *tfps_rpc_call_peer(const tfps_rpc_call *call) {
     return c->peer ? c->peer : "?";
 }
 
-/* HealthCheckRequest { string service = 1; }, decoded by hand so rpc.c does
- * not depend on wire.c (the one protobuf-c module); this is not protobuf-c.
- * Unknown fields are skipped, as protobuf requires. 0 ok, -1 malformed. */
-static int pb_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v) {
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*i >= n) return -1;
-        uint8_t b = p[(*i)++];
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) return 0;
-    }
-    return -1;
-}
-
-static int health_service(const uint8_t *p, size_t n, const uint8_t **svc, size_t *svclen) {
-    size_t i = 0;
-    *svc = NULL;
-    *svclen = 0;
-    while (i < n) {
-        uint64_t key, v;
-        if (pb_varint(p, n, &i, &key)) return -1;
-        switch (key & 7) {
-        case 0:
-            if (pb_varint(p, n, &i, &v)) return -1;
-            break;
-        case 1:
-            if (n - i < 8) return -1;
-            i += 8;
-            break;
-        case 5:
-            if (n - i < 4) return -1;
-            i += 4;
-            break;
-        case 2:
-            if (pb_varint(p, n, &i, &v) || v > n - i) return -1;
-            if ((key >> 3) == 1) {
-                *svc = p + i;
-                *svclen = (size_t)v;
-            }
-            i += (size_t)v;
-            break;
-        default:
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Is svc "" or the service of one of our methods ("/svc/Method")? */
-static int health_knows(const tfps_rpc_server *s, const uint8_t *svc, size_t n) {
+static int health_knows(const tfps_rpc_server *s, const char *svc) {
+    size_t n = strlen(svc);
     if (n == 0) return 1;
     for (int i = 0; i < s->nmethods; i++) {
         const char *m = s->methods[i];
@@ -328,20 +282,25 @@ static void health_check(tfps_rpc_server *s, tfps_rpc_call *c) {
         start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "unreadable HealthCheckRequest", NULL, 0);
         return;
     }
-    const uint8_t *svc;
-    size_t n;
-    if (health_service(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), &svc, &n) != 0) {
-        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "malformed HealthCheckRequest", NULL, 0);
-    } else if (!health_knows(s, svc, n)) {
+    const char *svc = NULL;
+    void *owner = NULL;
+    char err[TFPS_ERR_LEN];
+    if (tfps_wire_unpack_health_req(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), &svc, &owner, err,
+                                    sizeof(err)) != TFPS_OK) {
+        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, err, NULL, 0);
+    } else if (!health_knows(s, svc)) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "unknown service \"%.*s\"", n > 100 ? 100 : (int)n, (const char *)svc);
+        snprintf(msg, sizeof(msg), "unknown service \"%.100s\"", svc);
         start_reply(c, TFPS_RPC_NOT_FOUND, msg, NULL, 0);
     } else {
-        /* HealthCheckResponse { status = 1 }: SERVING = 1, NOT_SERVING = 2,
-         * hand-encoded (tag 0x08 = field 1 varint) for the same reason. */
-        const uint8_t resp[2] = {0x08, s->stopping ? 2 : 1};
-        start_reply(c, TFPS_RPC_OK, NULL, resp, sizeof(resp));
+        tfps_buf resp = {0};
+        if (tfps_wire_pack_health_resp(!s->stopping, &resp) != TFPS_OK)
+            start_reply(c, TFPS_RPC_RESOURCE_EXHAUSTED, "out of memory packing a HealthCheckResponse", NULL, 0);
+        else
+            start_reply(c, TFPS_RPC_OK, NULL, resp.data, resp.len);   /* copied: resp is ours to free */
+        tfps_buf_free(&resp);
     }
+    tfps_wire_release(owner);
     grpc_slice_unref(sl);
 }
 

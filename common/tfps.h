@@ -9,7 +9,11 @@
 
 #include <stddef.h>
 
-#define TFPS_VERSION "0.3.0"
+/* TFPS_VERSION comes from CMake's project(tfps VERSION ...), the
+ * one source of truth, as a compile definition of tfps_common. */
+#ifndef TFPS_VERSION
+#error "TFPS_VERSION is undefined: build with CMake, or link the target to tfps_common"
+#endif
 #define TFPS_OK 0
 #define TFPS_ERR -1
 #define TFPS_ERR_LEN 512

@@ -12,7 +12,10 @@
  *
  * At test_cuda's cases (refnet.h) every activation, the loss and every
  * gradient is also within test_cuda's tolerance (relative 1e-4) of the
- * float64 reference: the bound the GPU is held to is above fp32 rounding. */
+ * float64 reference: the bound the GPU is held to is above fp32 rounding.
+ *
+ * Refusals: a batch outside 1..max_batch (step, predict) and a label >= the
+ * classes (step) return TFPS_ERR with a message naming the value. */
 #include "backend.h"
 #include "data.h"
 #include "refnet.h"
@@ -219,6 +222,59 @@ static void test_refnet_cases(void) {
         }
 }
 
+/* Every refusal of step and predict: TFPS_ERR, one line in err naming the bad
+ * value and the range expected, and the caller's outputs untouched. */
+static void expect_refused(tfps_backend *be, int rc, const char *what, const char *value, const char *range) {
+    const int named = strstr(be->err, value) && strstr(be->err, range) && !strchr(be->err, '\n');
+    if (rc != TFPS_ERR || !named)
+        printf("\n  %s: rc %d, err \"%s\" (wanted \"%s\" and \"%s\")", what, rc, be->err, value, range);
+    CU_ASSERT_EQUAL(rc, TFPS_ERR);
+    CU_ASSERT(be->err[0] != '\0');
+    CU_ASSERT(named);
+    be->err[0] = '\0';
+}
+
+static void test_cpu_refusals(void) {
+    enum { MAXB = 4 };
+    tfps_layout l;
+    CU_ASSERT_FATAL(tfps_layout_init(&l, 12, 7, 5, 10, NULL, 0) == TFPS_OK);
+    tfps_backend *be = tfps_cpu_backend_new(&l, MAXB);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(be);
+    float *params = calloc(l.total, sizeof(float)), *grads = malloc(l.total * sizeof(float));
+    float x[(MAXB + 1) * 12] = {0}, loss = -1.0f;
+    uint8_t y[MAXB + 1] = {0}, pred[MAXB + 1];
+    CU_ASSERT_FATAL(params && grads);
+    for (size_t i = 0; i < l.total; i++) grads[i] = 7.0f;
+    memset(pred, 0xee, sizeof(pred));
+    be->err[0] = '\0';
+
+    expect_refused(be, be->step(be, params, x, y, MAXB + 1, grads, &loss), "step over max batch", "batch of 5",
+                   "1..4");
+    expect_refused(be, be->step(be, params, x, y, 0, grads, &loss), "step of 0", "batch of 0", "1..4");
+    expect_refused(be, be->step(be, params, x, y, -3, grads, &loss), "step of -3", "batch of -3", "1..4");
+    y[2] = 10;   // == classes
+    expect_refused(be, be->step(be, params, x, y, 3, grads, &loss), "label 10", "label 10 of example 2", "0..9");
+    y[2] = 0;
+    y[0] = 255;
+    expect_refused(be, be->step(be, params, x, y, 1, grads, &loss), "label 255", "label 255 of example 0", "0..9");
+    y[0] = 0;
+    expect_refused(be, be->predict(be, params, x, MAXB + 1, pred), "predict over max batch", "batch of 5", "1..4");
+    expect_refused(be, be->predict(be, params, x, 0, pred), "predict of 0", "batch of 0", "1..4");
+
+    int untouched = loss == -1.0f;
+    for (size_t i = 0; i < l.total; i++) untouched &= grads[i] == 7.0f;
+    for (int i = 0; i <= MAXB; i++) untouched &= pred[i] == 0xee;
+    CU_ASSERT(untouched);   // refused before computing anything
+
+    // the same backend still serves a good batch, at the edges of both ranges
+    y[0] = 9;
+    CU_ASSERT_EQUAL(be->step(be, params, x, y, MAXB, grads, &loss), TFPS_OK);
+    CU_ASSERT_EQUAL(be->predict(be, params, x, 1, pred), TFPS_OK);
+    tfps_backend_free(be);
+    free(params);
+    free(grads);
+}
+
 /* Batcher: slices are disjoint and cover the set; each epoch visits the slice once; deterministic. */
 static void test_batcher(void) {
     enum { N = 103 };
@@ -273,6 +329,7 @@ int main(void) {
     CU_add_test(s, "gradient check, every parameter, small layouts", test_small_all_params);
     CU_add_test(s, "gradient check, sampled, MNIST-sized layouts", test_mnist_sized);
     CU_add_test(s, "within test_cuda's 1e-4 of float64 at test_cuda's cases", test_refnet_cases);
+    CU_add_test(s, "step and predict refusals name the value and the range expected", test_cpu_refusals);
     CU_add_test(s, "batcher: disjoint slices, per-epoch shuffle, deterministic", test_batcher);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

@@ -34,8 +34,12 @@ static char *run(const char *bin, const char *tf_config, int want_rc, char **err
 }
 
 static void test_version_help(void) {
+    // both print the version of CMake's project(), the one source of it
     char *out = run(WORKER, NULL, 0, NULL, "--version", NULL, NULL);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "tfps-worker 0."));
+    CU_ASSERT_STRING_EQUAL(out, "tfps-worker " TFPS_PROJECT_VERSION "\n");
+    free(out);
+    out = run(PS, NULL, 0, NULL, "--version", NULL, NULL);
+    CU_ASSERT_STRING_EQUAL(out, "tfps-ps " TFPS_PROJECT_VERSION "\n");
     free(out);
     out = run(PS, NULL, 0, NULL, "--help", NULL, NULL);
     const char *flags[] = {"--data-folder", "--batch-size", "--first-layer-neurons", "--second-layer-neurons",
@@ -158,8 +162,14 @@ static void test_roles_and_tf_config_errors(void) {
 
 static void test_local_user_errors(void) {
     expect_usage_error(WORKER, NULL, "--data-folder", "/nonexistent/tfps-data", "/nonexistent/tfps-data");
+    // the rest needs real data: without it the worker would stop at the data folder, not at --device
+    char data_dir[1024];
+    if (tu_test_data(data_dir, sizeof(data_dir), TFPS_DEFAULT_TEST_DATA, "test_cli")) {
+        CU_FAIL("no MNIST data (see the line above): --device cuda --gpu 1000 not checked");
+        return;
+    }
     // no machine has a visible GPU 1000, and a build without CUDA refuses --device cuda outright
-    const char *argv[] = {WORKER, "--data-folder", TFPS_DEFAULT_TEST_DATA, "--device", "cuda", "--gpu", "1000", NULL};
+    const char *argv[] = {WORKER, "--data-folder", data_dir, "--device", "cuda", "--gpu", "1000", NULL};
     const char *env[] = {"TF_CONFIG", NULL};
     char *err = NULL;
     CU_ASSERT_EQUAL(tu_run(argv, env, NULL, &err), 2);

@@ -68,6 +68,24 @@ static float *pull_all(void) {
     return v;
 }
 
+/* The ps's Status now: tests compare counters against the start of the test,
+ * so each counts only its own requests. */
+static tfps_wire_status_resp status_now(void) {
+    tfps_wire_status_resp st;
+    memset(&st, 0, sizeof(st));
+    tfps_buf b = {0};
+    tfps_wire_pack_status_req(&b);
+    tfps_rpc_result r;
+    CU_ASSERT_EQUAL_FATAL(call(TFPS_M_STATUS, b.data, b.len, &r), TFPS_RPC_OK);
+    void *owner = NULL;
+    char err[512];
+    CU_ASSERT_FATAL(tfps_wire_unpack_status_resp(r.resp, r.resp_len, &st, &owner, err, sizeof(err)) == 0);
+    tfps_wire_release(owner);
+    tfps_rpc_result_clear(&r);
+    tfps_buf_free(&b);
+    return st;
+}
+
 static int suite_init(void) {
     tfps_layout_init(&L, 784, 300, 100, 10, NULL, 0);
     tfps_shard_plan_build(&PLAN, &L, 2, TFPS_SHARD_BALANCED, NULL, 0);
@@ -102,6 +120,7 @@ static int suite_clean(void) {
 }
 
 static void test_register_and_init(void) {
+    const tfps_wire_status_resp st0 = status_now();
     tfps_buf b = {0};
     tfps_rpc_result r;
     char err[512];
@@ -132,6 +151,9 @@ static void test_register_and_init(void) {
     tfps_wire_release(owner);
     tfps_rpc_result_clear(&r);
     tfps_buf_free(&b);
+    const tfps_wire_status_resp st = status_now();
+    CU_ASSERT_EQUAL(st.refused - st0.refused, 2);   // the two mismatches
+    CU_ASSERT_EQUAL(st.workers_registered - st0.workers_registered, 1);
     // the ps initialised its range with the single-process numbers
     float *v = pull_all(), *ref = malloc(OWN * sizeof(float));
     tfps_layout_init_range(&L, 1, 0, OWN, ref);
@@ -163,6 +185,7 @@ static void expect_refused(const char *what, int method, const uint8_t *body, si
 }
 
 static void test_bad_requests(void) {
+    const tfps_wire_status_resp st0 = status_now();
     float *before = pull_all();
     float g[16];
     for (int i = 0; i < 16; i++) g[i] = 0.5f;
@@ -212,20 +235,13 @@ static void test_bad_requests(void) {
     }
     free(after);
 
-    // Status counts the refusals (2 bad registers from the first test, 10 here) and the one push
-    tfps_wire_pack_status_req(&b);
-    CU_ASSERT_EQUAL_FATAL(call(TFPS_M_STATUS, b.data, b.len, &r), TFPS_RPC_OK);
-    tfps_wire_status_resp st;
-    void *owner = NULL;
-    char err[512];
-    CU_ASSERT_FATAL(tfps_wire_unpack_status_resp(r.resp, r.resp_len, &st, &owner, err, sizeof(err)) == 0);
-    CU_ASSERT_EQUAL(st.applied, 1);
-    CU_ASSERT_EQUAL(st.version, 1);
-    CU_ASSERT_EQUAL(st.refused, 12);
-    CU_ASSERT_EQUAL(st.workers_registered, 1);
-    CU_ASSERT(st.bytes_in > 0 && st.bytes_out > OWN * 4);
-    tfps_wire_release(owner);
-    tfps_rpc_result_clear(&r);
+    // Status counts this test's 10 refusals and its one push
+    const tfps_wire_status_resp st = status_now();
+    CU_ASSERT_EQUAL(st.applied - st0.applied, 1);
+    CU_ASSERT_EQUAL(st.version - st0.version, 1);
+    CU_ASSERT_EQUAL(st.refused - st0.refused, 10);
+    CU_ASSERT_EQUAL(st.workers_registered, st0.workers_registered);
+    CU_ASSERT(st.bytes_in > st0.bytes_in && st.bytes_out - st0.bytes_out > OWN * 4);
     tfps_buf_free(&b);
     free(before);
 }

@@ -457,9 +457,31 @@ static void test_health(void) {
     CU_ASSERT_EQUAL(tfps_rpc_call_one(CLI, 0, H, prefix, sizeof(prefix), 5.0, 0, &r, err, sizeof(err)), TFPS_ERR);
     CU_ASSERT_EQUAL(r.status, TFPS_RPC_NOT_FOUND);
     tfps_rpc_result_clear(&r);
-    const uint8_t bad[] = {0x0a, 5, 'a'};   /* length past the end */
-    CU_ASSERT_EQUAL(tfps_rpc_call_one(CLI, 0, H, bad, sizeof(bad), 5.0, 0, &r, err, sizeof(err)), TFPS_ERR);
-    CU_ASSERT_EQUAL(r.status, TFPS_RPC_INVALID_ARGUMENT);
+    /* Malformed HealthCheckRequests: INVALID_ARGUMENT, and the details name the message. */
+    const struct {
+        const char *what;
+        uint8_t bytes[4];
+        size_t len;
+    } bad[] = {
+        {"length past the end", {0x0a, 5, 'a'}, 3},
+        {"truncated varint key", {0x80}, 1},
+        {"wire type 7", {0x0f, 0x00}, 2},
+        {"service (field 1) as a varint", {0x08, 0x01}, 2},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CU_ASSERT_EQUAL(tfps_rpc_call_one(CLI, 0, H, bad[i].bytes, bad[i].len, 5.0, 0, &r, err, sizeof(err)),
+                        TFPS_ERR);
+        if (r.status != TFPS_RPC_INVALID_ARGUMENT || !strstr(r.details, "HealthCheckRequest"))
+            printf("\n  malformed health request (%s): %s \"%s\"", bad[i].what, tfps_rpc_status_name(r.status),
+                   r.details);
+        CU_ASSERT_EQUAL(r.status, TFPS_RPC_INVALID_ARGUMENT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.details, "HealthCheckRequest"));
+        tfps_rpc_result_clear(&r);
+    }
+    /* Unknown fields are skipped, as protobuf requires. */
+    const uint8_t extra[] = {0x10, 0x05, 0x0a, 13, 't', 'f', 'p', 's', '.', 't', 'e', 's', 't', '.', 'S', 'v', 'c'};
+    CU_ASSERT_EQUAL(tfps_rpc_call_one(CLI, 0, H, extra, sizeof(extra), 5.0, 0, &r, err, sizeof(err)), TFPS_OK);
+    CU_ASSERT(r.resp_len == 2 && r.resp[0] == 0x08 && r.resp[1] == 1);
     tfps_rpc_result_clear(&r);
 }
 

@@ -2,12 +2,16 @@
  *
  * The three dense layers are cblas_sgemm calls; bias, ReLU and the
  * softmax cross-entropy are plain loops. Everything is on the flat layout of
- * layout.h: params + off[v] is variable v, grads + off[v] its gradient. */
+ * layout.h: params + off[v] is variable v, grads + off[v] its gradient.
+ *
+ * step and predict refuse a batch outside 1..max_batch, and step a label
+ * >= out, with TFPS_ERR and one line in b->err; nothing is computed then. */
 #include "backend.h"
 #include "tfps.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,11 +89,24 @@ typedef struct {
     float *d1, *d2, *dlogits;          /* gradients w.r.t. the same activations */
 } cpu_backend;
 
+/* 1 when B fits the scratch buffers; else 0 with the message in b->err. */
+static int batch_ok(tfps_backend *b, const char *what, int B) {
+    if (B >= 1 && B <= b->max_batch) return 1;
+    snprintf(b->err, sizeof(b->err), "%s: batch of %d examples; expected 1..%d (the max batch)", what, B, b->max_batch);
+    return 0;
+}
+
 static int cpu_step(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
                     float *loss) {
     cpu_backend *c = (cpu_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) return TFPS_ERR;
+    if (!batch_ok(b, "step", B)) return TFPS_ERR;
+    for (int i = 0; i < B; i++)   // a label >= out would index past the logits
+        if (y[i] >= l->out) {
+            snprintf(b->err, sizeof(b->err), "step: label %d of example %d; expected 0..%d (%d classes)", (int)y[i],
+                     i, l->out - 1, l->out);
+            return TFPS_ERR;
+        }
     *loss = tfps_cpu_forward(l, params, x, y, B, c->a1, c->a2, c->logits, c->probs);
     tfps_softmax_xent_backward(c->dlogits, c->probs, y, B, l->out);
     tfps_dense_backward(c->d2, grads + l->off[TFPS_VAR_W3], grads + l->off[TFPS_VAR_B3], c->dlogits, c->a2,
@@ -107,7 +124,7 @@ static int cpu_step(tfps_backend *b, const float *params, const float *x, const 
 static int cpu_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
     cpu_backend *c = (cpu_backend *)b;
     const tfps_layout *l = &b->layout;
-    if (B < 1 || B > b->max_batch) return TFPS_ERR;
+    if (!batch_ok(b, "predict", B)) return TFPS_ERR;
     tfps_dense_forward(c->a1, x, params + l->off[TFPS_VAR_W1], params + l->off[TFPS_VAR_B1], B, l->in, l->h1);
     tfps_relu_forward(c->a1, B * l->h1);
     tfps_dense_forward(c->a2, c->a1, params + l->off[TFPS_VAR_W2], params + l->off[TFPS_VAR_B2], B, l->h1, l->h2);
