@@ -160,6 +160,7 @@ int tfps_wire_pack_pull_resp(const tfps_wire_pull_resp *m, tfps_buf *out) {
     tensor_slots s;
     Tfps__V1__PullResponse p = TFPS__V1__PULL_RESPONSE__INIT;
     p.version = m->version;
+    p.held_s = m->held_s;
     p.tensors = tensors_to_pb(m->tensors, m->ntensors, &s);
     p.n_tensors = (size_t)m->ntensors;
     return pack_msg(&p.base, out);
@@ -395,6 +396,7 @@ int tfps_wire_unpack_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_r
     if (check_tensors(p->tensors, p->n_tensors, "PullResponse.tensors", err, errlen) != TFPS_OK) return fail(msg);
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->version = p->version;
+    m->held_s = p->held_s;
     m->ntensors = (int)p->n_tensors;
     tensors_from_pb(p->tensors, p->n_tensors, m->tensors);
     return TFPS_OK;

@@ -73,6 +73,7 @@ typedef struct {
     uint64_t version;
     int ntensors;
     tfps_wire_tensor tensors[TFPS_WIRE_MAX_TENSORS];
+    double held_s;             /* seconds the ps held the pull before answering */
 } tfps_wire_pull_resp;
 
 typedef struct {

@@ -2,9 +2,11 @@
 # Starts a tfps cluster on this machine: M ps and N workers (worker 0 is the
 # chief), each a real process with its own TF_CONFIG, on free loopback ports.
 #
-#   deploy/local-cluster.sh [--ps M] [--workers N] [--evaluator] [worker options...]
+#   deploy/local-cluster.sh [--ps M] [--workers N] [--evaluator] [--task-args TASK "ARGS"]... [options...]
 #
-# Worker options (e.g. --epochs 5 --output-dir out) go to every task. Per-task
+# Options (e.g. --epochs 5 --output-dir out) go to every task; --task-args
+# adds ARGS to one task only (TASK as ps-0, worker-1, evaluator-0), e.g. a
+# straggler: --task-args worker-1 "--slow-step-ms 50". Per-task
 # logs go to <output-dir>/logs/<job>-<index>.log. Ctrl-C stops every task. If
 # any task fails, the rest are stopped and this script exits non-zero. At the
 # end it prints the chief's summary.
@@ -18,7 +20,8 @@ evaluator=0
 out=outputs
 args=()
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+declare -A task_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --ps|--workers)
@@ -27,6 +30,10 @@ while [ $# -gt 0 ]; do
       if [ "$1" = --ps ]; then num_ps=$2; else num_workers=$2; fi
       shift 2;;
     --evaluator) evaluator=1; shift;;
+    --task-args)
+      [ $# -ge 3 ] && [[ "$2" =~ ^(ps|worker|evaluator)-[0-9]+$ ]] ||
+        { echo "local-cluster: --task-args \"${2:-}\": expected --task-args ps-K|worker-K|evaluator-0 \"ARGS\"" >&2; exit 2; }
+      task_args[$2]="${task_args[$2]:-} $3"; shift 3;;
     -h|--help) usage; exit 0;;
     --output-dir) [ $# -ge 2 ] || { echo "local-cluster: --output-dir: missing value" >&2; exit 2; }
       out=$2; args+=("$1" "$2"); shift 2;;
@@ -60,8 +67,9 @@ mkdir -p "$out/logs"
 export TFPS_THREADS=${TFPS_THREADS:-1}
 pids=(); names=()
 start() {   # job index daemon
-  local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$1\", \"index\": $2}}"
-  TF_CONFIG="$tf" "$bin/$3" "${args[@]}" >"$out/logs/$1-$2.log" 2>&1 &
+  local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$1\", \"index\": $2}}" extra=()
+  read -r -a extra <<<"${task_args[$1-$2]:-}"
+  TF_CONFIG="$tf" "$bin/$3" "${args[@]}" "${extra[@]+"${extra[@]}"}" >"$out/logs/$1-$2.log" 2>&1 &
   pids+=($!); names+=("$1-$2")
 }
 stop_all() {

@@ -92,9 +92,14 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    tfps_info("ps %d of %d serving %s (port %d): %zu parameters of %zu (%s plan %016llx), %d workers expected",
-              c.task_index, c.num_ps, bind, port, tfps_ps_owned(d.ps), l.total,
-              tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest, c.num_workers);
+    tfps_optim opt;
+    char opt_desc[160];
+    tfps_options_optim(&o, &opt);
+    tfps_optim_describe(&opt, opt_desc, sizeof(opt_desc));
+    tfps_info("ps %d of %d serving %s (port %d): %zu parameters of %zu (%s plan %016llx), %d workers expected; "
+              "%s, %s", c.task_index, c.num_ps, bind, port, tfps_ps_owned(d.ps), l.total,
+              tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest, c.num_workers,
+              tfps_consistency_name(o.consistency), opt_desc);
     tfps_rpc_server_run(d.server);
     signal_server = NULL;
     tfps_ps_stats s;
@@ -104,6 +109,9 @@ int main(int argc, char **argv) {
               (unsigned long long)s.version, (unsigned long long)s.applied, (unsigned long long)s.refused,
               (unsigned long long)s.dropped, s.wait_s, s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
               tfps_ps_shutdown_requested(d.ps) ? " (chief's Shutdown)" : " (signal)");
+    if (o.consistency == TFPS_CONSISTENCY_SSP)
+        tfps_info("ssp: largest read lead %llu clocks over the slowest live worker (staleness %d)",
+                  (unsigned long long)s.max_lead, o.staleness);
     tfps_rpc_server_free(d.server);
     tfps_rpc_shutdown();
     rc = TFPS_EXIT_OK;

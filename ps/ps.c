@@ -146,8 +146,8 @@ static int refuse(tfps_ps *ps, int status) {
 }
 
 /* The weights of q's ranges, packed into out. */
-static int pack_pull(tfps_ps *ps, const tfps_pull *q, tfps_buf *out, char *msg, size_t msglen) {
-    tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n};
+static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *out, char *msg, size_t msglen) {
+    tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n, .held_s = held_s};
     for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){q->ranges[i], ps->store.w + q->at[i]};
     if (tfps_wire_pack_pull_resp(&r, out) != TFPS_OK) {
         snprintf(msg, msglen, "ps: out of memory packing the reply");
@@ -162,7 +162,7 @@ static void answer_held(tfps_ps *ps, const tfps_held *h, int status, const char 
     if (h->rank >= 0 && h->rank < ps->num_workers) ps->workers[h->rank].wait_s += waited;
     char msg[TFPS_ERR_LEN];
     snprintf(msg, sizeof(msg), "%s", why ? why : "");
-    if (status == TFPS_RPC_OK) status = pack_pull(ps, &h->pull, &ps->held_out, msg, sizeof(msg));
+    if (status == TFPS_RPC_OK) status = pack_pull(ps, &h->pull, waited, &ps->held_out, msg, sizeof(msg));
     if (status == TFPS_RPC_OK) {
         ps->st.bytes_out += ps->held_out.len;
         ps->reply(ps->reply_ctx, h->token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
@@ -263,7 +263,7 @@ static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     if (rank == ps->num_workers) rank = -1;   // the evaluator: never held by the ssp rule
     int ready = tfps_policy_pull_ready(ps->pol, rank, &q, msg, msglen);
     if (ready < 0) return refuse(ps, -ready);
-    if (ready) return pack_pull(ps, &q, &ps->out, msg, msglen);
+    if (ready) return pack_pull(ps, &q, 0.0, &ps->out, msg, msglen);
     if (!token || tfps_policy_hold(ps->pol, token, rank, &q) != TFPS_OK) {
         snprintf(msg, msglen, "ps: cannot hold the pull until version %" PRIu64 " (%s)", q.min_version,
                  token ? "out of memory" : "no call to hold");

@@ -1,5 +1,6 @@
 /* psclient.c -- see psclient.h. */
 #include "psclient.h"
+#include "options.h"
 #include "service.h"
 #include "tfps.h"
 
@@ -19,7 +20,8 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
     pc->push_req = calloc((size_t)m, sizeof(tfps_buf));
     pc->reqs = calloc(2 * (size_t)m, sizeof(tfps_rpc_req));
     pc->res = calloc(2 * (size_t)m, sizeof(tfps_rpc_result));
-    if (!pc->pull_req || !pc->push_req || !pc->reqs || !pc->res) {
+    pc->version = calloc((size_t)m, sizeof(uint64_t));
+    if (!pc->pull_req || !pc->push_req || !pc->reqs || !pc->res || !pc->version) {
         tfps_psclient_destroy(pc);
         return tfps_seterr(err, errlen, "ps client: out of memory");
     }
@@ -40,14 +42,17 @@ void tfps_psclient_destroy(tfps_psclient *pc) {
     free(pc->push_req);
     free(pc->reqs);
     free(pc->res);
+    free(pc->version);
     tfps_rpc_client_free(pc->rpc);
     memset(pc, 0, sizeof(*pc));
 }
 
-/* Packs the pull request of every ps (its ranges; fixed for the run). */
-static int pack_pulls(tfps_psclient *pc, char *err, size_t errlen) {
+/* Packs the pull request of every ps: its ranges, and the minimum version
+ * and clock of this round (sync, ssp). */
+static int pack_pulls(tfps_psclient *pc, int pushing, char *err, size_t errlen) {
     for (int k = 0; k < pc->num_ps; k++) {
-        tfps_wire_pull_req q = {.worker_id = pc->worker_id};
+        tfps_wire_pull_req q = {.worker_id = pc->worker_id, .clock = pc->clock};
+        if (pc->consistency == TFPS_CONSISTENCY_SYNC && pushing) q.min_version = pc->version[k] + 1;
         for (int r = 0; r < pc->plan->nranges; r++) {
             if (pc->plan->ranges[r].ps != k) continue;
             if (q.nranges == TFPS_WIRE_MAX_TENSORS)
@@ -88,19 +93,24 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
         tfps_wire_release(owner);
     }
     for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
-    if (rc == TFPS_OK) rc = pack_pulls(pc, err, errlen);
+    if (rc == TFPS_OK) rc = pack_pulls(pc, 0, err, errlen);
     return rc;
 }
 
 int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int batch, uint64_t step, float *params,
                         double timeout_s, char *err, size_t errlen) {
-    int n = 0, pulls_at[TFPS_MAX_PS];
+    int n = 0, pulls_at[TFPS_MAX_PS], pushes_at[TFPS_MAX_PS];
+    if (grads) pc->clock++;
+    if (params && pc->consistency != TFPS_CONSISTENCY_ASYNC && pack_pulls(pc, grads != NULL, err, errlen) != TFPS_OK)
+        return TFPS_ERR;
+    pc->last_dropped = 0;
+    pc->last_held_s = 0;
     for (int k = 0; k < pc->num_ps; k++) {
-        pulls_at[k] = -1;
+        pulls_at[k] = pushes_at[k] = -1;
         if (tfps_shard_plan_ps_elems(pc->plan, k) == 0) continue;   // owns nothing: nothing to push or pull
         if (grads) {
-            tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = 0, .step = step, .loss = loss,
-                                    .batch_size = (uint32_t)batch};
+            tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = pc->version[k], .step = step,
+                                    .loss = loss, .batch_size = (uint32_t)batch};
             for (int r = 0; r < pc->plan->nranges; r++) {
                 const tfps_shard_range *g = &pc->plan->ranges[r];
                 if (g->ps != k) continue;
@@ -108,6 +118,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
             }
             if (tfps_wire_pack_push_req(&q, &pc->push_req[k]) != TFPS_OK)
                 return tfps_seterr(err, errlen, "ps client: out of memory");
+            pushes_at[k] = n;
             pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PUSH], pc->push_req[k].data,
                                            pc->push_req[k].len};
         }
@@ -118,6 +129,15 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
         }
     }
     int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+    for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
+        if (pushes_at[k] < 0) continue;
+        const tfps_rpc_result *res = &pc->res[pushes_at[k]];
+        tfps_wire_push_resp r;
+        void *owner = NULL;
+        if (tfps_wire_unpack_push_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) rc = TFPS_ERR;
+        else if (!r.applied) pc->last_dropped = 1;
+        tfps_wire_release(owner);
+    }
     if (rc == TFPS_OK && params) {
         uint64_t vsum = 0;
         for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
@@ -139,6 +159,8 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
                 memcpy(params + v->range.begin, v->values, (size_t)(v->range.end - v->range.begin) * sizeof(float));
             }
             vsum += r.version;
+            pc->version[k] = r.version;
+            if (r.held_s > pc->last_held_s) pc->last_held_s = r.held_s;
             tfps_wire_release(owner);
         }
         pc->version_sum = vsum;

@@ -6,7 +6,13 @@
  * (when grads != NULL) followed by a Pull of its ranges (when params !=
  * NULL), all 2*M calls in flight together on one completion queue. The Push
  * is sent first on each channel, so the ps normally applies it before it
- * answers the Pull (async SGD does not require it). */
+ * answers the Pull (async SGD does not require it).
+ *
+ * Versions: each push carries the version of ps k's weights it was computed
+ * on (the version of the last pull from k). In sync mode the pull asks for
+ * the next version (held on the ps until the step is aggregated); in ssp it
+ * carries this worker's clock (its pushes so far). A push the ps dropped as
+ * stale is counted in `dropped` (the step is not counted as applied). */
 #ifndef TFPS_PSCLIENT_H
 #define TFPS_PSCLIENT_H
 
@@ -25,6 +31,12 @@ typedef struct {
     tfps_rpc_req *reqs;              /* [2 * num_ps] */
     tfps_rpc_result *res;            /* [2 * num_ps] */
     uint64_t version_sum;            /* sum of the versions of the last pull */
+    uint64_t *version;               /* [num_ps] version of the last pull from each ps */
+    int consistency;                 /* tfps_consistency: set after init (default async) */
+    uint64_t clock;                  /* pushes sent */
+    /* the last round: */
+    int last_dropped;                /* 1 if any ps dropped its push as stale */
+    double last_held_s;              /* the longest any ps held its pull */
 } tfps_psclient;
 
 int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layout *l, const tfps_shard_plan *plan,
