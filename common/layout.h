@@ -46,6 +46,11 @@ float tfps_layout_init_value(const tfps_layout *l, uint64_t seed, size_t i);
 /* out[k] = init value of flat index begin + k, for k in [0, end - begin). */
 void tfps_layout_init_range(const tfps_layout *l, uint64_t seed, size_t begin, size_t end, float *out);
 
+/* The largest gRPC message either daemon must accept: a pull or push of the
+ * whole flat array (total fp32) plus 1 MiB for framing and the other fields.
+ * The ps server and every worker's client use this one limit. */
+size_t tfps_max_message_bytes(const tfps_layout *l);
+
 /* Plain SGD on n elements: w[i] -= lr * g[i]. The ps and local mode both
  * apply updates with this one loop, so a 1-ps, 1-worker run without overlap
  * reproduces a single-process run bit for bit. */
