@@ -93,6 +93,7 @@ void tfps_layout_init_range(const tfps_layout *l, uint64_t seed, size_t begin, s
     for (size_t i = begin; i < end; i++) out[i - begin] = tfps_layout_init_value(l, seed, i);
 }
 
-void tfps_sgd_apply(float *w, const float *g, size_t n, float lr) {
-    for (size_t i = 0; i < n; i++) w[i] -= lr * g[i];
+size_t tfps_max_message_bytes(const tfps_layout *l) {
+    return l->total * sizeof(float) + (1u << 20);
 }
+

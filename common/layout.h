@@ -46,10 +46,10 @@ float tfps_layout_init_value(const tfps_layout *l, uint64_t seed, size_t i);
 /* out[k] = init value of flat index begin + k, for k in [0, end - begin). */
 void tfps_layout_init_range(const tfps_layout *l, uint64_t seed, size_t begin, size_t end, float *out);
 
-/* Plain SGD on n elements: w[i] -= lr * g[i]. The ps and local mode both
- * apply updates with this one loop, so a 1-ps, 1-worker run without overlap
- * reproduces a single-process run bit for bit. */
-void tfps_sgd_apply(float *w, const float *g, size_t n, float lr);
+/* The largest gRPC message either daemon must accept: a pull or push of the
+ * whole flat array (total fp32) plus 1 MiB for framing and the other fields.
+ * The ps server and every worker's client use this one limit. */
+size_t tfps_max_message_bytes(const tfps_layout *l);
 
 /* FNV-1a 64 helpers, shared by every digest in the project. */
 #define TFPS_FNV_OFFSET 1469598103934665603ULL

@@ -35,5 +35,7 @@ int tfps_mkdirs(const char *path, char *err, size_t errlen);
 int tfps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 /* Monotonic seconds. */
 double tfps_now(void);
+/* Sleeps s seconds (s >= 0); a signal may cut it short. */
+void tfps_sleep(double s);
 
 #endif

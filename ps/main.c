@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
     const char *addr = c.jobs[TFPS_JOB_PS].addr[c.task_index];
     bind_address(addr, bind, sizeof(bind));
     // the largest message is a pull of the whole model (plus framing)
-    const size_t max_msg = l.total * sizeof(float) + (1u << 20);
+    const size_t max_msg = tfps_max_message_bytes(&l);
     int port = 0;
     d.server = tfps_rpc_server_new(bind, tfps_method_paths, TFPS_M_COUNT, max_msg, handle, tick, 100, &d, &port, err,
                                    sizeof(err));

@@ -7,6 +7,7 @@
  * input gradient) and nothing else; the ratio shows what bias, ReLU, softmax
  * and bookkeeping add. Prints median microseconds per step of 5 repeats. */
 #include "backend.h"
+#include "optim.h"
 #include "tfps.h"
 
 #include <cblas.h>
@@ -67,11 +68,12 @@ int main(int argc, char **argv) {
         t_backend[rep] = (tfps_now() - t0) / iters;
         // a full local training step: backend step + the SGD update of every parameter
         float *p2 = malloc(l.total * sizeof(float));
+        const tfps_optim sgd = {.kind = TFPS_OPT_SGD, .lr = 1e-6f};
         for (size_t i = 0; i < l.total; i++) p2[i] = params[i];
         t0 = tfps_now();
         for (int it = 0; it < iters; it++) {
             be->step(be, p2, x, y, B, grads, &loss);
-            tfps_sgd_apply(p2, grads, l.total, 1e-6f);
+            tfps_optim_apply(&sgd, 1, p2, (float *[TFPS_OPTIM_MAX_SLOTS]){NULL, NULL}, grads, l.total);
         }
         t_train[rep] = (tfps_now() - t0) / iters;
         free(p2);

@@ -18,6 +18,7 @@ static void test_layout_default(void) {
     tfps_layout l = mk(300, 100);
     CU_ASSERT_EQUAL(l.total, 266610);
     CU_ASSERT_EQUAL(l.total * sizeof(float), 1066440);
+    CU_ASSERT_EQUAL(tfps_max_message_bytes(&l), 1066440 + 1048576);   // a whole-model pull + 1 MiB of framing
     size_t want_off[] = {0, 235200, 235500, 265500, 265600, 266600};
     size_t want_size[] = {235200, 300, 30000, 100, 1000, 10};
     for (int v = 0; v < TFPS_NVARS; v++) {

@@ -12,6 +12,7 @@
 #define TFPS_BACKEND_H
 
 #include "layout.h"
+#include "options.h"
 
 #include <stdint.h>
 
@@ -38,6 +39,13 @@ struct tfps_backend {
     void (*host_free)(tfps_backend *b, void *p);
     char err[256];   /* the last failure, for the caller's message */
 };
+
+/* Opens the backend --device asks for (backend.c): CUDA when asked for, or on
+ * auto when a GPU is found, else the CPU; sets the OpenBLAS threads
+ * (--threads). Returns NULL with a message in err; *usage is then 1 when the
+ * cause is the user's choice (exit 2). */
+tfps_backend *tfps_backend_open(const tfps_options *o, const tfps_layout *l, int max_batch, int *usage, char *err,
+                                size_t errlen);
 
 /* host_alloc / host_free through the backend, malloc/free when it has none. */
 void *tfps_backend_host_alloc(tfps_backend *b, size_t bytes);

@@ -173,16 +173,3 @@ tfps_backend *tfps_cpu_backend_new(const tfps_layout *l, int max_batch) {
     }
     return &c->base;
 }
-
-void tfps_backend_free(tfps_backend *b) {
-    if (b) b->free(b);
-}
-
-void *tfps_backend_host_alloc(tfps_backend *b, size_t bytes) {
-    return b && b->host_alloc ? b->host_alloc(b, bytes) : malloc(bytes);
-}
-
-void tfps_backend_host_free(tfps_backend *b, void *p) {
-    if (b && b->host_free) b->host_free(b, p);
-    else free(p);
-}

@@ -120,6 +120,10 @@ void tfps_feeder_destroy(tfps_feeder *f) {
     memset(f, 0, sizeof(*f));
 }
 
+int tfps_eval_max_batch(int B) {
+    return B > TFPS_EVAL_CHUNK ? B : TFPS_EVAL_CHUNK;
+}
+
 int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set, double *accuracy, char *err,
                   size_t errlen) {
     const int chunk = be->max_batch;

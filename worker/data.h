@@ -62,6 +62,11 @@ void tfps_feeder_destroy(tfps_feeder *f);
 /* x [n][rows*cols] = images[idx[i]] / 255, y[i] = labels[idx[i]] (idx NULL: first n). */
 void tfps_gather(const tfps_idx_set *set, const int *idx, int n, float *x, uint8_t *y);
 
+/* The max batch to open a backend with that trains at batch B and evaluates:
+ * max(B, TFPS_EVAL_CHUNK), since evaluation runs in chunks of the max batch. */
+#define TFPS_EVAL_CHUNK 1000
+int tfps_eval_max_batch(int B);
+
 /* Accuracy of params on the whole set, in chunks of the backend's max batch. */
 int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set, double *accuracy, char *err,
                   size_t errlen);

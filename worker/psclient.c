@@ -26,7 +26,7 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
         return tfps_seterr(err, errlen, "ps client: out of memory");
     }
     // the largest message is a pull of the whole model (plus framing)
-    pc->rpc = tfps_rpc_client_new((const char *const *)targets, m, l->total * sizeof(float) + (1u << 20), err, errlen);
+    pc->rpc = tfps_rpc_client_new((const char *const *)targets, m, tfps_max_message_bytes(l), err, errlen);
     if (!pc->rpc) {
         tfps_psclient_destroy(pc);
         return TFPS_ERR;

@@ -1,0 +1,26 @@
+/* evaluator.c -- see evaluator.h. */
+#include "evaluator.h"
+#include "log.h"
+#include "tfps.h"
+
+#include <inttypes.h>
+
+int tfps_evaluator_run(tfps_cluster_ctx *x) {
+    tfps_loop *lp = x->lp;
+    char err[TFPS_ERR_LEN];
+    double best = 0.0;
+    int evals = 0;
+    for (;;) {
+        if (tfps_psclient_round(&x->pc, NULL, 0, 0, 0, lp->params, 5.0, err, sizeof(err)) != TFPS_OK) {
+            tfps_info("ps unreachable (%s): training is over; %d evaluations, best test accuracy %.4f", err, evals,
+                      best);
+            return TFPS_EXIT_OK;
+        }
+        double acc = 0.0;
+        if (tfps_loop_evaluate(lp, &acc) != TFPS_OK) return TFPS_EXIT_FAIL;
+        evals++;
+        if (acc > best) best = acc;
+        tfps_info("evaluation %d: ps version %" PRIu64 ", test accuracy %.4f", evals, x->pc.version_sum, acc);
+        tfps_sleep(x->o->eval_every);
+    }
+}

@@ -1,0 +1,47 @@
+/* export.c -- see export.h. */
+#include "export.h"
+#include "log.h"
+#include "model.h"
+#include "tfps.h"
+
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tfps_write_summary(const tfps_options *o, cJSON *summary) {
+    char err[TFPS_ERR_LEN], path[TFPS_PATH_LEN + 64];
+    if (tfps_mkdirs(o->output_dir, err, sizeof(err)) != TFPS_OK) {
+        tfps_error("--output-dir: %s", err);
+        return TFPS_EXIT_USAGE;
+    }
+    cJSON *opts = cJSON_CreateObject();
+    if (!opts) return TFPS_EXIT_FAIL;
+    tfps_options_to_json(o, opts);
+    cJSON_AddItemToObject(summary, "options", opts);
+    char *text = cJSON_Print(summary);
+    if (!text) return TFPS_EXIT_FAIL;
+    snprintf(path, sizeof(path), "%s/summary.json", o->output_dir);
+    size_t len = strlen(text);
+    text[len] = '\n';   /* replaces the terminator; the length below excludes it */
+    int rc = tfps_write_file_atomic(path, text, len + 1, err, sizeof(err));
+    free(text);
+    if (rc != TFPS_OK) {
+        tfps_error("summary: %s", err);
+        return TFPS_EXIT_FAIL;
+    }
+    tfps_info("wrote %s", path);
+    return TFPS_EXIT_OK;
+}
+
+int tfps_export_model(const tfps_options *o, const tfps_layout *l, const float *params, uint64_t step, char *path,
+                      size_t pathlen) {
+    char err[TFPS_ERR_LEN];
+    snprintf(path, pathlen, "%s/model", o->output_dir);
+    int rc = tfps_mkdirs(path, err, sizeof(err));
+    snprintf(path, pathlen, "%s/model/%s", o->output_dir, TFPS_MODEL_FILE);
+    if (rc == TFPS_OK) rc = tfps_model_write(path, l, params, step, err, sizeof(err));
+    if (rc != TFPS_OK) tfps_error("model: %s", err);
+    else tfps_info("wrote %s", path);
+    return rc;
+}

@@ -1,0 +1,28 @@
+/* export.h -- what a finished run leaves in --output-dir: the model file
+ * (<output-dir>/model/model.tfps, model.h) and summary.json.
+ *
+ * Local mode and the chief both end here; neither file is written half: the
+ * writes go through a temp file and a rename. */
+#ifndef TFPS_EXPORT_H
+#define TFPS_EXPORT_H
+
+#include "layout.h"
+#include "options.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Writes <output-dir>/model/model.tfps (model.h) with params [l->total] as
+ * of step; path gets its name, written or not. Returns TFPS_OK, or TFPS_ERR
+ * after logging why. */
+int tfps_export_model(const tfps_options *o, const tfps_layout *l, const float *params, uint64_t step, char *path,
+                      size_t pathlen);
+
+/* Appends the options o to summary (a cJSON object) as its last member,
+ * "options", then writes it to <output-dir>/summary.json atomically. Returns
+ * an exit code: TFPS_EXIT_OK, or TFPS_EXIT_USAGE / TFPS_EXIT_FAIL after
+ * logging why. */
+struct cJSON;
+int tfps_write_summary(const tfps_options *o, struct cJSON *summary);
+
+#endif
