@@ -45,6 +45,7 @@ static int local_exchange(void *ctx, const float *grads, float loss, int batch, 
 
 int tfps_local_train(const tfps_options *o) {
     tfps_loop lp;
+    local_mode lm = {.seed = (uint64_t)o->seed};   // before any goto done: done frees its slots
     int rc = tfps_loop_open(&lp, o);
     if (rc == TFPS_EXIT_OK) rc = tfps_loop_prepare(&lp, 0, 1);
     if (rc != TFPS_EXIT_OK) goto done;
@@ -53,7 +54,7 @@ int tfps_local_train(const tfps_options *o) {
               "batch %d on %s",
               lp.data.train.n, lp.data.test.n, o->data_folder, l->in, l->h1, l->h2, l->out, l->total, lp.total_steps,
               o->batch_size, lp.be->name);
-    local_mode lm = {.l = l, .seed = (uint64_t)o->seed};
+    lm.l = l;
     tfps_options_optim(o, &lm.opt);
     char opt_desc[160];
     tfps_optim_describe(&lm.opt, opt_desc, sizeof(opt_desc));
