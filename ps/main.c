@@ -109,6 +109,11 @@ int main(int argc, char **argv) {
               (unsigned long long)s.version, (unsigned long long)s.applied, (unsigned long long)s.refused,
               (unsigned long long)s.dropped, s.wait_s, s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
               tfps_ps_shutdown_requested(d.ps) ? " (chief's Shutdown)" : " (signal)");
+    if (o.consistency != TFPS_CONSISTENCY_ASYNC) {
+        char waits[400];
+        tfps_ps_describe_waits(d.ps, waits, sizeof(waits));
+        tfps_info("%s: pulls held per worker: %s", tfps_consistency_name(o.consistency), waits);
+    }
     if (o.consistency == TFPS_CONSISTENCY_SSP)
         tfps_info("ssp: largest read lead %llu clocks over the slowest live worker (staleness %d)",
                   (unsigned long long)s.max_lead, o.staleness);

@@ -418,6 +418,13 @@ void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int m
     if (ps->shutdown) tfps_rpc_server_request_stop(srv);
 }
 
+void tfps_ps_describe_waits(const tfps_ps *ps, char *buf, size_t n) {
+    size_t j = 0;
+    buf[0] = '\0';
+    for (int r = 0; r < ps->num_workers && j + 40 < n; r++)
+        j += (size_t)snprintf(buf + j, n - j, "%sworker %d %.1fs", r ? ", " : "", r + 1, ps->workers[r].wait_s);
+}
+
 void tfps_ps_tick(tfps_ps *ps) {
     const double now = tfps_now();
     const tfps_held *h = tfps_policy_oldest(ps->pol);
@@ -434,12 +441,10 @@ void tfps_ps_tick(tfps_ps *ps) {
     tfps_ps_get_stats(ps, &s);
     if (s.version == ps->last_logged_version) return;
     ps->last_logged_version = s.version;
-    char waits[512] = "";
+    char waits[512] = "", each[400];
     if (ps->consistency != TFPS_CONSISTENCY_ASYNC) {
-        size_t j = (size_t)snprintf(waits, sizeof(waits), "; dropped %" PRIu64 "; waited", s.dropped);
-        for (int r = 0; r < ps->num_workers && j + 40 < sizeof(waits); r++)
-            j += (size_t)snprintf(waits + j, sizeof(waits) - j, "%s worker %d %.1fs", r ? "," : "", r + 1,
-                                  ps->workers[r].wait_s);
+        tfps_ps_describe_waits(ps, each, sizeof(each));
+        snprintf(waits, sizeof(waits), "; dropped %" PRIu64 "; waited: %s", s.dropped, each);
     }
     tfps_info("version %" PRIu64 ", applied %" PRIu64 ", refused %" PRIu64 ", workers %" PRIu32 " registered / %"
               PRIu32 " done%s", s.version, s.applied, s.refused, s.workers_registered, s.workers_done, waits);

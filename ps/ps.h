@@ -66,6 +66,8 @@ void tfps_ps_tick(tfps_ps *ps);
 /* The chief asked this ps to shut down. */
 int tfps_ps_shutdown_requested(const tfps_ps *ps);
 void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s);
+/* "worker 1 0.8s, worker 2 3.1s": seconds each worker's pulls were held. */
+void tfps_ps_describe_waits(const tfps_ps *ps, char *buf, size_t n);
 /* Elements this ps owns. */
 size_t tfps_ps_owned(const tfps_ps *ps);
 

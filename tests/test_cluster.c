@@ -26,14 +26,6 @@
 static char data_dir[1024];
 static const char *PS = TFPS_BIN_DIR "/tfps-ps", *WORKER = TFPS_BIN_DIR "/tfps-worker";
 
-static cJSON *read_json(const char *path) {
-    char *t = tu_read_file(path);
-    if (!t) return NULL;
-    cJSON *j = cJSON_Parse(t);
-    free(t);
-    return j;
-}
-
 static void nap(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
@@ -68,7 +60,7 @@ static void test_two_by_two(void) {
     free(se);
 
     snprintf(path, sizeof(path), "%s/summary.json", out);
-    cJSON *s = read_json(path);
+    cJSON *s = tu_read_json(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     double acc = cJSON_GetObjectItem(s, "test_accuracy")->valuedouble;
     printf("\n  2 ps + 2 workers: test accuracy %.4f, %g steps, %.0f examples/s ", acc,
@@ -166,7 +158,7 @@ static void test_worker_before_ps(void) {
         free(t);
     }
     snprintf(log, sizeof(log), "%s/summary.json", dir);
-    cJSON *s = read_json(log);
+    cJSON *s = tu_read_json(log);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     CU_ASSERT_EQUAL(cJSON_GetObjectItem(s, "steps")->valueint, 200);
     cJSON_Delete(s);

@@ -25,14 +25,6 @@
 static char data_dir[1024];
 static const char *WORKER = TFPS_BIN_DIR "/tfps-worker";
 
-static cJSON *read_json(const char *path) {
-    char *t = tu_read_file(path);
-    if (!t) return NULL;
-    cJSON *j = cJSON_Parse(t);
-    free(t);
-    return j;
-}
-
 static double num(const cJSON *s, const char *key) {
     const cJSON *v = cJSON_GetObjectItem(s, key);
     if (!cJSON_IsNumber(v)) {
@@ -92,7 +84,7 @@ static void test_sync_reaches_90_and_is_bit_exact(void) {
     }
     char path[1200];
     snprintf(path, sizeof(path), "%s/summary.json", out[0]);
-    cJSON *s = read_json(path);
+    cJSON *s = tu_read_json(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     const double acc = num(s, "test_accuracy");
     printf("\n  sync 2 ps + 2 workers: test accuracy %.4f, %g steps, dropped %g ", acc, num(s, "steps"),
@@ -124,7 +116,7 @@ static void test_backup_worker_dropped(void) {
     CU_ASSERT_EQUAL_FATAL(cluster(1, 3, out, args), 0);
     char path[1200];
     snprintf(path, sizeof(path), "%s/summary.json", out);
-    cJSON *s = read_json(path);
+    cJSON *s = tu_read_json(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     printf("\n  3 workers, 2 aggregated, worker 2 slowed: %g steps, %g gradients dropped ", num(s, "steps"),
            num(s, "dropped"));
@@ -157,7 +149,7 @@ static void test_ssp_bound_held(void) {
     CU_ASSERT_EQUAL_FATAL(cluster(2, 2, out, args), 0);
     char path[1200];
     snprintf(path, sizeof(path), "%s/summary.json", out);
-    cJSON *s = read_json(path);
+    cJSON *s = tu_read_json(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     printf("\n  ssp staleness 2, worker 1 slowed: largest read lead %g, pulls held %.2f s ", num(s, "max_lead"),
            num(s, "wait_s"));

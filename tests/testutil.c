@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,14 @@ char *tu_read_file(const char *path) {
     fclose(f);
     s[n] = '\0';
     return s;
+}
+
+cJSON *tu_read_json(const char *path) {
+    char *t = tu_read_file(path);
+    if (!t) return NULL;
+    cJSON *j = cJSON_Parse(t);
+    free(t);
+    return j;
 }
 
 int tu_count_lines(const char *s) {

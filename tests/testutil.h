@@ -11,6 +11,8 @@
 int tu_run(const char *const argv[], const char *const env[], char **out, char **err);
 /* Reads a whole file into a malloc'd, NUL-terminated string; NULL if missing. */
 char *tu_read_file(const char *path);
+/* A JSON file parsed (cJSON *, free with cJSON_Delete); NULL if missing or invalid. */
+struct cJSON *tu_read_json(const char *path);
 /* Lines in s (a trailing newline does not start a new line). */
 int tu_count_lines(const char *s);
 
