@@ -173,7 +173,7 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
         fprintf(stderr, "%s: %s\n", name, err);
         goto done;
     }
-    const size_t max_msg = l.total * sizeof(float) + (1u << 20);   // as ps/main.c
+    const size_t max_msg = tfps_max_message_bytes(&l);
     for (int k = 0; k < num_ps; k++) {
         int port = 0;
         ps[k].ps = tfps_ps_new(&l, &plan, k, o, 1, NULL, NULL, err, sizeof(err));
@@ -200,12 +200,8 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
         goto done;
     }
     have_pc = 1;
-    tfps_wire_register_req q = {
-        .task_type = "worker", .task_index = 0, .worker_rank = 0, .num_workers = 1, .num_ps = (uint32_t)num_ps,
-        .input = (uint32_t)l.in, .h1 = (uint32_t)l.h1, .h2 = (uint32_t)l.h2, .classes = (uint32_t)l.out,
-        .layout_digest = tfps_layout_digest(&l), .shard_plan_digest = plan.digest,
-        .shard_strategy = tfps_shard_strategy_name(plan.strategy), .seed = (uint64_t)o->seed,
-        .learning_rate = o->learning_rate};
+    char desc[160];
+    const tfps_wire_register_req q = tfps_psclient_register_req(o, &l, &plan, "worker", 0, 0, 1, desc, sizeof(desc));
     int refused = 0;
     if (tfps_psclient_register(&pc, &q, 10.0, &refused, err, sizeof(err)) != TFPS_OK) {
         fprintf(stderr, "%s: register%s: %s\n", name, refused ? " refused" : "", err);

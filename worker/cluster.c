@@ -32,18 +32,9 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
         tfps_error("%s", err);
         return TFPS_EXIT_FAIL;
     }
-    tfps_optim opt;
-    tfps_options_optim(o, &opt);
-    tfps_optim_describe(&opt, x->opt_desc, sizeof(x->opt_desc));
-    tfps_wire_register_req q = {
-        .task_type = tfps_job_name(c->task_type), .task_index = (uint32_t)c->task_index,
-        .worker_rank = (uint32_t)(x->rank < 0 ? 0 : x->rank), .num_workers = (uint32_t)c->num_workers,
-        .num_ps = (uint32_t)c->num_ps, .input = (uint32_t)l->in, .h1 = (uint32_t)l->h1, .h2 = (uint32_t)l->h2,
-        .classes = (uint32_t)l->out, .layout_digest = tfps_layout_digest(l),
-        .shard_plan_digest = x->plan.digest, .shard_strategy = tfps_shard_strategy_name(x->plan.strategy),
-        .seed = (uint64_t)o->seed, .learning_rate = o->learning_rate,
-        .consistency = tfps_consistency_name(o->consistency), .replicas_to_aggregate = (uint32_t)o->replicas_to_aggregate,
-        .staleness = (uint32_t)o->staleness, .optimizer = x->opt_desc, .optimizer_digest = tfps_optim_digest(&opt)};
+    const tfps_wire_register_req q =
+        tfps_psclient_register_req(o, l, &x->plan, tfps_job_name(c->task_type), c->task_index, x->rank,
+                                   c->num_workers, x->opt_desc, sizeof(x->opt_desc));
     tfps_info("registering with %d ps (waiting up to %.0fs for them to come up)", c->num_ps, o->startup_timeout);
     if (tfps_psclient_register(&x->pc, &q, o->startup_timeout, &refused, err, sizeof(err)) != TFPS_OK) {
         tfps_error("register: %s", err);

@@ -66,6 +66,23 @@ static int pack_pulls(tfps_psclient *pc, int pushing, char *err, size_t errlen) 
     return TFPS_OK;
 }
 
+tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const tfps_layout *l,
+                                                  const tfps_shard_plan *plan, const char *task_type, int task_index,
+                                                  int rank, int num_workers, char *desc, size_t desclen) {
+    tfps_optim opt;
+    tfps_options_optim(o, &opt);
+    tfps_optim_describe(&opt, desc, desclen);
+    return (tfps_wire_register_req){
+        .task_type = task_type, .task_index = (uint32_t)task_index, .worker_rank = (uint32_t)(rank < 0 ? 0 : rank),
+        .num_workers = (uint32_t)num_workers, .num_ps = (uint32_t)plan->num_ps, .input = (uint32_t)l->in,
+        .h1 = (uint32_t)l->h1, .h2 = (uint32_t)l->h2, .classes = (uint32_t)l->out,
+        .layout_digest = tfps_layout_digest(l), .shard_plan_digest = plan->digest,
+        .shard_strategy = tfps_shard_strategy_name(plan->strategy), .seed = (uint64_t)o->seed,
+        .learning_rate = o->learning_rate, .consistency = tfps_consistency_name(o->consistency),
+        .replicas_to_aggregate = (uint32_t)o->replicas_to_aggregate, .staleness = (uint32_t)o->staleness,
+        .optimizer = desc, .optimizer_digest = tfps_optim_digest(&opt)};
+}
+
 int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, int *refused,
                            char *err, size_t errlen) {
     tfps_buf body = {0};

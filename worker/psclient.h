@@ -17,6 +17,7 @@
 #define TFPS_PSCLIENT_H
 
 #include "layout.h"
+#include "options.h"
 #include "rpc.h"
 #include "shard.h"
 #include "wire.h"
@@ -42,6 +43,13 @@ typedef struct {
 int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layout *l, const tfps_shard_plan *plan,
                        char *err, size_t errlen);
 void tfps_psclient_destroy(tfps_psclient *pc);
+
+/* The Register request of a training task (or the evaluator: rank 0) with
+ * options o: layout, plan, seed, learning rate, consistency, optimizer. The
+ * request points into desc (the optimizer's description, >= 160 bytes). */
+tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const tfps_layout *l,
+                                                  const tfps_shard_plan *plan, const char *task_type, int task_index,
+                                                  int rank, int num_workers, char *desc, size_t desclen);
 
 /* Registers with every ps (waiting for those not up yet until timeout_s). A
  * refusal (layout, plan, options differ) comes back as TFPS_ERR with the ps's
