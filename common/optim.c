@@ -26,8 +26,8 @@ void tfps_optim_describe(const tfps_optim *o, char *buf, size_t n) {
                  o->nesterov ? ", nesterov" : "");
         break;
     case TFPS_OPT_ADAM:
-        snprintf(buf, n, "adam (lr %g, beta1 %g, beta2 %g, epsilon %g)", (double)o->lr, (double)o->beta1,
-                 (double)o->beta2, (double)o->epsilon);
+        snprintf(buf, n, "adam (lr %g, beta1 %g, beta2 %g, epsilon %g)", (double)o->lr, o->beta1, o->beta2,
+                 (double)o->epsilon);
         break;
     case TFPS_OPT_ADAGRAD:
         snprintf(buf, n, "adagrad (lr %g, initial accumulator %g, epsilon %g)", (double)o->lr,
@@ -38,10 +38,12 @@ void tfps_optim_describe(const tfps_optim *o, char *buf, size_t n) {
 }
 
 uint64_t tfps_optim_digest(const tfps_optim *o) {
-    /* the exact float bits, not the %g text: 0.1f and 0.10000001f differ */
-    const float p[] = {o->lr, o->momentum, o->beta1, o->beta2, o->epsilon, o->initial_accumulator};
+    /* the exact bits, not the %g text: 0.1f and 0.10000001f differ */
+    const float p[] = {o->lr, o->momentum, o->epsilon, o->initial_accumulator};
+    const double b[] = {o->beta1, o->beta2};
     uint64_t h = tfps_fnv1a_u64(TFPS_FNV_OFFSET, (uint64_t)o->kind);
     h = tfps_fnv1a_u64(h, (uint64_t)o->nesterov);
+    h = tfps_fnv1a(h, b, sizeof(b));
     return tfps_fnv1a(h, p, sizeof(p));
 }
 
@@ -79,7 +81,7 @@ void tfps_optim_apply(const tfps_optim *o, uint64_t t, float *w, float *const sl
         float *m = slot[0], *v = slot[1];
         const double b1 = o->beta1, b2 = o->beta2, td = (double)(t ? t : 1);
         const float alpha = (float)((double)lr * sqrt(1.0 - pow(b2, td)) / (1.0 - pow(b1, td)));
-        const float c1 = 1.0f - o->beta1, c2 = 1.0f - o->beta2, eps = o->epsilon;
+        const float c1 = (float)(1.0 - b1), c2 = (float)(1.0 - b2), eps = o->epsilon;
         for (size_t i = 0; i < n; i++) {
             m[i] += (g[i] - m[i]) * c1;
             v[i] += (g[i] * g[i] - v[i]) * c2;

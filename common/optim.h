@@ -12,7 +12,9 @@
  *   adagrad   a += g * g;  w -= lr * g / sqrt(a + epsilon)       (slot a,
  *             starting at initial_accumulator)
  *
- * The scalar alpha is computed in double and rounded to float once per
+ * The scalars are Keras's: beta1 and beta2 are doubles (Python floats there),
+ * so 1 - beta is computed in double and rounded to float once (as Keras
+ * casts it), and alpha is computed in double and rounded to float once per
  * update, so every caller that applies update t gets the same float. The
  * state ("slots") of element i lives at index i of each slot array, so a ps
  * keeps its slots at the same offsets as its weights, and because every rule
@@ -33,7 +35,7 @@ typedef struct {
     float lr;
     float momentum;                /* momentum */
     int nesterov;                  /* momentum */
-    float beta1, beta2;            /* adam */
+    double beta1, beta2;           /* adam: doubles, as Keras keeps them (see above) */
     float epsilon;                 /* adam, adagrad */
     float initial_accumulator;     /* adagrad */
 } tfps_optim;

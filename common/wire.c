@@ -133,6 +133,7 @@ int tfps_wire_pack_register_resp(const tfps_wire_register_resp *m, tfps_buf *out
     p.worker_id = m->worker_id;
     p.version = m->version;
     p.ps_index = m->ps_index;
+    p.clock = m->clock;
     return pack_msg(&p.base, out);
 }
 
@@ -365,6 +366,7 @@ int tfps_wire_unpack_register_resp(const uint8_t *data, size_t len, tfps_wire_re
     m->worker_id = p->worker_id;
     m->version = p->version;
     m->ps_index = p->ps_index;
+    m->clock = p->clock;
     return TFPS_OK;
 }
 

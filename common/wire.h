@@ -59,6 +59,7 @@ typedef struct {
     uint32_t worker_id;
     uint64_t version;
     uint32_t ps_index;
+    uint64_t clock;            /* pushes this ps has from the rank */
 } tfps_wire_register_resp;
 
 typedef struct {

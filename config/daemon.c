@@ -143,6 +143,10 @@ int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options
         }
     }
     tfps_log_set_role(role, c->local ? 0 : c->task_index);
+    if (!c->local && tfps_options_check_cluster(o, c->num_workers, c->num_ps, err, sizeof(err)) != TFPS_OK) {
+        fprintf(stderr, "%s: %s\n", me, err);
+        return TFPS_EXIT_USAGE;
+    }
     if (c->ignored) tfps_debug("TF_CONFIG: accepted and ignored: %s", c->ignored);
     if (o->print_cluster) {
         char *text = tfps_describe_cluster(c, o, err, sizeof(err));

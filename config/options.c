@@ -69,8 +69,9 @@ static const opt_def opts[] = {
      "update rule, run on the ps (Keras's formulas): sgd, momentum, adam or adagrad"},
     {"momentum", OPT_FLOAT, OFF(momentum), "0.9", 0, 1, NULL, "momentum optimizer: the momentum"},
     {"nesterov", OPT_INT, OFF(nesterov), "0", 0, 1, NULL, "momentum optimizer: 1 = Nesterov momentum"},
-    {"beta1", OPT_FLOAT, OFF(beta1), "0.9", 0, 0.999999, NULL, "adam: decay of the first moment"},
-    {"beta2", OPT_FLOAT, OFF(beta2), "0.999", 0, 0.999999999, NULL, "adam: decay of the second moment"},
+    {"beta1", OPT_FLOAT, OFF(beta1), "0.9", 0, 0.9999999, NULL, "adam: decay of the first moment"},
+    {"beta2", OPT_FLOAT, OFF(beta2), "0.999", 0, 0.9999999, NULL,
+     "adam: decay of the second moment (below 1 - 1e-7, so 1 - beta2 stays a float above 0)"},
     {"epsilon", OPT_FLOAT, OFF(epsilon), "1e-07", 1e-12, 1, NULL, "adam, adagrad: the epsilon of the denominator"},
     {"initial-accumulator", OPT_FLOAT, OFF(initial_accumulator), "0.1", 0, 1e6, NULL,
      "adagrad: initial value of the accumulator"},
@@ -80,9 +81,25 @@ static const opt_def opts[] = {
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
 const char *tfps_device_name(int d) { return d >= 0 && d <= TFPS_DEVICE_CUDA ? device_names[d] : "?"; }
+int tfps_options_check_cluster(const tfps_options *o, int num_workers, int num_ps, char *err, size_t errlen) {
+    if (o->consistency != TFPS_CONSISTENCY_SYNC) return TFPS_OK;
+    const int r2a = o->replicas_to_aggregate;
+    if (r2a > num_workers)
+        return tfps_seterr(err, errlen, "--replicas-to-aggregate %d: expected at most the %d training replicas of "
+                           "TF_CONFIG (0 = all)", r2a, num_workers);
+    if (r2a > 0 && r2a < num_workers && num_ps > 1)
+        // each ps would pick its own gradients for a step: a worker taken by one ps and dropped by another can
+        // wait on a step that needs a worker waiting on it
+        return tfps_seterr(err, errlen, "--replicas-to-aggregate %d with %d ps: backup workers (fewer gradients per "
+                           "step than the %d training replicas) need a single ps in this version, since each ps "
+                           "would pick its own gradients for a step; expected one ps, or --replicas-to-aggregate 0",
+                           r2a, num_ps, num_workers);
+    return TFPS_OK;
+}
+
 void tfps_options_optim(const tfps_options *o, tfps_optim *out) {
     *out = (tfps_optim){.kind = o->optimizer, .lr = (float)o->learning_rate, .momentum = (float)o->momentum,
-                        .nesterov = o->nesterov, .beta1 = (float)o->beta1, .beta2 = (float)o->beta2,
+                        .nesterov = o->nesterov, .beta1 = o->beta1, .beta2 = o->beta2,
                         .epsilon = (float)o->epsilon, .initial_accumulator = (float)o->initial_accumulator};
 }
 

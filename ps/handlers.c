@@ -37,6 +37,12 @@ int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, si
     for (int i = 0; i < m.nranges; i++) {
         long long at = tfps_store_locate(s, m.ranges[i].begin, m.ranges[i].end);
         if (at < 0) return not_owned(s, ps_index, "PullRequest.ranges", i, m.ranges[i], msg, msglen);
+        for (int j = 0; j < i; j++)   // a range twice would make the reply grow with each copy
+            if (m.ranges[i].begin < m.ranges[j].end && m.ranges[j].begin < m.ranges[i].end) {
+                snprintf(msg, msglen, "PullRequest.ranges[%d] [%" PRIu64 ", %" PRIu64 ") overlaps ranges[%d]: expected "
+                         "each element at most once", i, m.ranges[i].begin, m.ranges[i].end, j);
+                return TFPS_RPC_INVALID_ARGUMENT;
+            }
         out->ranges[out->n] = m.ranges[i];
         out->at[out->n++] = (size_t)at;
     }

@@ -33,9 +33,8 @@ tfps_policy *tfps_policy_new(tfps_store *store, int consistency, int num_workers
         tfps_seterr(err, errlen, "policy: bad arguments (%d workers, consistency %d)", num_workers, consistency);
         return NULL;
     }
-    if (replicas_to_aggregate > num_workers) {
-        tfps_seterr(err, errlen, "--replicas-to-aggregate %d: expected at most the %d training replicas of TF_CONFIG "
-                    "(0 = all)", replicas_to_aggregate, num_workers);
+    if (replicas_to_aggregate > num_workers) {   // tfps_options_check_cluster says it to the user first
+        tfps_seterr(err, errlen, "policy: %d replicas to aggregate of %d", replicas_to_aggregate, num_workers);
         return NULL;
     }
     tfps_policy *p = calloc(1, sizeof(*p));
@@ -158,6 +157,13 @@ void tfps_policy_set_live(tfps_policy *p, int rank, int live) {
     maybe_aggregate(p);   // a replica that leaves may complete the step it was holding up
 }
 
+void tfps_policy_restart(tfps_policy *p, int rank) {
+    if (p->mode == TFPS_CONSISTENCY_SYNC && p->in[rank]) {
+        p->in[rank] = 0;
+        p->nin--;
+    }
+}
+
 /* Slowest live clock; UINT64_MAX when nobody is live. */
 static uint64_t slowest(const tfps_policy *p) {
     uint64_t m = UINT64_MAX;
@@ -176,13 +182,38 @@ static int ready(tfps_policy *p, int rank, const tfps_pull *q) {
     return 1;
 }
 
+static int held_of(const tfps_policy *p, int rank) {
+    int n = 0;
+    for (int i = 0; i < p->nheld; i++) n += p->held[i].rank == rank;
+    return n;
+}
+
 int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen) {
     if (q->min_version > p->version + 1) {
         snprintf(msg, msglen, "PullRequest.min_version %" PRIu64 " is more than one step ahead of this ps's version "
                  "%" PRIu64 ": expected at most the next version", q->min_version, p->version);
         return -TFPS_RPC_OUT_OF_RANGE;
     }
-    return ready(p, rank, q);
+    // the clock of a worker's pull counts its pushes, the one of this round included (which may arrive just after)
+    if (p->mode == TFPS_CONSISTENCY_SSP && rank >= 0 && q->clock > p->clock[rank] + 1) {
+        snprintf(msg, msglen, "PullRequest.clock %" PRIu64 " is ahead of worker %d's %" PRIu64 " pushes to this ps: "
+                 "expected at most one more", q->clock, rank + 1, p->clock[rank]);
+        return -TFPS_RPC_OUT_OF_RANGE;
+    }
+    int r = ready(p, rank, q);
+    if (r == 0 && held_of(p, rank) >= TFPS_POLICY_MAX_HELD) {
+        snprintf(msg, msglen, "%s already has %d pulls held on this ps: expected one at a time",
+                 rank < 0 ? "the evaluator" : "this worker", TFPS_POLICY_MAX_HELD);
+        return -TFPS_RPC_RESOURCE_EXHAUSTED;
+    }
+    return r;
+}
+
+int tfps_policy_waits_on_own_push(const tfps_policy *p, int rank, const tfps_pull *q) {
+    if (rank < 0) return 0;
+    if (p->mode == TFPS_CONSISTENCY_SYNC) return !p->in[rank] && q->min_version == p->version + 1;
+    if (p->mode == TFPS_CONSISTENCY_SSP) return q->clock > p->clock[rank];
+    return 0;
 }
 
 int tfps_policy_hold(tfps_policy *p, void *token, int rank, const tfps_pull *q) {

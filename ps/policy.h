@@ -59,10 +59,23 @@ void tfps_policy_free(tfps_policy *p);   /* NULL-safe; drops held calls without 
 int tfps_policy_push(tfps_policy *p, int rank, const tfps_push *g, char *msg, size_t msglen);
 /* Rank r stopped (done) or (re)started training. */
 void tfps_policy_set_live(tfps_policy *p, int rank, int live);
+/* Rank r registered again (a restarted process): its gradient waiting for
+ * the current sync step is dropped (it will push again); its clock stays
+ * (the worker resumes from it: RegisterResponse.clock). Its held calls are
+ * for the caller to answer (pop_rank). */
+void tfps_policy_restart(tfps_policy *p, int rank);
+
+/* Calls one rank may have held at once (the evaluator's: TFPS_POLICY_MAX_HELD
+ * in all); more are refused. A worker holds at most one pull per ps. */
+#define TFPS_POLICY_MAX_HELD 4
 
 /* May rank (-1: observer) be answered q now? 1 yes, 0 hold it, or -status
- * with msg (a minimum version that can never come). */
+ * with msg (a minimum version more than one step ahead, an ssp clock ahead
+ * of the rank's pushes, too many calls held for the rank). */
 int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen);
+/* Would q wait for rank's own push of this round (sync: its gradient for
+ * the current step is not in; ssp: its clock counts a push the ps lacks)? */
+int tfps_policy_waits_on_own_push(const tfps_policy *p, int rank, const tfps_pull *q);
 /* Holds the call. TFPS_ERR on OOM. */
 int tfps_policy_hold(tfps_policy *p, void *token, int rank, const tfps_pull *q);
 /* Takes out one held call that may be answered now: 1 with *out, else 0. */

@@ -23,6 +23,7 @@ typedef struct {
     int registered, done;
     uint64_t step, pushes, dropped;
     double wait_s;          /* seconds its pulls were held */
+    int push_refused;       /* its last push was refused: its next pull is not held for it */
 } worker_state;
 
 struct tfps_ps {
@@ -86,6 +87,7 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     tfps_options_optim(o, &ps->opt);
     tfps_optim_describe(&ps->opt, ps->opt_desc, sizeof(ps->opt_desc));
     ps->opt_digest = tfps_optim_digest(&ps->opt);
+    if (tfps_options_check_cluster(o, num_workers, plan->num_ps, err, errlen) != TFPS_OK) goto fail;
     ps->reply = reply ? reply : rpc_reply;
     ps->reply_ctx = reply_ctx;
     if (tfps_store_init(&ps->store, l, plan, ps_index, ps->seed, &ps->opt, err, errlen) != TFPS_OK) goto fail;
@@ -235,17 +237,23 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
                  task, m.task_index, m.worker_rank, m.num_workers, ps->ps_index, ps->num_workers);
     } else {
         worker_state *w = &ps->workers[m.worker_rank];
-        if (w->registered)
-            tfps_info("worker rank %" PRIu32 " (%s %" PRIu32 ") registered again (restarted?)", m.worker_rank, task,
-                      m.task_index);
-        else
+        const int rank = (int)m.worker_rank;
+        if (w->registered) {
+            tfps_info("worker %d (%s %" PRIu32 ") registered again (restarted?): its pending gradient and held pulls "
+                      "are dropped", rank + 1, task, m.task_index);
+            tfps_held h;
+            while (tfps_policy_pop_rank(ps->pol, rank, &h))
+                answer_held(ps, &h, TFPS_RPC_ABORTED, "this worker registered again (a newer process has its rank)");
+            tfps_policy_restart(ps->pol, rank);
+        } else {
             ps->st.workers_registered++;
+        }
         if (w->done) ps->st.workers_done--;   // a restarted worker trains again
         *w = (worker_state){.registered = 1};
-        tfps_policy_set_live(ps->pol, (int)m.worker_rank, 1);
+        tfps_policy_set_live(ps->pol, rank, 1);
         tfps_debug("registered %s %" PRIu32 " as worker %" PRIu32, task, m.task_index, m.worker_rank + 1);
         tfps_wire_register_resp r = {.worker_id = m.worker_rank + 1, .version = tfps_policy_version(ps->pol),
-                                     .ps_index = (uint32_t)ps->ps_index};
+                                     .ps_index = (uint32_t)ps->ps_index, .clock = tfps_policy_clock(ps->pol, rank)};
         tfps_wire_release(owner);
         return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
     }
@@ -264,6 +272,11 @@ static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     int ready = tfps_policy_pull_ready(ps->pol, rank, &q, msg, msglen);
     if (ready < 0) return refuse(ps, -ready);
     if (ready) return pack_pull(ps, &q, 0.0, &ps->out, msg, msglen);
+    if (rank >= 0 && ps->workers[rank].push_refused && tfps_policy_waits_on_own_push(ps->pol, rank, &q)) {
+        // this pull waits for its own round's push, which was refused: it may never be answered
+        snprintf(msg, msglen, "the push of this step was refused; see its status");
+        return TFPS_RPC_ABORTED;
+    }
     if (!token || tfps_policy_hold(ps->pol, token, rank, &q) != TFPS_OK) {
         snprintf(msg, msglen, "ps: cannot hold the pull until version %" PRIu64 " (%s)", q.min_version,
                  token ? "out of memory" : "no call to hold");
@@ -303,6 +316,7 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     }
     worker_state *w = &ps->workers[rank];
     w->step = g.m.step;
+    w->push_refused = 0;
     if (outcome == TFPS_PUSH_STALE) {
         w->dropped++;
     } else {
@@ -316,6 +330,7 @@ refused:
     tfps_push_release(&g);
     if (rank >= 0) {
         tfps_held h;
+        ps->workers[rank].push_refused = 1;
         while (tfps_policy_pop_rank(ps->pol, rank, &h))
             answer_held(ps, &h, TFPS_RPC_ABORTED, "the push of this step was refused; see its status");
     }

@@ -68,6 +68,14 @@ static void test_bad_flags(void) {
     expect_usage_error(PS, NULL, "--bogus", "1", "unknown option \"--bogus\"");
     expect_usage_error(WORKER, NULL, "--epochs", NULL, "--epochs: missing value");
     expect_usage_error(WORKER, NULL, "stray", NULL, "unexpected argument \"stray\"");
+    expect_usage_error(WORKER, NULL, "--consistency", "bsp", "expected one of async, sync, ssp");
+    // options that depend on the cluster, on both daemons
+    const char *tfw = "{" CLUSTER2x2 ", \"task\": {\"type\": \"worker\", \"index\": 0}}";
+    const char *tfp = "{" CLUSTER2x2 ", \"task\": {\"type\": \"ps\", \"index\": 0}}";
+    expect_usage_error(WORKER, tfw, "--consistency=sync", "--replicas-to-aggregate=3",
+                       "--replicas-to-aggregate 3: expected at most the 2 training replicas");
+    expect_usage_error(PS, tfp, "--consistency=sync", "--replicas-to-aggregate=1",
+                       "backup workers (fewer gradients per step than the 2 training replicas) need a single ps");
     // the environment is checked too, and named
     const char *argv[] = {WORKER, "--print-cluster", NULL}, *env[] = {"TFPS_BATCH_SIZE=abc", "TF_CONFIG", NULL};
     char *err = NULL;

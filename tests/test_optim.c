@@ -37,6 +37,7 @@ static void ref_apply(const tfps_optim *o, uint64_t t, double *w, double *s0, do
             w[i] += o->nesterov ? mu * s0[i] - lr * g[i] : s0[i];
             break;
         case TFPS_OPT_ADAM: {
+            // Keras keeps beta1/beta2 as Python floats (doubles): the reference uses the same doubles
             const double alpha = lr * sqrt(1 - pow(b2, (double)t)) / (1 - pow(b1, (double)t));
             s0[i] = b1 * s0[i] + (1 - b1) * g[i];
             s1[i] = b2 * s1[i] + (1 - b2) * g[i] * g[i];
@@ -82,7 +83,7 @@ static double run(const tfps_optim *o, int steps) {
 
 static tfps_optim make(int kind) {
     return (tfps_optim){.kind = kind, .lr = kind == TFPS_OPT_ADAM ? 0.001f : 0.05f, .momentum = 0.9f,
-                        .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-7f, .initial_accumulator = 0.1f};
+                        .beta1 = 0.9, .beta2 = 0.999, .epsilon = 1e-7f, .initial_accumulator = 0.1f};
 }
 
 static void check(const char *what, tfps_optim o) {
@@ -105,7 +106,7 @@ static void test_adagrad(void) { check("adagrad", make(TFPS_OPT_ADAGRAD)); }
  * hyperparameters is far away. */
 static void test_reference_discriminates(void) {
     tfps_optim a = make(TFPS_OPT_ADAM), b = a;
-    b.beta2 = 0.9f;   // same rule, other beta2: the float32 run is checked against b's reference below
+    b.beta2 = 0.9;   // same rule, other beta2: the float32 run is checked against b's reference below
     static float w[N], s0[N], s1[N], g[N];
     static double wd[N], s0d[N], s1d[N], gd[N];
     float *slot[TFPS_OPTIM_MAX_SLOTS] = {s0, s1};
@@ -131,7 +132,7 @@ static void test_describe_and_digest(void) {
     tfps_optim_describe(&a, buf, sizeof(buf));
     CU_ASSERT_STRING_EQUAL(buf, "adam (lr 0.001, beta1 0.9, beta2 0.999, epsilon 1e-07)");
     CU_ASSERT_EQUAL(tfps_optim_digest(&a), tfps_optim_digest(&b));
-    b.beta2 = 0.998f;
+    b.beta2 = 0.998;
     CU_ASSERT_NOT_EQUAL(tfps_optim_digest(&a), tfps_optim_digest(&b));
     b = a;
     b.kind = TFPS_OPT_ADAGRAD;
@@ -155,6 +156,18 @@ static void test_sgd_exact(void) {
     CU_ASSERT(memcmp(w, e, sizeof(w)) == 0);
 }
 
+/* Keras keeps beta1 and beta2 as doubles and casts 1 - beta to float32:
+ * (float)(1 - 0.999) = 0.0010000000475, not 1.0f - 0.999f = 0.00099998713.
+ * From zero state, one step with g = 1 leaves exactly those constants in m and v. */
+static void test_adam_keras_constants(void) {
+    tfps_optim o = make(TFPS_OPT_ADAM);
+    float w = 0.5f, m = 0.0f, v = 0.0f, g = 1.0f;
+    tfps_optim_apply(&o, 1, &w, (float *[TFPS_OPTIM_MAX_SLOTS]){&m, &v}, &g, 1);
+    CU_ASSERT_EQUAL(m, (float)(1.0 - 0.9));
+    CU_ASSERT_EQUAL(v, (float)(1.0 - 0.999));
+    CU_ASSERT_NOT_EQUAL(v, 1.0f - 0.999f);   // the two really differ
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("optim", NULL, NULL);
@@ -164,6 +177,7 @@ int main(void) {
     CU_add_test(s, "nesterov vs float64", test_nesterov);
     CU_add_test(s, "adam vs float64", test_adam);
     CU_add_test(s, "adagrad vs float64", test_adagrad);
+    CU_add_test(s, "adam: Keras's float constants", test_adam_keras_constants);
     CU_add_test(s, "the reference discriminates", test_reference_discriminates);
     CU_add_test(s, "describe and digest", test_describe_and_digest);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -44,7 +44,7 @@ static tfps_wire_register_req reg_req(void) {
                                     .shard_strategy = "balanced", .seed = 1, .learning_rate = 0.1,
                                     .consistency = "async", .optimizer = "sgd (lr 0.1)",
                                     .optimizer_digest = tfps_optim_digest(&(tfps_optim){.kind = TFPS_OPT_SGD, .lr = 0.1f,
-                                        .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-7f,
+                                        .momentum = 0.9f, .beta1 = 0.9, .beta2 = 0.999, .epsilon = 1e-7f,
                                         .initial_accumulator = 0.1f})};
 }
 

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "optim.h"
 #include "options.h"
+#include "policy.h"
 #include "ps.h"
 #include "rpc.h"
 #include "service.h"
@@ -339,34 +340,116 @@ static void test_sync_stale_done_and_refusals(void) {
 }
 
 /* sync with backup workers: 3 replicas, 2 to aggregate; the third push of a
- * step is dropped. */
+ * step is dropped. Backup workers need one ps (each ps would pick its own
+ * gradients for a step, and workers accepted by one ps and dropped by another
+ * could wait on each other forever): more ps are refused at start. */
 static void test_sync_backup_workers(void) {
     const char *args[] = {"--consistency", "sync", "--replicas-to-aggregate", "2", NULL};
     cluster c;
-    cluster_init(&c, 2, 3, args);
+    cluster_init(&c, 1, 3, args);
     register_all(&c);
     float g[64];
     fill(g, c.l.total, 0.1f);
     int applied[3];
-    for (int r = 0; r < 3; r++)
-        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(&c, k, r, 0, g, &applied[r]), TFPS_RPC_OK);
+    for (int r = 0; r < 3; r++) CU_ASSERT_EQUAL(push(&c, 0, r, 0, g, &applied[r]), TFPS_RPC_OK);
     CU_ASSERT_EQUAL(applied[0], 1);
     CU_ASSERT_EQUAL(applied[1], 1);
     CU_ASSERT_EQUAL(applied[2], 0);
-    for (int k = 0; k < 2; k++) {
-        CU_ASSERT_EQUAL(stats(&c, k).version, 1);
-        CU_ASSERT_EQUAL(stats(&c, k).dropped, 1);
-        CU_ASSERT_EQUAL(stats(&c, k).aggregated, 2);
-    }
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
+    CU_ASSERT_EQUAL(stats(&c, 0).dropped, 1);
+    CU_ASSERT_EQUAL(stats(&c, 0).aggregated, 2);
     cluster_destroy(&c);
-    // more replicas to aggregate than replicas: refused at start with a message
     char err[TFPS_ERR_LEN];
     const char *bad[] = {"--consistency", "sync", "--replicas-to-aggregate", "4", NULL};
-    cluster_init(&c, 1, 1, NULL);
+    cluster_init(&c, 2, 1, NULL);
+    // more replicas to aggregate than replicas: refused at start with a message
     tfps_options o = opts(bad);
     tfps_ps *ps = tfps_ps_new(&c.l, &c.plan, 0, &o, 3, box_reply, NULL, err, sizeof(err));
     CU_ASSERT_PTR_NULL(ps);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "--replicas-to-aggregate 4"));
+    // backup workers over 2 ps: refused, saying why and what to do
+    o = opts(args);
+    ps = tfps_ps_new(&c.l, &c.plan, 0, &o, 3, box_reply, NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(ps);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "need a single ps"));
+    cluster_destroy(&c);
+}
+
+/* A worker that registers again (a restarted process): its gradient pending
+ * in the sync step is dropped, its held pull is answered ABORTED, and the ps
+ * tells it the clock it had. */
+static void test_reregister(void) {
+    const char *args[] = {"--consistency", "sync", NULL};
+    cluster c;
+    cluster_init(&c, 1, 2, args);
+    register_all(&c);
+    float g[64];
+    fill(g, c.l.total, 0.1f);
+    int applied;
+    reply_box held = {0}, box = {0};
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 1, 1, &held), TFPS_PS_HELD);
+    tfps_wire_register_req q = reg_req(&c, 0);
+    tfps_buf b = {0};
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);
+    tfps_wire_register_resp r;
+    void *owner = NULL;
+    CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
+    CU_ASSERT_EQUAL(r.clock, 1);
+    tfps_wire_release(owner);
+    CU_ASSERT_TRUE(held.answered);
+    CU_ASSERT_EQUAL(held.status, TFPS_RPC_ABORTED);
+    // the new process pushes for version 0 again: accepted (the old gradient is gone), and with rank 1's the step is made
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(applied, 1);
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 0);
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
+    CU_ASSERT_EQUAL(stats(&c, 0).aggregated, 2);
+    box_clear(&held);
+    box_clear(&box);
+    tfps_buf_free(&b);
+    cluster_destroy(&c);
+}
+
+/* Requests that would make the ps hold or send more than they should. */
+static void test_pull_limits(void) {
+    const char *args[] = {"--consistency", "ssp", "--staleness", "0", NULL};
+    cluster c;
+    cluster_init(&c, 1, 2, args);
+    register_all(&c);
+    reply_box box = {0};
+    tfps_buf b = {0};
+    // the same range twice: refused (the reply would grow with each copy)
+    tfps_wire_pull_req q = {.worker_id = 1, .nranges = 2, .ranges = {{0, 10}, {5, 12}}};
+    tfps_wire_pack_pull_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_PULL, &b, &box), TFPS_RPC_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "overlaps"));
+    // an ssp clock far ahead of the worker's pushes: refused, never held
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 1000, &box), TFPS_RPC_OUT_OF_RANGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "clock 1000"));
+    // at most TFPS_POLICY_MAX_HELD held per worker: worker 1 pushed once, worker 2 never (staleness 0)
+    float g[64];
+    fill(g, c.l.total, 0.1f);
+    int applied;
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    reply_box held[TFPS_POLICY_MAX_HELD];
+    memset(held, 0, sizeof(held));
+    for (int i = 0; i < TFPS_POLICY_MAX_HELD; i++) CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 1, &held[i]), TFPS_PS_HELD);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 1, &box), TFPS_RPC_RESOURCE_EXHAUSTED);
+    // a refused push (NaN) before its pull: the pull that would wait for that push is answered at once
+    g[3] = NAN;
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(pull(&c, 0, 2, 0, 1, &box), TFPS_RPC_ABORTED);
+    g[3] = 0.1f;
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);   // worker 2 catches up: the held pulls go
+    for (int i = 0; i < TFPS_POLICY_MAX_HELD; i++) {
+        CU_ASSERT_TRUE(held[i].answered);
+        box_clear(&held[i]);
+    }
+    box_clear(&box);
+    tfps_buf_free(&b);
     cluster_destroy(&c);
 }
 
@@ -542,7 +625,8 @@ static int fuzz_one(uint64_t seed, int verbose) {
     uint64_t rng = seed * 2654435761ULL + 1;
 #define RND(n) ((int)((rng = rng * 6364136223846793005ULL + 1442695040888963407ULL) >> 33) % (n))
     const int P = 1 + RND(3), N = 1 + RND(4), mode = RND(3), kind = RND(TFPS_OPT_COUNT);
-    const int r2a = mode == TFPS_CONSISTENCY_SYNC ? RND(N + 1) : 0, staleness = RND(3);
+    // backup workers (r2a < N) need one ps
+    const int r2a = mode == TFPS_CONSISTENCY_SYNC && P == 1 ? RND(N + 1) : 0, staleness = RND(3);
     char r2a_s[8], st_s[8];
     snprintf(r2a_s, sizeof(r2a_s), "%d", r2a);
     snprintf(st_s, sizeof(st_s), "%d", staleness);
@@ -733,6 +817,8 @@ int main(void) {
     CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);
     CU_add_test(s, "ssp: reader held within the staleness", test_ssp_bound);
+    CU_add_test(s, "a worker registering again: pending gradient dropped, held pull aborted", test_reregister);
+    CU_add_test(s, "pull limits: overlaps, ssp clock, held calls, refused push", test_pull_limits);
     CU_add_test(s, "register refuses other semantics, naming both", test_register_checks_semantics);
     CU_add_test(s, "fuzz: random schedules vs a flat reference", test_fuzz_against_flat_reference);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -107,6 +107,7 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
                              pc->worker_id);
         else
             pc->worker_id = r.worker_id;
+        if (rc == TFPS_OK && r.clock > pc->clock) pc->clock = r.clock;   // a restarted worker resumes its clock
         tfps_wire_release(owner);
     }
     for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
