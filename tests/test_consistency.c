@@ -10,7 +10,7 @@
  * - ssp, staleness 2, one worker slowed: the ps never answered a read more
  *   than 2 clocks ahead of the slowest live worker, and it did hold reads;
  * - 1 ps + 1 worker without overlap equals local mode bit for bit with
- *   momentum and adam (sgd: test_cluster). */
+ *   momentum (Nesterov), adam and adagrad (sgd: test_cluster). */
 #define _POSIX_C_SOURCE 200809L
 #include "model.h"
 #include "testutil.h"
@@ -166,8 +166,9 @@ static void test_ssp_bound_held(void) {
 
 static void test_optimizers_match_local(void) {
     const char *opt[][6] = {{"--optimizer", "momentum", "--learning-rate", "0.02", "--nesterov", "1"},
-                            {"--optimizer", "adam", "--learning-rate", "0.001", "--beta2", "0.99"}};
-    for (int i = 0; i < 2; i++) {
+                            {"--optimizer", "adam", "--learning-rate", "0.001", "--beta2", "0.99"},
+                            {"--optimizer", "adagrad", "--learning-rate", "0.05", "--initial-accumulator", "0.2"}};
+    for (int i = 0; i < 3; i++) {
         char a[1100], b[1100], name[32], path[1200];
         snprintf(name, sizeof(name), "local-%s", opt[i][1]);
         sub(a, sizeof(a), name);
@@ -208,7 +209,7 @@ int main(void) {
     CU_add_test(s, "sync backup workers: the slow one's gradients dropped", test_backup_worker_dropped);
     CU_add_test(s, "replicas with different --steps: no hang", test_different_steps_no_hang);
     CU_add_test(s, "ssp: reads never more than the staleness ahead", test_ssp_bound_held);
-    CU_add_test(s, "momentum and adam: 1 ps + 1 worker = local mode bit for bit", test_optimizers_match_local);
+    CU_add_test(s, "momentum, adam, adagrad: 1 ps + 1 worker = local mode bit for bit", test_optimizers_match_local);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());
