@@ -100,8 +100,9 @@ int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
     if (overlap && o->consistency != TFPS_CONSISTENCY_ASYNC) {
         // sync needs the step's own version (a gradient computed one step behind would always be stale);
         // ssp counts clocks per exchange: the bound only means what it says without a step in flight
-        tfps_info("--overlap 1 turned off: --consistency %s computes every step on the weights of the step "
-                  "before it", tfps_consistency_name(o->consistency));
+        tfps_info("--overlap 1 turned off: --consistency %s", o->consistency == TFPS_CONSISTENCY_SYNC
+                  ? "sync computes each step on the newest version (one step behind, every gradient would be stale)"
+                  : "ssp bounds the clocks of pulls, which overlap would run one step ahead of the pushes");
         overlap = 0;
     }
     const tfps_loop_mode mode = {.ctx = x, .overlap = overlap, .begin = cluster_begin, .exchange = cluster_exchange,
