@@ -12,7 +12,21 @@
  * on (the version of the last pull from k). In sync mode the pull asks for
  * the next version (held on the ps until the step is aggregated); in ssp it
  * carries this worker's clock (its pushes so far). A push the ps dropped as
- * stale is counted in `dropped` (the step is not counted as applied). */
+ * stale is counted in `dropped` (the step is not counted as applied).
+ *
+ * Backup workers over more than one ps (sync, 0 < replicas_to_aggregate <
+ * num_workers, num_ps > 1): ps 0 decides each step's members for all. A
+ * round that pushes first pushes to ps 0 alone and reads
+ * PushResponse.applied. Taken: it pushes to every other ps and pulls every
+ * ps for its next version, in one batch. Dropped as stale: the gradient goes
+ * to no other ps (dropped everywhere, counted in `dropped`), and it pulls ps
+ * 0 for its next version (answered at once: ps 0 is past it) and the others
+ * with no minimum. A pull is then held only on a ps that took this round's
+ * push, and the other ps see pushes only from ps 0's members, so each ps
+ * picking its own first R (two workers each waiting on a step of a ps that
+ * needs the other's next push) cannot happen. The price: a shard k > 0 may
+ * average gradients of different ps-0 steps (backup workers are not
+ * bit-exact anyway, and TF's per-variable accumulators do the same). */
 #ifndef TFPS_PSCLIENT_H
 #define TFPS_PSCLIENT_H
 
@@ -34,6 +48,8 @@ typedef struct {
     uint64_t version_sum;            /* sum of the versions of the last pull */
     uint64_t *version;               /* [num_ps] version of the last pull from each ps */
     int consistency;                 /* tfps_consistency: set after init (default async) */
+    int replicas_to_aggregate;       /* sync: set after init (0 = every worker) */
+    int num_workers;                 /* training replicas: set after init */
     uint64_t clock;                  /* pushes sent */
     /* the last round: */
     int last_dropped;                /* 1 if any ps dropped its push as stale */
