@@ -814,10 +814,11 @@ static void test_fuzz_against_flat_reference(void) {
  *
  * sync with R = --replicas-to-aggregate below the N workers and 2-3 ps, the
  * worker protocol of psclient.h (ps 0 decides each step's members): a round
- * pushes to ps 0 alone; once that push is answered, a member (applied)
- * pushes to every other ps and pulls every ps for its next version, a
- * dropped one pulls ps 0 for its next version and the others with no
- * minimum. Every request of every worker to every ps is its own event in
+ * pushes to ps 0 alone (into its step s); once that push is answered, a
+ * member (applied) pulls each other ps below version s for its next version
+ * until none is, then pushes to every other ps with base s and pulls every
+ * ps for version s + 1; a dropped one pulls ps 0 for its next version and
+ * the others with no minimum. Every request of every worker to every ps is its own event in
  * flight, delivered in a random order interleaved with everyone else's (a
  * pull may be held and released by a later event); a worker that finishes
  * (at a random step) sends "done" to every ps, again one event per ps. A
