@@ -82,18 +82,12 @@ static const opt_def opts[] = {
 
 const char *tfps_device_name(int d) { return d >= 0 && d <= TFPS_DEVICE_CUDA ? device_names[d] : "?"; }
 int tfps_options_check_cluster(const tfps_options *o, int num_workers, int num_ps, char *err, size_t errlen) {
+    (void)num_ps;   // backup workers over several ps: ps 0 decides each step's members (worker/psclient.h)
     if (o->consistency != TFPS_CONSISTENCY_SYNC) return TFPS_OK;
     const int r2a = o->replicas_to_aggregate;
     if (r2a > num_workers)
         return tfps_seterr(err, errlen, "--replicas-to-aggregate %d: expected at most the %d training replicas of "
                            "TF_CONFIG (0 = all)", r2a, num_workers);
-    if (r2a > 0 && r2a < num_workers && num_ps > 1)
-        // each ps would pick its own gradients for a step: a worker taken by one ps and dropped by another can
-        // wait on a step that needs a worker waiting on it
-        return tfps_seterr(err, errlen, "--replicas-to-aggregate %d with %d ps: backup workers (fewer gradients per "
-                           "step than the %d training replicas) need a single ps in this version, since each ps "
-                           "would pick its own gradients for a step; expected one ps, or --replicas-to-aggregate 0",
-                           r2a, num_ps, num_workers);
     return TFPS_OK;
 }
 

@@ -74,8 +74,11 @@ static void test_bad_flags(void) {
     const char *tfp = "{" CLUSTER2x2 ", \"task\": {\"type\": \"ps\", \"index\": 0}}";
     expect_usage_error(WORKER, tfw, "--consistency=sync", "--replicas-to-aggregate=3",
                        "--replicas-to-aggregate 3: expected at most the 2 training replicas");
-    expect_usage_error(PS, tfp, "--consistency=sync", "--replicas-to-aggregate=1",
-                       "backup workers (fewer gradients per step than the 2 training replicas) need a single ps");
+    expect_usage_error(PS, tfp, "--consistency=sync", "--replicas-to-aggregate=3",
+                       "--replicas-to-aggregate 3: expected at most the 2 training replicas");
+    // backup workers over 2 ps are taken (ps 0 decides each step's members: worker/psclient.h)
+    free(run(PS, tfp, 0, NULL, "--consistency=sync", "--replicas-to-aggregate=1", "--print-cluster"));
+    free(run(WORKER, tfw, 0, NULL, "--consistency=sync", "--replicas-to-aggregate=1", "--print-cluster"));
     // the environment is checked too, and named
     const char *argv[] = {WORKER, "--print-cluster", NULL}, *env[] = {"TFPS_BATCH_SIZE=abc", "TF_CONFIG", NULL};
     char *err = NULL;

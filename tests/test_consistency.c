@@ -4,8 +4,9 @@
  * - sync, 2 ps + 2 workers: >= 0.90 on the digits; the same run again, and
  *   with 1 and 3 ps, writes byte-identical model files (rank-order sums,
  *   elementwise updates: neither arrival order nor sharding changes a bit);
- * - sync, 3 workers, --replicas-to-aggregate 2, one worker slowed: the run
- *   finishes and the slow one's gradients are counted as dropped;
+ * - sync, 3 workers, --replicas-to-aggregate 2, one worker slowed, with 1
+ *   and with 2 ps: the run finishes and the slow one's gradients are
+ *   counted as dropped;
  * - replicas with different --steps (sync and ssp): no hang, all exit 0;
  * - ssp, staleness 2, one worker slowed: the ps never answered a read more
  *   than 2 clocks ahead of the slowest live worker, and it did hold reads;
@@ -108,25 +109,30 @@ static void test_sync_reaches_90_and_is_bit_exact(void) {
     free(m0);
 }
 
+/* With 1 ps, and with 2 (ps 0 decides each step's members for both:
+ * worker/psclient.h): every process exits 0, the slow one's gradients are dropped. */
 static void test_backup_worker_dropped(void) {
-    char out[1100];
-    sub(out, sizeof(out), "backup");
-    const char *args[] = {"--consistency", "sync", "--replicas-to-aggregate", "2", "--steps", "80", "--task-args",
-                          "worker-2", "--slow-step-ms 40", NULL};
-    CU_ASSERT_EQUAL_FATAL(cluster(1, 3, out, args), 0);
-    char path[1200];
-    snprintf(path, sizeof(path), "%s/summary.json", out);
-    cJSON *s = tu_read_json(path);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    printf("\n  3 workers, 2 aggregated, worker 2 slowed: %g steps, %g gradients dropped ", num(s, "steps"),
-           num(s, "dropped"));
-    CU_ASSERT(num(s, "dropped") > 0);
-    cJSON_Delete(s);
-    // the slow worker said so in its own log: its dropped steps
-    snprintf(path, sizeof(path), "%s/logs/worker-2.log", out);
-    char *log = tu_read_file(path);
-    CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "dropped as stale"));
-    free(log);
+    for (int P = 1; P <= 2; P++) {
+        char out[1100], name[32];
+        snprintf(name, sizeof(name), "backup-%dps", P);
+        sub(out, sizeof(out), name);
+        const char *args[] = {"--consistency", "sync", "--replicas-to-aggregate", "2", "--steps", "80",
+                              "--task-args", "worker-2", "--slow-step-ms 40", NULL};
+        CU_ASSERT_EQUAL_FATAL(cluster(P, 3, out, args), 0);   // every process exited 0 (the launcher checks each)
+        char path[1200];
+        snprintf(path, sizeof(path), "%s/summary.json", out);
+        cJSON *s = tu_read_json(path);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        printf("\n  %d ps, 3 workers, 2 aggregated, worker 2 slowed: %g steps, %g gradients dropped ", P,
+               num(s, "steps"), num(s, "dropped"));
+        CU_ASSERT(num(s, "dropped") > 0);
+        cJSON_Delete(s);
+        // the slow worker said so in its own log: its dropped steps
+        snprintf(path, sizeof(path), "%s/logs/worker-2.log", out);
+        char *log = tu_read_file(path);
+        CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "dropped as stale"));
+        free(log);
+    }
 }
 
 static void test_different_steps_no_hang(void) {
@@ -206,7 +212,7 @@ int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("consistency", NULL, NULL);
     CU_add_test(s, "sync 2x2 >= 90%; byte-identical over reruns and 1, 2, 3 ps", test_sync_reaches_90_and_is_bit_exact);
-    CU_add_test(s, "sync backup workers: the slow one's gradients dropped", test_backup_worker_dropped);
+    CU_add_test(s, "sync backup workers (1 and 2 ps): the slow one's gradients dropped", test_backup_worker_dropped);
     CU_add_test(s, "replicas with different --steps: no hang", test_different_steps_no_hang);
     CU_add_test(s, "ssp: reads never more than the staleness ahead", test_ssp_bound_held);
     CU_add_test(s, "momentum, adam, adagrad: 1 ps + 1 worker = local mode bit for bit", test_optimizers_match_local);

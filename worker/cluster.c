@@ -41,6 +41,8 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
         return refused ? TFPS_EXIT_USAGE : TFPS_EXIT_FAIL;
     }
     x->pc.consistency = o->consistency;
+    x->pc.replicas_to_aggregate = o->replicas_to_aggregate;
+    x->pc.num_workers = c->num_workers;
     tfps_info("registered with %d ps as worker id %" PRIu32 "; model %d-%d-%d-%d, %s plan %016" PRIx64 ", %s backend; "
               "%s, %s", c->num_ps, x->pc.worker_id, l->in, l->h1, l->h2, l->out,
               tfps_shard_strategy_name(x->plan.strategy), x->plan.digest, lp->be->name,

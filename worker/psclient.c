@@ -47,12 +47,19 @@ void tfps_psclient_destroy(tfps_psclient *pc) {
     memset(pc, 0, sizeof(*pc));
 }
 
-/* Packs the pull request of every ps: its ranges, and the minimum version
- * and clock of this round (sync, ssp). */
-static int pack_pulls(tfps_psclient *pc, int pushing, char *err, size_t errlen) {
+enum { WAIT_NONE, WAIT_NEXT, WAIT_NEXT_OF_ONE, WAIT_STEP };
+
+/* Packs the pull request of every ps: its ranges, the clock (ssp) and, in
+ * sync, the minimum version: WAIT_NONE none; WAIT_NEXT each ps's next
+ * version (version[k] + 1); WAIT_NEXT_OF_ONE that of ps `one` alone;
+ * WAIT_STEP the version after step `one` on every ps. */
+static int pack_pulls(tfps_psclient *pc, int wait, int64_t one, char *err, size_t errlen) {
     for (int k = 0; k < pc->num_ps; k++) {
         tfps_wire_pull_req q = {.worker_id = pc->worker_id, .clock = pc->clock};
-        if (pc->consistency == TFPS_CONSISTENCY_SYNC && pushing) q.min_version = pc->version[k] + 1;
+        if (pc->consistency == TFPS_CONSISTENCY_SYNC) {
+            if (wait == WAIT_NEXT || (wait == WAIT_NEXT_OF_ONE && k == one)) q.min_version = pc->version[k] + 1;
+            else if (wait == WAIT_STEP) q.min_version = (uint64_t)one + 1;
+        }
         for (int r = 0; r < pc->plan->nranges; r++) {
             if (pc->plan->ranges[r].ps != k) continue;
             if (q.nranges == TFPS_WIRE_MAX_TENSORS)
@@ -111,34 +118,124 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
         tfps_wire_release(owner);
     }
     for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
-    if (rc == TFPS_OK) rc = pack_pulls(pc, 0, err, errlen);
+    if (rc == TFPS_OK) rc = pack_pulls(pc, WAIT_NONE, 0, err, errlen);
     return rc;
+}
+
+/* Packs this round's push of ps k and appends it to reqs. */
+static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads, float loss, int batch, uint64_t step,
+                    int *n, char *err, size_t errlen) {
+    tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = base, .step = step, .loss = loss,
+                            .batch_size = (uint32_t)batch};
+    for (int r = 0; r < pc->plan->nranges; r++) {
+        const tfps_shard_range *g = &pc->plan->ranges[r];
+        if (g->ps != k) continue;
+        q.gradients[q.ntensors++] = (tfps_wire_tensor){{g->begin, g->end}, grads + g->begin};
+    }
+    if (tfps_wire_pack_push_req(&q, &pc->push_req[k]) != TFPS_OK)
+        return tfps_seterr(err, errlen, "ps client: out of memory");
+    pc->reqs[(*n)++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PUSH], pc->push_req[k].data, pc->push_req[k].len};
+    return TFPS_OK;
+}
+
+/* Sync, a member of ps `decider`'s step s: waits (pulls held) until every
+ * other ps finished its step s - 1 too, so that the push of this step lands
+ * in its step s (never ahead of it, never late in an older step). A ps more
+ * than one step behind is pulled once per step. */
+static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double timeout_s, char *err, size_t errlen) {
+    int at[TFPS_MAX_PS];
+    for (;;) {
+        int n = 0;
+        if (pack_pulls(pc, WAIT_NEXT, 0, err, errlen) != TFPS_OK) return TFPS_ERR;
+        for (int k = 0; k < pc->num_ps; k++) {
+            at[k] = -1;
+            if (k == decider || tfps_shard_plan_ps_elems(pc->plan, k) == 0 || pc->version[k] >= s) continue;
+            at[k] = n;
+            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
+                                           pc->pull_req[k].len};
+        }
+        if (n == 0) return TFPS_OK;
+        int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+        for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
+            if (at[k] < 0) continue;
+            tfps_wire_pull_resp r;
+            void *owner = NULL;
+            rc = tfps_wire_unpack_pull_resp(pc->res[at[k]].resp, pc->res[at[k]].resp_len, &r, &owner, err, errlen);
+            if (rc == TFPS_OK) {
+                pc->version[k] = r.version;   // the weights come again after this step's push
+                if (r.held_s > pc->last_held_s) pc->last_held_s = r.held_s;
+            }
+            tfps_wire_release(owner);
+        }
+        for (int i = 0; i < n; i++) tfps_rpc_result_clear(&pc->res[i]);
+        if (rc != TFPS_OK) return rc;
+    }
+}
+
+/* The PushResponse in res: *applied (applied or accepted; 0: dropped as stale). */
+static int read_push(const tfps_rpc_result *res, int *applied, char *err, size_t errlen) {
+    tfps_wire_push_resp r;
+    void *owner = NULL;
+    if (tfps_wire_unpack_push_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    *applied = r.applied != 0;
+    tfps_wire_release(owner);
+    return TFPS_OK;
+}
+
+/* Backup workers over more than one ps (sync, replicas_to_aggregate below
+ * the workers): the first ps that owns parameters (ps 0) decides each step's
+ * members for all; see psclient.h. */
+static int decider_ps(const tfps_psclient *pc) {
+    if (pc->consistency != TFPS_CONSISTENCY_SYNC || pc->replicas_to_aggregate <= 0 ||
+        pc->replicas_to_aggregate >= pc->num_workers || pc->num_ps < 2)
+        return -1;
+    for (int k = 0; k < pc->num_ps; k++)
+        if (tfps_shard_plan_ps_elems(pc->plan, k) > 0) return k;
+    return -1;
 }
 
 int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int batch, uint64_t step, float *params,
                         double timeout_s, char *err, size_t errlen) {
     int n = 0, pulls_at[TFPS_MAX_PS], pushes_at[TFPS_MAX_PS];
     if (grads) pc->clock++;
-    if (params && pc->consistency != TFPS_CONSISTENCY_ASYNC && pack_pulls(pc, grads != NULL, err, errlen) != TFPS_OK)
-        return TFPS_ERR;
     pc->last_dropped = 0;
     pc->last_held_s = 0;
+    int rc = TFPS_OK;
+    // backup workers over several ps (psclient.h): phase 1, the decider alone takes the push into its step s or
+    // drops it as stale. A member waits until the other ps finished step s - 1, then pushes to them with base s
+    // and waits for step s everywhere; a dropped push goes nowhere else and waits on nobody but the decider
+    const int decider = grads ? decider_ps(pc) : -1;
+    int push_to_others = 1, wait = grads ? WAIT_NEXT : WAIT_NONE;
+    uint64_t s = 0;
+    if (decider >= 0) {
+        s = pc->version[decider];
+        if (add_push(pc, decider, s, grads, loss, batch, step, &n, err, errlen) != TFPS_OK) return TFPS_ERR;
+        rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+        int applied = 0;
+        if (rc == TFPS_OK) rc = read_push(&pc->res[0], &applied, err, errlen);
+        tfps_rpc_result_clear(&pc->res[0]);
+        n = 0;
+        if (rc == TFPS_OK && applied) {
+            rc = wait_for_step(pc, decider, s, timeout_s, err, errlen);
+            wait = WAIT_STEP;
+        } else {
+            // dropped everywhere: the decider is past step s (its pull is answered at once); the others not waited for
+            pc->last_dropped = 1;
+            push_to_others = 0;
+            wait = WAIT_NEXT_OF_ONE;
+        }
+        if (rc != TFPS_OK) return rc;
+    }
+    if (params && pc->consistency != TFPS_CONSISTENCY_ASYNC &&
+        pack_pulls(pc, wait, wait == WAIT_NEXT_OF_ONE ? decider : (int64_t)s, err, errlen) != TFPS_OK)
+        return TFPS_ERR;
     for (int k = 0; k < pc->num_ps; k++) {
         pulls_at[k] = pushes_at[k] = -1;
         if (tfps_shard_plan_ps_elems(pc->plan, k) == 0) continue;   // owns nothing: nothing to push or pull
-        if (grads) {
-            tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = pc->version[k], .step = step,
-                                    .loss = loss, .batch_size = (uint32_t)batch};
-            for (int r = 0; r < pc->plan->nranges; r++) {
-                const tfps_shard_range *g = &pc->plan->ranges[r];
-                if (g->ps != k) continue;
-                q.gradients[q.ntensors++] = (tfps_wire_tensor){{g->begin, g->end}, grads + g->begin};
-            }
-            if (tfps_wire_pack_push_req(&q, &pc->push_req[k]) != TFPS_OK)
-                return tfps_seterr(err, errlen, "ps client: out of memory");
+        if (grads && k != decider && push_to_others) {
             pushes_at[k] = n;
-            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PUSH], pc->push_req[k].data,
-                                           pc->push_req[k].len};
+            if (add_push(pc, k, decider >= 0 ? s : pc->version[k], grads, loss, batch, step, &n, err, errlen) != TFPS_OK)
+                return TFPS_ERR;
         }
         if (params) {
             pulls_at[k] = n;
@@ -146,15 +243,12 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
                                            pc->pull_req[k].len};
         }
     }
-    int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+    rc = n ? tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen) : TFPS_OK;
     for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
         if (pushes_at[k] < 0) continue;
-        const tfps_rpc_result *res = &pc->res[pushes_at[k]];
-        tfps_wire_push_resp r;
-        void *owner = NULL;
-        if (tfps_wire_unpack_push_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) rc = TFPS_ERR;
-        else if (!r.applied) pc->last_dropped = 1;
-        tfps_wire_release(owner);
+        int applied = 0;
+        rc = read_push(&pc->res[pushes_at[k]], &applied, err, errlen);
+        if (rc == TFPS_OK && !applied) pc->last_dropped = 1;
     }
     if (rc == TFPS_OK && params) {
         uint64_t vsum = 0;

@@ -12,7 +12,32 @@
  * on (the version of the last pull from k). In sync mode the pull asks for
  * the next version (held on the ps until the step is aggregated); in ssp it
  * carries this worker's clock (its pushes so far). A push the ps dropped as
- * stale is counted in `dropped` (the step is not counted as applied). */
+ * stale is counted in `dropped` (the step is not counted as applied).
+ *
+ * Backup workers over more than one ps (sync, 0 < replicas_to_aggregate <
+ * num_workers, num_ps > 1): ps 0 decides each step's members for all. A
+ * round that pushes first pushes to ps 0 alone (base s = its ps 0 version)
+ * and reads PushResponse.applied.
+ *   Dropped as stale: the gradient goes to no other ps (counted in
+ *   `dropped`); it pulls ps 0 for its next version (answered at once: ps 0
+ *   is past s) and the others with no minimum.
+ *   Taken into ps 0's step s: while some other ps k is below version s it
+ *   pulls it for its next version (held until ps k finished that step), then
+ *   pushes to every other ps with base s and pulls every ps for version
+ *   s + 1, in one batch.
+ * So ps k's step s holds only gradients of ps 0's step-s members, and a
+ * pull waits only for steps whose members all push to that ps: a ps never
+ * waits for a gradient it will not get. (Each ps picking its own first R
+ * can deadlock: a worker taken by one ps and dropped by another, two such
+ * workers each waiting for a step that needs the other's next push. So can
+ * pushing to ps k with the base of the worker's last pull from ps k: a
+ * member whose view of ps k lags lands in an older step there, or is
+ * dropped, while the others wait on ps k for it. test_ps_handlers' fuzz
+ * found both; it keeps checking that it finds the first.) The price: ps k's part of a gradient may be computed on
+ * weights some steps older than s (a worker that had to catch up), and a
+ * ps k whose replicas finished first may close step s before a member's
+ * push lands (dropped there, counted); backup workers are not bit-exact
+ * anyway, and TF's per-variable accumulators mix steps likewise. */
 #ifndef TFPS_PSCLIENT_H
 #define TFPS_PSCLIENT_H
 
@@ -34,6 +59,8 @@ typedef struct {
     uint64_t version_sum;            /* sum of the versions of the last pull */
     uint64_t *version;               /* [num_ps] version of the last pull from each ps */
     int consistency;                 /* tfps_consistency: set after init (default async) */
+    int replicas_to_aggregate;       /* sync: set after init (0 = every worker) */
+    int num_workers;                 /* training replicas: set after init */
     uint64_t clock;                  /* pushes sent */
     /* the last round: */
     int last_dropped;                /* 1 if any ps dropped its push as stale */
