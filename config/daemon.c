@@ -143,7 +143,7 @@ int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options
         }
     }
     tfps_log_set_role(role, c->local ? 0 : c->task_index);
-    if (!c->local && tfps_options_check_cluster(o, c->num_workers, c->num_ps, err, sizeof(err)) != TFPS_OK) {
+    if (!c->local && tfps_options_check_cluster(o, c->num_workers, err, sizeof(err)) != TFPS_OK) {
         fprintf(stderr, "%s: %s\n", me, err);
         return TFPS_EXIT_USAGE;
     }

@@ -81,8 +81,7 @@ static const opt_def opts[] = {
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
 const char *tfps_device_name(int d) { return d >= 0 && d <= TFPS_DEVICE_CUDA ? device_names[d] : "?"; }
-int tfps_options_check_cluster(const tfps_options *o, int num_workers, int num_ps, char *err, size_t errlen) {
-    (void)num_ps;   // backup workers over several ps: ps 0 decides each step's members (worker/psclient.h)
+int tfps_options_check_cluster(const tfps_options *o, int num_workers, char *err, size_t errlen) {
     if (o->consistency != TFPS_CONSISTENCY_SYNC) return TFPS_OK;
     const int r2a = o->replicas_to_aggregate;
     if (r2a > num_workers)

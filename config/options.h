@@ -67,10 +67,9 @@ void tfps_options_to_json(const tfps_options *o, struct cJSON *obj);
 const char *tfps_device_name(int d);
 const char *tfps_consistency_name(int c);
 /* The options that depend on the cluster: --replicas-to-aggregate at most
- * the training replicas (num_ps: no limit now; backup workers over several
- * ps are handled by the workers, psclient.h).
+ * the training replicas (backup workers over several ps: psclient.h).
  * TFPS_ERR with one line naming the flag, the value and what is expected. */
-int tfps_options_check_cluster(const tfps_options *o, int num_workers, int num_ps, char *err, size_t errlen);
+int tfps_options_check_cluster(const tfps_options *o, int num_workers, char *err, size_t errlen);
 /* The update rule the options ask for (--optimizer, --learning-rate, ...), as
  * the ps and local mode apply it. */
 void tfps_options_optim(const tfps_options *o, tfps_optim *out);

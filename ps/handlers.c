@@ -57,8 +57,10 @@ void tfps_push_release(tfps_push *p) {
 int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_push *out, char *msg,
                        size_t msglen) {
     out->owner = NULL;
-    if (tfps_wire_unpack_push_req(req, len, &out->m, &out->owner, msg, msglen) != TFPS_OK)
+    if (tfps_wire_unpack_push_req(req, len, &out->m, &out->owner, msg, msglen) != TFPS_OK) {
+        out->m.worker_id = 0;
         return TFPS_RPC_INVALID_ARGUMENT;
+    }
     const tfps_wire_push_req *m = &out->m;
     int rc = TFPS_RPC_OK;
     if (m->ntensors == 0) {

@@ -99,7 +99,8 @@ static void maybe_aggregate(tfps_policy *p) {
         for (size_t i = 0; i < n; i++) sum[i] += g[i];
     }
     const float count = (float)p->nin;
-    for (size_t i = 0; i < n; i++) sum[i] /= count;
+    if (p->nin > 1)   // x / 1.0f == x: one gradient needs no pass
+        for (size_t i = 0; i < n; i++) sum[i] /= count;
     const uint64_t t = tfps_store_begin_update(p->store);
     tfps_store_apply(p->store, t, 0, sum, n);
     p->st.aggregated += (uint64_t)p->nin;

@@ -87,7 +87,7 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     tfps_options_optim(o, &ps->opt);
     tfps_optim_describe(&ps->opt, ps->opt_desc, sizeof(ps->opt_desc));
     ps->opt_digest = tfps_optim_digest(&ps->opt);
-    if (tfps_options_check_cluster(o, num_workers, plan->num_ps, err, errlen) != TFPS_OK) goto fail;
+    if (tfps_options_check_cluster(o, num_workers, err, errlen) != TFPS_OK) goto fail;
     ps->reply = reply ? reply : rpc_reply;
     ps->reply_ctx = reply_ctx;
     if (tfps_store_init(&ps->store, l, plan, ps_index, ps->seed, &ps->opt, err, errlen) != TFPS_OK) goto fail;
@@ -290,14 +290,9 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     tfps_push g;
     int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
     if (rc != TFPS_RPC_OK) {
-        // the pull of the same round would wait for this push: tell it now (its id is checked first)
-        tfps_wire_push_req m;
-        void *owner = NULL;
-        if (tfps_wire_unpack_push_req(req, len, &m, &owner, NULL, 0) == TFPS_OK) {
-            char ignore[8];
-            rank = worker_rank(ps, m.worker_id, 0, ignore, sizeof(ignore));
-            tfps_wire_release(owner);
-        }
+        // the pull of the same round would wait for this push: tell it now (a registered sender only)
+        char ignore[8];
+        rank = worker_rank(ps, g.m.worker_id, 0, ignore, sizeof(ignore));
         goto refused;
     }
     if (g.m.worker_id == TFPS_OBSERVER_ID) {
