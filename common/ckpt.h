@@ -13,8 +13,23 @@
  *   weights  the ranges' floats back to back (as tfps_store keeps them)
  *   slots    `slots` more arrays of the same length (momentum, adam m v, ...)
  *   crc      CRC-32C of every byte before it
+ * The header's 100 bytes, at their offsets (u32 unless marked):
+ *   0 magic[8]  8 format  12 in  16 h1  20 h2  24 out  28 layout digest u64
+ *   36 num_ps  40 strategy  44 plan digest u64  52 ps_index  56 step u64
+ *   64 version u64  72 updates u64  80 optimizer kind  84 its digest u64
+ *   92 slots  96 nranges
  * The MANIFEST is text: one line per shard (file, bytes, CRC) and a CRC line
- * of its own, so a half-written step is never taken for a complete one.
+ * of its own, so a half-written step is never taken for a complete one:
+ *   tfps-checkpoint 1
+ *   step 1200
+ *   layout 784-300-100-10 <layout digest, 16 hex digits>
+ *   num_ps 2
+ *   shard ps-0.ckpt <bytes> <crc, 8 hex digits>
+ *   shard ps-1.ckpt <bytes> <crc>
+ *   crc <CRC-32C of every line above, newlines included>
+ * A checkpoint is complete when its MANIFEST's CRC holds, every shard it
+ * lists has the size and CRC it says, and the shards' ranges cover [0, total)
+ * exactly once.
  *
  * Restore reads any flat range from whichever shards hold it, so a
  * checkpoint restores onto a different number of ps (or one process). A
@@ -70,7 +85,8 @@ typedef struct {
 } tfps_ckpt_entry;
 
 /* Writes <stepdir>/MANIFEST (atomically, directory fsynced) naming num_ps
- * shards entries[0..num_ps), the step and the layout. */
+ * shards entries[0..num_ps), the step and the layout. Each entry's shard
+ * must be in stepdir already, at its size: a MANIFEST vouches for them. */
 int tfps_ckpt_write_manifest(const char *stepdir, uint64_t step, const tfps_layout *l, int num_ps,
                              const tfps_ckpt_entry *entries, char *err, size_t errlen);
 
@@ -87,24 +103,31 @@ typedef struct {
 
 /* Restores from the newest complete checkpoint under dir (step-N with the
  * largest N that passes every check): for each want[i], the floats of
- * [begin, end) into w + at and, when the optimizer kind matches, each of
- * slot[0..tfps_optim_slots(opt)) + at (slots NULL: weights only). ps_index
- * and plan_digest pick the shard whose version is taken (-1: none). Every
- * checkpoint refused on the way is logged (tfps_warn), one line each naming
- * the file and the reason. Returns TFPS_OK with *info, TFPS_CKPT_NONE when
- * no complete checkpoint exists (dir missing or empty included), or TFPS_ERR
- * with err (e.g. out of memory). */
+ * [begin, end) into w + at and each of slot[0..tfps_optim_slots(opt)) + at.
+ * With slot NULL only weights are restored (opt may be NULL) and any
+ * optimizer's checkpoint will do; otherwise one of another optimizer kind is
+ * refused. The wanted ranges may span any shards, so a checkpoint restores
+ * onto another plan. Every shard is checked before anything is copied, so
+ * w and the slots change only on TFPS_OK. ps_index and plan_digest pick the
+ * shard whose version is taken (-1: none). Every checkpoint refused on the
+ * way is logged (tfps_warn), one line each naming the file and the reason.
+ * Returns TFPS_OK with *info, TFPS_CKPT_NONE when no complete checkpoint
+ * exists (dir missing or empty included), or TFPS_ERR with err (a wanted
+ * range outside the layout, dir unreadable, out of memory). */
 int tfps_ckpt_restore(const char *dir, const tfps_layout *l, const tfps_optim *opt, int ps_index,
                       uint64_t plan_digest, const tfps_ckpt_range *want, int nwant, float *w,
                       float *const slot[TFPS_OPTIM_MAX_SLOTS], tfps_ckpt_info *info, char *err, size_t errlen);
 
-/* Checks one step directory completely (MANIFEST, every shard's size and
- * CRC, layout): TFPS_OK, or TFPS_ERR with "<file>: <reason>" in err. */
+/* Checks one step directory completely (MANIFEST, every shard's size,
+ * CRC and header, the layout, the ranges' cover): TFPS_OK, or TFPS_ERR with
+ * "<file>: <reason>" in err. */
 int tfps_ckpt_verify(const char *stepdir, const tfps_layout *l, char *err, size_t errlen);
 
 /* Removes every step-N under dir older than the newest `keep` complete ones
- * (incomplete ones older than the newest complete one included). Returns the
- * number removed; failures are logged, not fatal. */
+ * (incomplete ones older than the newest complete one included; newer ones
+ * may be being written and stay). Complete is checked whole, against the
+ * layout the MANIFEST names. keep < 1 counts as 1. Returns the number
+ * removed; failures are logged, not fatal. */
 int tfps_ckpt_prune(const char *dir, int keep);
 
 /* CRC-32C (Castagnoli), as TFRecord uses: crc = tfps_crc32c(0, p, n), and

@@ -28,11 +28,20 @@
 int tfps_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* mkdir -p: creates path and its missing parents (mode 0755). */
+/* mkdir -p: creates path and its missing parents (mode 0755), each new
+ * directory fsynced into its parent. Paths are at most 4095 bytes. */
 int tfps_mkdirs(const char *path, char *err, size_t errlen);
-/* Writes data to path via path.tmp, fsync and rename, so a crash leaves the
- * old file or the new one, never half of one. */
+/* Writes data to path via "<path>.tmp.<pid>", fsync, rename and an fsync of
+ * the directory, so a crash leaves the old file or the new one, never half of
+ * one, and a successful return means the new one survives a crash. On error
+ * the temp file is gone and path holds the old file (or, when only the last
+ * directory fsync failed, the new one, not yet durable). */
 int tfps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+/* fsync of a directory, which makes the names created, renamed or removed in
+ * it durable (a file's own fsync does not cover its name). */
+int tfps_fsync_dir(const char *dir, char *err, size_t errlen);
+/* tfps_fsync_dir of the directory that holds path ("." for a bare name). */
+int tfps_fsync_parent(const char *path, char *err, size_t errlen);
 /* Monotonic seconds. */
 double tfps_now(void);
 /* Sleeps s seconds (s >= 0); a signal may cut it short. */

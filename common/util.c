@@ -21,17 +21,50 @@ int tfps_seterr(char *err, size_t errlen, const char *fmt, ...) {
     return TFPS_ERR;
 }
 
-int tfps_mkdirs(const char *path, char *err, size_t errlen) {
-    char buf[4096];
+/* Longest path these helpers build (the kernel's PATH_MAX). */
+#define PATH_LEN 4096
+
+int tfps_fsync_dir(const char *dir, char *err, size_t errlen) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return tfps_seterr(err, errlen, "open directory %s: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    /* Filesystems that cannot sync a directory say EINVAL: nothing more can be done there. */
+    if (rc != 0 && e != EINVAL) return tfps_seterr(err, errlen, "fsync directory %s: %s", dir, strerror(e));
+    return TFPS_OK;
+}
+
+int tfps_fsync_parent(const char *path, char *err, size_t errlen) {
+    char dir[PATH_LEN];
     size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf)) return tfps_seterr(err, errlen, "mkdir: path of %zu bytes: expected 1..4095", n);
+    if (n >= sizeof(dir))
+        return tfps_seterr(err, errlen, "fsync: path of %zu bytes is too long (at most %d)", n, PATH_LEN - 1);
+    memcpy(dir, path, n + 1);
+    while (n > 1 && dir[n - 1] == '/') dir[--n] = '\0';   /* "a/b/" names b */
+    char *slash = strrchr(dir, '/');
+    if (!slash) return tfps_fsync_dir(".", err, errlen);
+    while (slash > dir && slash[-1] == '/') slash--;
+    slash[slash == dir] = '\0';   /* "/a" -> "/", "a/b" -> "a" */
+    return tfps_fsync_dir(dir, err, errlen);
+}
+
+int tfps_mkdirs(const char *path, char *err, size_t errlen) {
+    char buf[PATH_LEN];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf))
+        return tfps_seterr(err, errlen, "mkdir: path of %zu bytes: expected 1..%d", n, PATH_LEN - 1);
     memcpy(buf, path, n + 1);
     for (size_t i = 1; i <= n; i++) {
         if (buf[i] != '/' && buf[i] != '\0') continue;
         char c = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        if (mkdir(buf, 0755) == 0) {
+            /* A new directory's name is durable only once its parent is synced. */
+            if (tfps_fsync_parent(buf, err, errlen) != TFPS_OK) return TFPS_ERR;
+        } else if (errno != EEXIST) {
             return tfps_seterr(err, errlen, "mkdir %s: %s", buf, strerror(errno));
+        }
         struct stat st;
         if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
             return tfps_seterr(err, errlen, "mkdir %s: exists and is not a directory", buf);
@@ -40,36 +73,49 @@ int tfps_mkdirs(const char *path, char *err, size_t errlen) {
     return TFPS_OK;
 }
 
-int tfps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return tfps_seterr(err, errlen, "open %s: %s", tmp, strerror(errno));
+/* write(2) until done; 0, or -1 with errno. */
+static int write_all(int fd, const void *data, size_t len) {
     const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return tfps_seterr(err, errlen, "write %s: %s", tmp, strerror(e));
+            if (w == 0) errno = EIO;   /* no progress: never loop on it */
+            return -1;
         }
         p += w;
-        left -= (size_t)w;
+        len -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return tfps_seterr(err, errlen, "fsync %s: %s", tmp, strerror(e));
+    return 0;
+}
+
+int tfps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    char tmp[PATH_LEN];
+    /* The pid keeps two processes writing the same file off each other's temp file. */
+    int k = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    if (k < 0 || (size_t)k >= sizeof(tmp))
+        return tfps_seterr(err, errlen, "write %.64s...: path of %zu bytes is too long (its temp name must fit %d)",
+                           path, strlen(path), PATH_LEN - 1);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return tfps_seterr(err, errlen, "open %s: %s", tmp, strerror(errno));
+    const char *failed = NULL;
+    if (write_all(fd, data, len) != 0) failed = "write";
+    else if (fsync(fd) != 0) failed = "fsync";
+    int e = errno;
+    if (close(fd) != 0 && !failed) {   /* the fd is gone even when close fails: never closed twice */
+        failed = "close";
+        e = errno;
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
+    if (!failed && rename(tmp, path) != 0) {
+        e = errno;
         unlink(tmp);
         return tfps_seterr(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(e));
     }
-    return TFPS_OK;
+    if (failed) {
+        unlink(tmp);
+        return tfps_seterr(err, errlen, "%s %s: %s", failed, tmp, strerror(e));
+    }
+    return tfps_fsync_parent(path, err, errlen);   /* makes the rename itself durable */
 }
 
 double tfps_now(void) {
