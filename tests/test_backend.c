@@ -22,6 +22,7 @@
 #include "tfps.h"
 
 #include <CUnit/Basic.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,93 @@ static void test_batcher(void) {
     CU_ASSERT_EQUAL(tfps_batcher_init(&b, &set, 3, 3, 1, err, sizeof(err)), TFPS_ERR);
 }
 
+/* Batcher resume: skip(k) then next() gives exactly batch k of a fresh run
+ * (x, y, size, epoch), for sizes that divide the slice and ones that leave a
+ * short last batch, k inside an epoch, on its boundaries and epochs ahead;
+ * from a fresh batcher and from one that has already moved (skip is absolute).
+ * A feeder initialised after the skip starts at batch k. */
+static void test_batcher_skip(void) {
+    enum { MAXN = 61, MAXB = 16, D = 4 };
+    static const struct { int n, W, w, B; } cases[] = {
+        {1, 1, 0, 1},  {1, 1, 0, 4},  {10, 1, 0, 5},  {10, 1, 0, 3},   {11, 1, 0, 1},   {11, 1, 0, 16},
+        {61, 1, 0, 7}, {61, 2, 1, 7}, {61, 3, 2, 10}, {61, 4, 0, 16},  {60, 3, 1, 5},   {59, 5, 4, 2},
+    };
+    uint8_t images[MAXN * D], labels[MAXN];
+    for (int i = 0; i < MAXN; i++) {
+        labels[i] = (uint8_t)(i % 10);
+        for (int k = 0; k < D; k++) images[i * D + k] = (uint8_t)(i * 4 + k);   // every pixel names its example
+    }
+    tfps_layout l;
+    CU_ASSERT_FATAL(tfps_layout_init(&l, D, 3, 3, 10, NULL, 0) == TFPS_OK);
+    tfps_backend *be = tfps_cpu_backend_new(&l, MAXB);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(be);
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        const int B = cases[c].B;
+        tfps_idx_set set = {.n = cases[c].n, .rows = 2, .cols = 2, .images = images, .labels = labels};
+        tfps_batcher ref, moved;
+        CU_ASSERT_FATAL(tfps_batcher_init(&ref, &set, cases[c].w, cases[c].W, 7, NULL, 0) == TFPS_OK);
+        CU_ASSERT_FATAL(tfps_batcher_init(&moved, &set, cases[c].w, cases[c].W, 7, NULL, 0) == TFPS_OK);
+        const long long per = tfps_batcher_steps_per_epoch(&ref, B), horizon = 4 * per + 3;
+        float xr[MAXB * D], xs[MAXB * D];
+        uint8_t yr[MAXB], ys[MAXB];
+        int er = -1, es = -1, bad = 0;
+        for (int i = 0; i < 5; i++) tfps_batcher_next(&moved, B, xs, ys, NULL);   // somewhere else first
+        for (long long k = 0; k < horizon; k++) {
+            // ref has made k calls: its next one is batch k
+            const int nr = tfps_batcher_next(&ref, B, xr, yr, &er);
+            tfps_batcher s;
+            CU_ASSERT_FATAL(tfps_batcher_init(&s, &set, cases[c].w, cases[c].W, 7, NULL, 0) == TFPS_OK);
+            CU_ASSERT_EQUAL(tfps_batcher_skip(&s, B, k), TFPS_OK);
+            const int ns = tfps_batcher_next(&s, B, xs, ys, &es);
+            if (nr != ns || er != es || memcmp(xr, xs, sizeof(float) * D * (size_t)nr) != 0 ||
+                memcmp(yr, ys, (size_t)nr) != 0) {
+                if (!bad++)
+                    fprintf(stderr, "\n  case n=%d W=%d w=%d B=%d: skip(%lld) gives %d examples of epoch %d, "
+                                    "fresh run %d of epoch %d\n", cases[c].n, cases[c].W, cases[c].w, B, k, ns,
+                            es, nr, er);
+            }
+            CU_ASSERT_EQUAL(er, (int)(k / per));
+            tfps_batcher_destroy(&s);
+            // absolute: the batcher that had moved ahead (and back) lands on the same batch
+            CU_ASSERT_EQUAL(tfps_batcher_skip(&moved, B, k), TFPS_OK);
+            const int nm = tfps_batcher_next(&moved, B, xs, ys, &es);
+            CU_ASSERT(nm == nr && es == er && memcmp(xr, xs, sizeof(float) * D * (size_t)nr) == 0);
+            CU_ASSERT_EQUAL(tfps_batcher_skip(&moved, B, horizon - k), TFPS_OK);
+        }
+        CU_ASSERT_EQUAL(bad, 0);
+        // a feeder initialised after the skip holds batch k first, then k+1
+        const long long k = per + 1;
+        tfps_batcher s;
+        tfps_feeder f;
+        CU_ASSERT_FATAL(tfps_batcher_init(&s, &set, cases[c].w, cases[c].W, 7, NULL, 0) == TFPS_OK);
+        CU_ASSERT_EQUAL(tfps_batcher_skip(&s, B, k), TFPS_OK);
+        CU_ASSERT_FATAL(tfps_feeder_init(&f, &s, be, B, NULL, 0) == TFPS_OK);
+        tfps_batcher_destroy(&ref);
+        CU_ASSERT_FATAL(tfps_batcher_init(&ref, &set, cases[c].w, cases[c].W, 7, NULL, 0) == TFPS_OK);
+        for (long long i = 0; i <= k + 1; i++) {
+            const int nr = tfps_batcher_next(&ref, B, xr, yr, &er);
+            if (i < k) continue;
+            const int cur = f.cur;
+            CU_ASSERT(f.n[cur] == nr && f.epoch[cur] == er &&
+                      memcmp(f.x[cur], xr, sizeof(float) * D * (size_t)nr) == 0 &&
+                      memcmp(f.y[cur], yr, (size_t)nr) == 0);
+            CU_ASSERT_EQUAL(tfps_feeder_prefetch(&f), TFPS_OK);
+            tfps_feeder_advance(&f);
+        }
+        tfps_feeder_destroy(&f);
+        // refusals change nothing
+        const int ep = s.epoch, pos = s.pos;
+        CU_ASSERT_EQUAL(tfps_batcher_skip(&s, 0, 3), TFPS_ERR);
+        CU_ASSERT_EQUAL(tfps_batcher_skip(&s, B, -1), TFPS_ERR);
+        CU_ASSERT_EQUAL(tfps_batcher_skip(&s, 1, (long long)set.n * ((long long)INT_MAX + 2)), TFPS_ERR);
+        CU_ASSERT(s.epoch == ep && s.pos == pos);
+        tfps_batcher_destroy(&s);
+        tfps_batcher_destroy(&ref);
+        tfps_batcher_destroy(&moved);
+    }
+    tfps_backend_free(be);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("cpu_backend", NULL, NULL);
@@ -331,6 +419,8 @@ int main(void) {
     CU_add_test(s, "within test_cuda's 1e-4 of float64 at test_cuda's cases", test_refnet_cases);
     CU_add_test(s, "step and predict refusals name the value and the range expected", test_cpu_refusals);
     CU_add_test(s, "batcher: disjoint slices, per-epoch shuffle, deterministic", test_batcher);
+    CU_add_test(s, "batcher: skip(k) then next() is batch k of a fresh run; a feeder after it starts there",
+                test_batcher_skip);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());

@@ -2,6 +2,7 @@
 #include "data.h"
 #include "tfps.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,26 @@ void tfps_batcher_destroy(tfps_batcher *b) {
 }
 
 long long tfps_batcher_steps_per_epoch(const tfps_batcher *b, int B) { return (b->n + B - 1) / B; }
+
+int tfps_batcher_skip(tfps_batcher *b, int B, long long steps) {
+    if (B < 1 || steps < 0) return TFPS_ERR;
+    // next() only moves to epoch e+1 when a call finds pos == n, so after k >= 1
+    // calls the batcher sits in the epoch of batch k-1, just past it (pos may be n)
+    const long long per_epoch = tfps_batcher_steps_per_epoch(b, B);
+    long long epoch = 0, pos = 0;
+    if (steps > 0) {
+        epoch = (steps - 1) / per_epoch;
+        pos = ((steps - 1) % per_epoch + 1) * (long long)B;
+        if (pos > b->n) pos = b->n;
+    }
+    if (epoch > INT_MAX) return TFPS_ERR;
+    if (b->epoch != (int)epoch) {
+        b->epoch = (int)epoch;
+        shuffle_epoch(b);   // from the identity, not from the current order: any epoch is one shuffle away
+    }
+    b->pos = (int)pos;
+    return TFPS_OK;
+}
 
 void tfps_gather(const tfps_idx_set *set, const int *idx, int n, float *x, uint8_t *y) {
     const size_t d = (size_t)set->rows * set->cols;

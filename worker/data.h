@@ -33,13 +33,24 @@ void tfps_batcher_destroy(tfps_batcher *b);
 int tfps_batcher_next(tfps_batcher *b, int B, float *x, uint8_t *y, int *epoch);
 /* Steps in one epoch of this slice at batch B. */
 long long tfps_batcher_steps_per_epoch(const tfps_batcher *b, int B);
+/* Resume: puts b exactly where `steps` calls of tfps_batcher_next(b, B, ...)
+ * from a fresh init leave it (epoch, position and that epoch's order),
+ * whatever b's state now, so the next call returns batch `steps` (0-based).
+ * Gathers no pixels: an epoch's order is a pure function of (seed, epoch,
+ * worker), so this costs at most one shuffle, O(n). B must be the batch size
+ * the run used (the last batch of each epoch is short). Call it BEFORE
+ * tfps_feeder_init: the feeder gathers its first batch from the batcher at
+ * init, and a skip after that leaves the feeder's batch stale. Returns TFPS_OK,
+ * or TFPS_ERR (b unchanged) if B < 1, steps < 0 or the epoch would overflow. */
+int tfps_batcher_skip(tfps_batcher *b, int B, long long steps);
 
 /* A feeder keeps one batch ahead of the step: while step t computes, batch
  * t+1 is already gathered into the other host buffer and, on the GPU, on its
  * way to the device (backend prefetch). Buffers come from the backend's
  * host_alloc (page-locked on the GPU). Use:
  *
- *     tfps_feeder_init(&f, &batcher, be, B);           // gathers batch 0
+ *     tfps_batcher_skip(&batcher, B, start);           // resuming: before init, see above
+ *     tfps_feeder_init(&f, &batcher, be, B);           // gathers batch 0 (or `start`)
  *     for (t = 0; t < total; t++) {
  *         if (t + 1 < total) tfps_feeder_prefetch(&f);  // gathers t+1, starts its upload
  *         be->step(be, params, f.x[f.cur], f.y[f.cur], f.n[f.cur], ...);
