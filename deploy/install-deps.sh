@@ -5,7 +5,8 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config curl ca-certificates
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libcjson-dev
-      libopenblas-dev libcunit1-dev zlib1g-dev)
+      libopenblas-dev libcunit1-dev zlib1g-dev
+      iproute2)   # tests/test_netns.sh: ip netns, veth, bridge
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,14 +2,27 @@
 # Starts a tfps cluster on this machine: M ps and N workers (worker 0 is the
 # chief), each a real process with its own TF_CONFIG, on free loopback ports.
 #
-#   deploy/local-cluster.sh [--ps M] [--workers N] [--evaluator] [--task-args TASK "ARGS"]... [options...]
+#   deploy/local-cluster.sh [--ps M] [--workers N] [--evaluator] [--task-args TASK "ARGS"]...
+#                           [--restart never|on-failure] [--max-restarts R] [--kill TASK SECONDS]... [options...]
 #
 # Options (e.g. --epochs 5 --output-dir out) go to every task; --task-args
 # adds ARGS to one task only (TASK as ps-0, worker-1, evaluator-0), e.g. a
-# straggler: --task-args worker-1 "--slow-step-ms 50". Per-task
-# logs go to <output-dir>/logs/<job>-<index>.log. Ctrl-C stops every task. If
-# any task fails, the rest are stopped and this script exits non-zero. At the
-# end it prints the chief's summary.
+# straggler: --task-args worker-1 "--slow-step-ms 50". Per-task logs go to
+# <output-dir>/logs/<job>-<index>.log; <output-dir>/logs/pids lists the
+# running tasks as lines "<task> <pid>" (rewritten on every start, restart and
+# exit). Ctrl-C stops every task. At the end it prints the chief's summary.
+#
+# Failures: with --restart never (default), the first task to exit non-zero
+# stops the rest and this script exits 1. With --restart on-failure (as
+# Kubernetes' restartPolicy OnFailure), such a task is restarted with the same
+# TF_CONFIG, arguments and log file (appended to, after a line
+# "local-cluster: restarting TASK (exit N, restart K of R)") after a backoff of
+# 1 s doubling to 10 s, at most --max-restarts times (default 5) per task; when
+# they are used up, the rest are stopped and this script exits 1. A task that
+# exits 0 is done; one that exits 2 (a usage or configuration error) is never
+# restarted. --kill TASK SECONDS (repeatable) kill -9s TASK that many seconds
+# after the start, once per --kill, to try faults (a killed task exits 137 and
+# counts as a failure).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,9 +31,12 @@ num_ps=2
 num_workers=2
 evaluator=0
 out=outputs
+restart=never
+max_restarts=5
 args=()
+kills=()   # "TASK SECONDS" pairs
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 declare -A task_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +50,18 @@ while [ $# -gt 0 ]; do
       [ $# -ge 3 ] && [[ "$2" =~ ^(ps|worker|evaluator)-[0-9]+$ ]] ||
         { echo "local-cluster: --task-args \"${2:-}\": expected --task-args ps-K|worker-K|evaluator-0 \"ARGS\"" >&2; exit 2; }
       task_args[$2]="${task_args[$2]:-} $3"; shift 3;;
+    --restart)
+      [ $# -ge 2 ] && [[ "$2" =~ ^(never|on-failure)$ ]] ||
+        { echo "local-cluster: --restart \"${2:-}\": expected never or on-failure" >&2; exit 2; }
+      restart=$2; shift 2;;
+    --max-restarts)
+      [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -le 1000 ] ||
+        { echo "local-cluster: --max-restarts \"${2:-}\": expected an integer in 0..1000" >&2; exit 2; }
+      max_restarts=$2; shift 2;;
+    --kill)
+      [ $# -ge 3 ] && [[ "$2" =~ ^(ps|worker|evaluator)-[0-9]+$ ]] && [[ "$3" =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+        { echo "local-cluster: --kill \"${2:-}\" \"${3:-}\": expected --kill ps-K|worker-K|evaluator-0 SECONDS" >&2; exit 2; }
+      kills+=("$2 $3"); shift 3;;
     -h|--help) usage; exit 0;;
     --output-dir) [ $# -ge 2 ] || { echo "local-cluster: --output-dir: missing value" >&2; exit 2; }
       out=$2; args+=("$1" "$2"); shift 2;;
@@ -43,6 +71,14 @@ while [ $# -gt 0 ]; do
 done
 for b in tfps-ps tfps-worker; do
   [ -x "$bin/$b" ] || { echo "local-cluster: $bin/$b not found: build first (cmake -S . -B build && cmake --build build) or set TFPS_BIN" >&2; exit 2; }
+done
+tasks=()
+for i in $(seq 0 $((num_ps - 1))); do tasks+=("ps-$i"); done
+for i in $(seq 0 $((num_workers - 1))); do tasks+=("worker-$i"); done
+[ $evaluator = 1 ] && tasks+=("evaluator-0")
+for k in "${kills[@]+"${kills[@]}"}"; do
+  case " ${tasks[*]} " in *" ${k% *} "*) ;;
+    *) echo "local-cluster: --kill ${k% *}: no such task in this cluster (${tasks[*]})" >&2; exit 2;; esac
 done
 
 # Free loopback ports: ask the kernel for ephemeral ones through bash's /dev/tcp
@@ -63,46 +99,118 @@ for i in $(seq 0 $((num_workers - 1))); do worker_list="$worker_list${worker_lis
 cluster="{\"worker\": [$worker_list], \"ps\": [$ps_list]}"
 
 mkdir -p "$out/logs"
+pidfile=$out/logs/pids
 # Two processes per core or more: one OpenBLAS thread each unless asked otherwise.
 export TFPS_THREADS=${TFPS_THREADS:-1}
-pids=(); names=()
-start() {   # job index daemon
-  local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$1\", \"index\": $2}}" extra=()
-  read -r -a extra <<<"${task_args[$1-$2]:-}"
-  TF_CONFIG="$tf" "$bin/$3" "${args[@]}" "${extra[@]+"${extra[@]}"}" >"$out/logs/$1-$2.log" 2>&1 &
-  pids+=($!); names+=("$1-$2")
+declare -A pid_of=()     # running task -> pid
+declare -A restarts=()   # task -> restarts so far
+declare -A last_rc=()    # task -> exit status of its last run
+declare -A timer_of=()   # backoff timer pid -> task it restarts
+helpers=()               # --kill timers
+
+log_of() { echo "$out/logs/$1.log"; }
+# Both stderr and the task's log (opened O_APPEND by every writer, so lines never overwrite each other).
+say() { echo "local-cluster: $2" >&2; echo "local-cluster: $2" >>"$(log_of "$1")"; }
+write_pids() {
+  local t
+  for t in "${tasks[@]}"; do [ -n "${pid_of[$t]:-}" ] && echo "$t ${pid_of[$t]}"; done >"$pidfile.tmp"
+  mv -f "$pidfile.tmp" "$pidfile"
+}
+start() {   # task (job-index)
+  local job=${1%-*} index=${1##*-} daemon=tfps-worker extra=()
+  [ "$job" = ps ] && daemon=tfps-ps
+  local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$job\", \"index\": $index}}"
+  read -r -a extra <<<"${task_args[$1]:-}"
+  TF_CONFIG="$tf" "$bin/$daemon" "${args[@]}" "${extra[@]+"${extra[@]}"}" >>"$(log_of "$1")" 2>&1 &
+  pid_of[$1]=$!
+  write_pids
+}
+describe() {   # exit status -> "137 (SIGKILL)"
+  if [ "$1" -gt 128 ] && [ "$1" -lt 160 ]; then echo "$1 (SIG$(kill -l $(($1 - 128)) 2>/dev/null || echo ?))"; else echo "$1"; fi
+}
+stop_helpers() {
+  local p
+  for p in "${helpers[@]+"${helpers[@]}"}" "${!timer_of[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${helpers[@]+"${helpers[@]}"}" "${!timer_of[@]}"; do wait "$p" 2>/dev/null || true; done
+  helpers=(); timer_of=()
 }
 stop_all() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local p
+  stop_helpers
+  for p in "${pid_of[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pid_of[@]}"; do wait "$p" 2>/dev/null || true; done
+  pid_of=()
+  write_pids
 }
 trap 'echo "local-cluster: interrupted, stopping every task" >&2; stop_all; exit 130' INT TERM
+trap 'stop_helpers' EXIT
 
-echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator"); cluster $cluster; logs in $out/logs" >&2
-for i in $(seq 0 $((num_ps - 1))); do start ps "$i" tfps-ps; done
-for i in $(seq 0 $((num_workers - 1))); do start worker "$i" tfps-worker; done
-[ $evaluator = 1 ] && start evaluator 0 tfps-worker
+echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator"); cluster $cluster; logs in $out/logs$([ $restart = on-failure ] && echo "; --restart on-failure, at most $max_restarts per task")" >&2
+for t in "${tasks[@]}"; do : >"$(log_of "$t")"; restarts[$t]=0; done
+for t in "${tasks[@]}"; do start "$t"; done
 
-# Wait for every task; the first failure stops the rest.
-remaining=("${pids[@]}")
-while [ ${#remaining[@]} -gt 0 ]; do
+# --kill: each in a subshell of its own that sleeps, then kill -9s the task's
+# pid of that moment (from the pids file: a task in backoff or done is not in it).
+for k in "${kills[@]+"${kills[@]}"}"; do
+  (
+    task=${k% *} secs=${k#* }
+    trap 'kill -TERM "$sp" 2>/dev/null; exit 0' TERM
+    sleep "$secs" </dev/null >/dev/null 2>&1 & sp=$!
+    wait "$sp"
+    pid=$(awk -v t="$task" '$1 == t { print $2 }' "$pidfile")
+    if [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; then
+      say "$task" "--kill $task $secs: sent SIGKILL to $task (pid $pid)"
+    else
+      say "$task" "--kill $task $secs: $task is not running, nothing killed"
+    fi
+  ) &
+  helpers+=($!)
+done
+
+# Wait for every task and backoff timer. A task that exits non-zero is
+# restarted (on-failure, a timer's end) or stops the rest.
+while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
+  finished=
   set +e
-  wait -n -p finished "${remaining[@]}"
+  wait -n -p finished "${pid_of[@]}" "${!timer_of[@]}" 2>/dev/null   # not bash's own "Killed" line: ours says it
   rc=$?
   set -e
-  [ -n "${finished:-}" ] || break
-  keep=()
-  for p in "${remaining[@]}"; do [ "$p" = "$finished" ] || keep+=("$p"); done
-  remaining=("${keep[@]+"${keep[@]}"}")
-  for k in "${!pids[@]}"; do [ "${pids[$k]}" = "$finished" ] && name=${names[$k]}; done
-  if [ "$rc" -ne 0 ]; then
-    echo "local-cluster: $name exited $rc; stopping the other tasks. Last lines of $out/logs/$name.log:" >&2
-    tail -n 5 "$out/logs/$name.log" >&2
-    stop_all
-    exit 1
+  [ -n "$finished" ] || break
+  if [ -n "${timer_of[$finished]:-}" ]; then   # a backoff ended: start the task again
+    name=${timer_of[$finished]}
+    unset "timer_of[$finished]"
+    say "$name" "restarting $name (exit ${last_rc[$name]}, restart ${restarts[$name]} of $max_restarts)"
+    start "$name"
+    continue
   fi
-  echo "local-cluster: $name exited 0" >&2
+  name=
+  for t in "${!pid_of[@]}"; do [ "${pid_of[$t]}" = "$finished" ] && name=$t; done
+  unset "pid_of[$name]"
+  write_pids
+  last_rc[$name]=$rc
+  if [ "$rc" -eq 0 ]; then
+    echo "local-cluster: $name exited 0" >&2
+    continue
+  fi
+  if [ $restart = on-failure ] && [ "$rc" -ne 2 ] && [ "${restarts[$name]}" -lt "$max_restarts" ]; then
+    restarts[$name]=$((restarts[$name] + 1))
+    delay=$((1 << (restarts[$name] - 1))); [ $delay -gt 10 ] && delay=10
+    echo "local-cluster: $name exited $(describe "$rc"); restart in $delay s" >&2
+    sleep "$delay" </dev/null >/dev/null 2>&1 &
+    timer_of[$!]=$name
+    continue
+  fi
+  why=""
+  if [ $restart = on-failure ]; then
+    if [ "$rc" -eq 2 ]; then why=" (exit 2 is a usage or configuration error: not restarted)"
+    else why=" after ${restarts[$name]} restart$([ "${restarts[$name]}" = 1 ] || echo s) (--max-restarts $max_restarts)"; fi
+  fi
+  echo "local-cluster: $name exited $(describe "$rc")$why; stopping the other tasks. Last lines of $(log_of "$name"):" >&2
+  tail -n 5 "$(log_of "$name")" >&2
+  stop_all
+  exit 1
 done
+stop_helpers
 trap - INT TERM
 grep -h '^tfps:' "$out/logs/worker-0.log" || true
 [ -f "$out/summary.json" ] && echo "local-cluster: summary in $out/summary.json, model in $out/model/" >&2
