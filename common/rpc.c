@@ -24,6 +24,7 @@
 #include "tfps.h"
 #include "wire.h"
 
+#include <signal.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -67,6 +68,11 @@ static void rpc_gpr_log(gpr_log_func_args *a) {
     tfps_log(a->severity == GPR_LOG_SEVERITY_ERROR ? TFPS_LOG_WARN : TFPS_LOG_DEBUG, "grpc: %s (%s:%d)", a->message,
              a->file, a->line);
 }
+
+static volatile sig_atomic_t interrupts;
+
+void tfps_rpc_interrupt(void) { interrupts = interrupts + 1; }
+int tfps_rpc_interrupts(void) { return (int)interrupts; }
 
 void tfps_rpc_init(void) {
     /* ~1 MB buffers per call: keep them in the heap instead of mmap/munmap
@@ -653,12 +659,14 @@ typedef struct {
     grpc_status_code status;
     grpc_slice details;
     double retry_at, backoff;
+    double t_start, t_logged;     /* the attempt's start; its last "no answer" line */
     int attempts;
 } rpc_ccall;
 
 static void attempt_start(tfps_rpc_client *c, rpc_ccall *x, int target, gpr_timespec deadline, int wait_for_ready) {
     x->attempts++;
     x->state = CC_RUNNING;
+    x->t_start = x->t_logged = tfps_now();
     x->call = grpc_channel_create_registered_call(c->ch[target], NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, x->handle,
                                                   deadline, NULL);
     x->send = grpc_raw_byte_buffer_create(&x->body, 1);
@@ -779,7 +787,8 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
     }
     const double t_end = tfps_now() + timeout_s;
     const gpr_timespec deadline = rpc_after(timeout_s);
-    int active = n;
+    const sig_atomic_t gen = interrupts;
+    int active = n, cut = 0;
     for (int k = 0; k < n; k++) {
         rpc_ccall *x = &xs[k];
         x->body = reqs[k].len ? grpc_slice_from_copied_buffer((const char *)reqs[k].body, reqs[k].len)
@@ -803,7 +812,7 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
                 x->details = grpc_slice_from_static_string("call batch failed");
             }
             double now = tfps_now();
-            if (x->status == GRPC_STATUS_UNAVAILABLE && now + x->backoff < t_end) {
+            if (x->status == GRPC_STATUS_UNAVAILABLE && now + x->backoff < t_end && !cut) {
                 const char *tgt = c->targets[reqs[k].target];
                 size_t dl = GRPC_SLICE_LENGTH(x->details);
                 int lvl = TFPS_LOG_DEBUG;
@@ -824,10 +833,31 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
                 active--;
             }
         }
+        if (interrupts != gen && !cut) {   // a signal: every call of this batch ends now
+            cut = 1;
+            for (int k = 0; k < n; k++) {
+                rpc_ccall *x = &xs[k];
+                if (x->state == CC_RUNNING) {
+                    grpc_call_cancel_with_status(x->call, GRPC_STATUS_CANCELLED, "interrupted by a signal", NULL);
+                } else if (x->state == CC_BACKOFF) {
+                    results[k] = (tfps_rpc_result){.status = TFPS_RPC_CANCELLED};
+                    snprintf(results[k].details, sizeof(results[k].details), "interrupted by a signal");
+                    x->state = CC_DONE;
+                    active--;
+                }
+            }
+        }
         double now = tfps_now();
+        for (int k = 0; k < n; k++) {   // a call that hangs (a link down, a held pull) says so every few seconds
+            rpc_ccall *x = &xs[k];
+            if (x->state != CC_RUNNING || now - x->t_logged < RPC_WAIT_LOG_EVERY_S || wait_for_ready) continue;
+            x->t_logged = now;
+            tfps_info("rpc: %s %s: no answer for %.0f s (deadline in %.0f s)", c->targets[reqs[k].target],
+                      reqs[k].method, now - x->t_start, t_end - now);
+        }
         for (int k = 0; k < n; k++) {
             rpc_ccall *x = &xs[k];
-            if (x->state != CC_BACKOFF || x->retry_at > now) continue;
+            if (x->state != CC_BACKOFF || x->retry_at > now || cut) continue;
             attempt_start(c, x, reqs[k].target, deadline, wait_for_ready);
             if (x->state == CC_DONE) active--;
         }

@@ -58,6 +58,12 @@ const char *tfps_rpc_status_name(int status);   /* "UNAVAILABLE", ... */
  * (grpc_shutdown). Call once each, from main. */
 void tfps_rpc_init(void);
 void tfps_rpc_shutdown(void);
+/* Async-signal-safe (a daemon's SIGTERM handler): every client call in
+ * flight now ends CANCELLED "interrupted" within about a second; calls
+ * started afterwards run normally (a last checkpoint). tfps_rpc_interrupts
+ * counts the requests so far, so a loop of calls can tell it was cut. */
+void tfps_rpc_interrupt(void);
+int tfps_rpc_interrupts(void);
 
 /* ---- server --------------------------------------------------------------- */
 typedef struct tfps_rpc_server tfps_rpc_server;

@@ -13,7 +13,8 @@
     X(PUSH, Push, push)                                                                                          \
     X(HEARTBEAT, Heartbeat, heartbeat)                                                                           \
     X(STATUS, Status, status)                                                                                    \
-    X(SHUTDOWN, Shutdown, shutdown)
+    X(SHUTDOWN, Shutdown, shutdown)                                                                              \
+    X(CHECKPOINT, Checkpoint, checkpoint)
 
 typedef enum {
 #define TFPS_METHOD_ENUM(E, N, n) TFPS_M_##E,

@@ -125,6 +125,7 @@ int tfps_wire_pack_register_req(const tfps_wire_register_req *m, tfps_buf *out) 
     p.staleness = m->staleness;
     p.optimizer = str_to_pb(m->optimizer);
     p.optimizer_digest = m->optimizer_digest;
+    p.clock = m->clock;
     return pack_msg(&p.base, out);
 }
 
@@ -134,6 +135,7 @@ int tfps_wire_pack_register_resp(const tfps_wire_register_resp *m, tfps_buf *out
     p.version = m->version;
     p.ps_index = m->ps_index;
     p.clock = m->clock;
+    p.restored_step = m->restored_step;
     return pack_msg(&p.base, out);
 }
 
@@ -202,6 +204,7 @@ int tfps_wire_pack_heartbeat_resp(const tfps_wire_heartbeat_resp *m, tfps_buf *o
     p.workers_registered = m->workers_registered;
     p.workers_done = m->workers_done;
     p.shutting_down = m->shutting_down != 0;
+    p.workers_dead = m->workers_dead;
     return pack_msg(&p.base, out);
 }
 
@@ -229,17 +232,40 @@ int tfps_wire_pack_status_resp(const tfps_wire_status_resp *m, tfps_buf *out) {
     p.max_lead = m->max_lead;
     p.held = m->held;
     p.aggregated = m->aggregated;
+    p.workers_dead = m->workers_dead;
+    p.checkpoints = m->checkpoints;
+    p.last_checkpoint_step = m->last_checkpoint_step;
+    p.restored_step = m->restored_step;
+    p.checkpoint_pause_s = m->checkpoint_pause_s;
     return pack_msg(&p.base, out);
 }
 
 int tfps_wire_pack_shutdown_req(const tfps_wire_shutdown_req *m, tfps_buf *out) {
     Tfps__V1__ShutdownRequest p = TFPS__V1__SHUTDOWN_REQUEST__INIT;
     p.reason = str_to_pb(m->reason);
+    p.failed = m->failed != 0;
     return pack_msg(&p.base, out);
 }
 
 int tfps_wire_pack_shutdown_resp(tfps_buf *out) {
     Tfps__V1__ShutdownResponse p = TFPS__V1__SHUTDOWN_RESPONSE__INIT;
+    return pack_msg(&p.base, out);
+}
+int tfps_wire_pack_checkpoint_req(const tfps_wire_checkpoint_req *m, tfps_buf *out) {
+    Tfps__V1__CheckpointRequest p = TFPS__V1__CHECKPOINT_REQUEST__INIT;
+    p.worker_id = m->worker_id;
+    p.step = m->step;
+    p.version = m->version;
+    return pack_msg(&p.base, out);
+}
+int tfps_wire_pack_checkpoint_resp(const tfps_wire_checkpoint_resp *m, tfps_buf *out) {
+    Tfps__V1__CheckpointResponse p = TFPS__V1__CHECKPOINT_RESPONSE__INIT;
+    p.ps_index = m->ps_index;
+    p.version = m->version;
+    p.bytes = m->bytes;
+    p.crc = m->crc;
+    p.pause_s = m->pause_s;
+    p.write_s = m->write_s;
     return pack_msg(&p.base, out);
 }
 
@@ -355,6 +381,7 @@ int tfps_wire_unpack_register_req(const uint8_t *data, size_t len, tfps_wire_reg
     m->staleness = p->staleness;
     m->optimizer = str_from_pb(p->optimizer);
     m->optimizer_digest = p->optimizer_digest;
+    m->clock = p->clock;
     return TFPS_OK;
 }
 
@@ -367,6 +394,7 @@ int tfps_wire_unpack_register_resp(const uint8_t *data, size_t len, tfps_wire_re
     m->version = p->version;
     m->ps_index = p->ps_index;
     m->clock = p->clock;
+    m->restored_step = p->restored_step;
     return TFPS_OK;
 }
 
@@ -453,6 +481,7 @@ int tfps_wire_unpack_heartbeat_resp(const uint8_t *data, size_t len, tfps_wire_h
     m->workers_registered = p->workers_registered;
     m->workers_done = p->workers_done;
     m->shutting_down = p->shutting_down != 0;
+    m->workers_dead = p->workers_dead;
     return TFPS_OK;
 }
 
@@ -484,6 +513,11 @@ int tfps_wire_unpack_status_resp(const uint8_t *data, size_t len, tfps_wire_stat
     m->max_lead = p->max_lead;
     m->held = p->held;
     m->aggregated = p->aggregated;
+    m->workers_dead = p->workers_dead;
+    m->checkpoints = p->checkpoints;
+    m->last_checkpoint_step = p->last_checkpoint_step;
+    m->restored_step = p->restored_step;
+    m->checkpoint_pause_s = p->checkpoint_pause_s;
     return TFPS_OK;
 }
 
@@ -492,6 +526,7 @@ int tfps_wire_unpack_shutdown_req(const uint8_t *data, size_t len, tfps_wire_shu
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__shutdown_request__descriptor, data, len, owner, err, errlen);
     if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->reason = str_from_pb(((const Tfps__V1__ShutdownRequest *)msg)->reason);
+    m->failed = ((const Tfps__V1__ShutdownRequest *)msg)->failed != 0;
     return TFPS_OK;
 }
 
@@ -499,6 +534,29 @@ int tfps_wire_unpack_shutdown_resp(const uint8_t *data, size_t len, void **owner
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__shutdown_response__descriptor, data, len, owner, err, errlen);
     if (!msg) return TFPS_ERR;
     return own(msg, owner, err, errlen);
+}
+int tfps_wire_unpack_checkpoint_req(const uint8_t *data, size_t len, tfps_wire_checkpoint_req *m, void **owner,
+                                    char *err, size_t errlen) {
+    ProtobufCMessage *msg = unpack_msg(&tfps__v1__checkpoint_request__descriptor, data, len, owner, err, errlen);
+    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    const Tfps__V1__CheckpointRequest *p = (const Tfps__V1__CheckpointRequest *)msg;
+    m->worker_id = p->worker_id;
+    m->step = p->step;
+    m->version = p->version;
+    return TFPS_OK;
+}
+int tfps_wire_unpack_checkpoint_resp(const uint8_t *data, size_t len, tfps_wire_checkpoint_resp *m, void **owner,
+                                     char *err, size_t errlen) {
+    ProtobufCMessage *msg = unpack_msg(&tfps__v1__checkpoint_response__descriptor, data, len, owner, err, errlen);
+    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    const Tfps__V1__CheckpointResponse *p = (const Tfps__V1__CheckpointResponse *)msg;
+    m->ps_index = p->ps_index;
+    m->version = p->version;
+    m->bytes = p->bytes;
+    m->crc = p->crc;
+    m->pause_s = p->pause_s;
+    m->write_s = p->write_s;
+    return TFPS_OK;
 }
 
 int tfps_wire_unpack_health_req(const uint8_t *data, size_t len, const char **service, void **owner, char *err,

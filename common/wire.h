@@ -53,6 +53,7 @@ typedef struct {
     uint32_t staleness;
     const char *optimizer;     /* tfps_optim_describe text */
     uint64_t optimizer_digest;
+    uint64_t clock;            /* a re-registering worker's pushes so far */
 } tfps_wire_register_req;
 
 typedef struct {
@@ -60,6 +61,7 @@ typedef struct {
     uint64_t version;
     uint32_t ps_index;
     uint64_t clock;            /* pushes this ps has from the rank */
+    uint64_t restored_step;    /* the checkpoint this ps restored at start (0: none) */
 } tfps_wire_register_resp;
 
 typedef struct {
@@ -104,6 +106,7 @@ typedef struct {
     uint32_t workers_registered;
     uint32_t workers_done;
     int shutting_down;
+    uint32_t workers_dead;
 } tfps_wire_heartbeat_resp;
 
 typedef struct {
@@ -118,10 +121,27 @@ typedef struct {
     uint64_t max_lead;         /* ssp: largest clock lead of a reader over the slowest live worker */
     uint32_t held;             /* calls held now */
     uint64_t aggregated;       /* sync: gradients averaged into steps */
+    uint32_t workers_dead;     /* replicas that stopped calling */
+    uint64_t checkpoints, last_checkpoint_step, restored_step;
+    double checkpoint_pause_s; /* the longest snapshot pause */
 } tfps_wire_status_resp;
 
 typedef struct {
+    uint32_t worker_id;
+    uint64_t step;             /* global step: the shard goes to step-<step>/ */
+    uint64_t version;          /* sync: snapshot at this version; 0: now */
+} tfps_wire_checkpoint_req;
+
+typedef struct {
+    uint32_t ps_index;
+    uint64_t version, bytes;
+    uint32_t crc;
+    double pause_s, write_s;
+} tfps_wire_checkpoint_resp;
+
+typedef struct {
     const char *reason;
+    int failed;                /* the job failed: the ps exits 1 */
 } tfps_wire_shutdown_req;
 
 /* Pack into out (out->len set; previous contents replaced). TFPS_OK/TFPS_ERR (OOM). */
@@ -137,6 +157,8 @@ int tfps_wire_pack_status_req(tfps_buf *out);
 int tfps_wire_pack_status_resp(const tfps_wire_status_resp *m, tfps_buf *out);
 int tfps_wire_pack_shutdown_req(const tfps_wire_shutdown_req *m, tfps_buf *out);
 int tfps_wire_pack_shutdown_resp(tfps_buf *out);
+int tfps_wire_pack_checkpoint_req(const tfps_wire_checkpoint_req *m, tfps_buf *out);
+int tfps_wire_pack_checkpoint_resp(const tfps_wire_checkpoint_resp *m, tfps_buf *out);
 /* grpc.health.v1.HealthCheckResponse {status: SERVING (1) or NOT_SERVING (2)} */
 int tfps_wire_pack_health_resp(int serving, tfps_buf *out);
 
@@ -163,6 +185,10 @@ int tfps_wire_unpack_status_resp(const uint8_t *data, size_t len, tfps_wire_stat
 int tfps_wire_unpack_shutdown_req(const uint8_t *data, size_t len, tfps_wire_shutdown_req *m, void **owner, char *err,
                                   size_t errlen);
 int tfps_wire_unpack_shutdown_resp(const uint8_t *data, size_t len, void **owner, char *err, size_t errlen);
+int tfps_wire_unpack_checkpoint_req(const uint8_t *data, size_t len, tfps_wire_checkpoint_req *m, void **owner,
+                                    char *err, size_t errlen);
+int tfps_wire_unpack_checkpoint_resp(const uint8_t *data, size_t len, tfps_wire_checkpoint_resp *m, void **owner,
+                                     char *err, size_t errlen);
 /* Health: the request's service name (may be ""). */
 int tfps_wire_unpack_health_req(const uint8_t *data, size_t len, const char **service, void **owner, char *err,
                                 size_t errlen);

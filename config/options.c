@@ -75,6 +75,24 @@ static const opt_def opts[] = {
     {"epsilon", OPT_FLOAT, OFF(epsilon), "1e-07", 1e-12, 1, NULL, "adam, adagrad: the epsilon of the denominator"},
     {"initial-accumulator", OPT_FLOAT, OFF(initial_accumulator), "0.1", 0, 1e6, NULL,
      "adagrad: initial value of the accumulator"},
+    {"checkpoint-dir", OPT_PATH, OFF(checkpoint_dir), NULL, 0, 0, NULL,
+     "where the ps write step-N/ps-K.ckpt and the chief step-N/MANIFEST (default <output-dir>/checkpoints); a "
+     "starting ps restores the newest complete one. Across hosts: a shared filesystem, as in TF"},
+    {"checkpoint-every-secs", OPT_FLOAT, OFF(checkpoint_every_secs), "600", 0, 1e9, NULL,
+     "chief: seconds between checkpoints (TF's default 600); 0 = none but the final one"},
+    {"checkpoint-every-steps", OPT_I64, OFF(checkpoint_every_steps), "0", 0, 1e12, NULL,
+     "chief: also a checkpoint every N of its own steps; 0 = off"},
+    {"keep-checkpoints", OPT_INT, OFF(keep_checkpoints), "5", 1, 1000000, NULL,
+     "complete checkpoints kept; older ones are removed (TF's max_to_keep)"},
+    {"ps-recovery-timeout", OPT_FLOAT, OFF(ps_recovery_timeout), "300", 1, 86400, NULL,
+     "seconds a task waits for an unreachable or restarted ps to come back before it exits non-zero"},
+    {"heartbeat-secs", OPT_FLOAT, OFF(heartbeat_secs), "10", 0.1, 3600, NULL,
+     "ps: a replica with no call for 3 intervals is marked dead (sync stops waiting for it, the chief too)"},
+    {"idle-timeout", OPT_FLOAT, OFF(idle_timeout), "600", 1, 1e9, NULL,
+     "ps: with no live training replica for this long, checkpoint and exit 1 (no ps outlives its job)"},
+    {"export-checkpoint", OPT_PATH, OFF(export_checkpoint), NULL, 0, 0, NULL,
+     "tfps-worker: write <output-dir>/model from this checkpoint (a step-N folder, or a checkpoint folder: its "
+     "newest complete one), evaluate it and exit"},
     {"slow-step-ms", OPT_INT, OFF(slow_step_ms), "0", 0, 600000, NULL,
      "testing: a worker sleeps this long after each step (a straggler, for the fault and backup-worker tests)"},
 };
@@ -94,6 +112,12 @@ void tfps_options_optim(const tfps_options *o, tfps_optim *out) {
     *out = (tfps_optim){.kind = o->optimizer, .lr = (float)o->learning_rate, .momentum = (float)o->momentum,
                         .nesterov = o->nesterov, .beta1 = o->beta1, .beta2 = o->beta2,
                         .epsilon = (float)o->epsilon, .initial_accumulator = (float)o->initial_accumulator};
+}
+
+int tfps_options_checkpoint_dir(const tfps_options *o, char *out, size_t n) {
+    int len = o->checkpoint_dir[0] ? snprintf(out, n, "%s", o->checkpoint_dir)
+                                   : snprintf(out, n, "%s/checkpoints", o->output_dir);
+    return len >= 0 && (size_t)len < n ? TFPS_OK : TFPS_ERR;
 }
 
 const char *tfps_consistency_name(int c) {
@@ -162,8 +186,8 @@ bad:
 
 int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t errlen) {
     memset(o, 0, sizeof(*o));
-    for (size_t i = 0; i < NOPTS; i++)
-        if (set_option(o, &opts[i], opts[i].def, "default", err, errlen) != TFPS_OK) return TFPS_ERR;
+    for (size_t i = 0; i < NOPTS; i++)   // no default (NULL): stays empty, the code picks (see the help)
+        if (opts[i].def && set_option(o, &opts[i], opts[i].def, "default", err, errlen) != TFPS_OK) return TFPS_ERR;
     for (size_t i = 0; i < NOPTS; i++) {
         char name[64];
         env_name(&opts[i], name, sizeof(name));
@@ -204,8 +228,8 @@ void tfps_options_usage(FILE *f, const char *prog, const char *what) {
         char env[64], expected[256];
         env_name(&opts[i], env, sizeof(env));
         describe_expected(&opts[i], expected, sizeof(expected));
-        fprintf(f, "  --%-22s %-28s default %s\n      %s; %s\n", opts[i].name, env, opts[i].def, opts[i].help,
-                expected);
+        fprintf(f, "  --%-22s %-28s default %s\n      %s; %s\n", opts[i].name, env,
+                opts[i].def ? opts[i].def : "(none)", opts[i].help, expected);
     }
     fprintf(f, "\nActions:\n"
                "  --print-cluster          resolve TF_CONFIG and options, print the cluster as JSON, exit 0\n"

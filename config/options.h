@@ -50,6 +50,14 @@ typedef struct {
     double beta1, beta2;        /* adam */
     double epsilon;             /* adam, adagrad */
     double initial_accumulator; /* adagrad */
+    char checkpoint_dir[TFPS_PATH_LEN];   /* "" = <output-dir>/checkpoints (tfps_options_checkpoint_dir) */
+    double checkpoint_every_secs;   /* chief: 0 = only the final checkpoint */
+    long long checkpoint_every_steps; /* chief: 0 = off */
+    int keep_checkpoints;
+    double ps_recovery_timeout; /* seconds an unreachable ps may take to come back */
+    double heartbeat_secs;      /* ps: 3 intervals without a call = dead */
+    double idle_timeout;        /* ps: no live replica this long = checkpoint and exit */
+    char export_checkpoint[TFPS_PATH_LEN];   /* worker action: checkpoint -> model files */
     int slow_step_ms;           /* testing: sleep after each step (a straggler) */
     /* actions, flags only */
     int print_cluster, help, version;
@@ -70,6 +78,9 @@ const char *tfps_consistency_name(int c);
  * the training replicas (backup workers over several ps: psclient.h).
  * TFPS_ERR with one line naming the flag, the value and what is expected. */
 int tfps_options_check_cluster(const tfps_options *o, int num_workers, char *err, size_t errlen);
+/* The checkpoint folder: --checkpoint-dir or <output-dir>/checkpoints.
+ * TFPS_ERR if it does not fit in n. */
+int tfps_options_checkpoint_dir(const tfps_options *o, char *out, size_t n);
 /* The update rule the options ask for (--optimizer, --learning-rate, ...), as
  * the ps and local mode apply it. */
 void tfps_options_optim(const tfps_options *o, tfps_optim *out);

@@ -124,6 +124,17 @@ int tfps_handlers_shutdown(const uint8_t *req, size_t len, tfps_wire_shutdown_re
                                                                                     : TFPS_RPC_INVALID_ARGUMENT;
 }
 
+int tfps_handlers_checkpoint(const uint8_t *req, size_t len, tfps_wire_checkpoint_req *m, char *msg, size_t msglen) {
+    void *owner = NULL;
+    if (tfps_wire_unpack_checkpoint_req(req, len, m, &owner, msg, msglen) != TFPS_OK) return TFPS_RPC_INVALID_ARGUMENT;
+    tfps_wire_release(owner);   // only numbers: nothing points into it
+    if (m->step == 0) {
+        snprintf(msg, msglen, "CheckpointRequest.step 0: expected the global step, at least 1");
+        return TFPS_RPC_INVALID_ARGUMENT;
+    }
+    return TFPS_RPC_OK;
+}
+
 void tfps_handlers_sanitize(char *out, size_t n, const char *s) {
     size_t j = 0;
     for (; s && *s && j + 1 < n; s++) out[j++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;

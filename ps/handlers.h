@@ -51,6 +51,9 @@ int tfps_handlers_status(const uint8_t *req, size_t len, char *msg, size_t msgle
 int tfps_handlers_shutdown(const uint8_t *req, size_t len, tfps_wire_shutdown_req *m, void **owner, char *msg,
                            size_t msglen);
 
+/* Checkpoint: decoded and checked (a step of at least 1); owns nothing. */
+int tfps_handlers_checkpoint(const uint8_t *req, size_t len, tfps_wire_checkpoint_req *m, char *msg, size_t msglen);
+
 /* Copies s into out (n bytes) with control characters replaced by '?' and
  * cut at n - 1: client text that goes into a log line stays one line. */
 void tfps_handlers_sanitize(char *out, size_t n, const char *s);

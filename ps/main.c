@@ -2,9 +2,11 @@
  *
  * Resolves TF_CONFIG, builds the shard plan, initialises its ranges, and
  * serves tfps.v1.ParameterServer (and grpc.health.v1.Health) on the port of
- * its TF_CONFIG address, on every interface, as TF's servers do. It exits 0
+ * its TF_CONFIG address, on every interface, as TF's servers do. At start it
+ * restores the newest complete checkpoint under --checkpoint-dir. It exits 0
  * on the chief's Shutdown or on SIGTERM/SIGINT, after draining calls in
- * flight. */
+ * flight (a checkpoint being written is finished first); 1 on --idle-timeout
+ * or when the chief's Shutdown says the job failed. */
 #define _POSIX_C_SOURCE 200809L
 #include "daemon.h"
 #include "log.h"
@@ -36,7 +38,7 @@ static void handle(void *ctx, tfps_rpc_call *call, int method, const uint8_t *re
 
 static void tick(void *ctx) {
     ps_daemon *d = ctx;
-    tfps_ps_tick(d->ps);
+    if (tfps_ps_tick(d->ps)) tfps_rpc_server_request_stop(d->server);
 }
 
 /* "host:port" -> "0.0.0.0:port" (or "[::]:port" for an IPv6 address). */
@@ -69,6 +71,17 @@ int main(int argc, char **argv) {
     if (!d.ps) {
         fprintf(stderr, "tfps-ps: %s\n", err);
         rc = TFPS_EXIT_USAGE;   // bad options (e.g. --replicas-to-aggregate) or no memory at start
+        goto done;
+    }
+    char ckpt_dir[TFPS_PATH_LEN + 32];
+    if (tfps_options_checkpoint_dir(&o, ckpt_dir, sizeof(ckpt_dir)) != TFPS_OK ||
+        tfps_mkdirs(ckpt_dir, err, sizeof(err)) != TFPS_OK) {
+        fprintf(stderr, "tfps-ps: --checkpoint-dir %s: cannot be made: %s\n", ckpt_dir, err);
+        rc = TFPS_EXIT_USAGE;
+        goto done;
+    }
+    if (tfps_ps_restore(d.ps, err, sizeof(err)) != TFPS_OK) {
+        fprintf(stderr, "tfps-ps: restore: %s\n", err);
         goto done;
     }
     tfps_rpc_init();
@@ -108,7 +121,9 @@ int main(int argc, char **argv) {
               "%.1f MB out, uptime %.1fs%s",
               (unsigned long long)s.version, (unsigned long long)s.applied, (unsigned long long)s.refused,
               (unsigned long long)s.dropped, s.wait_s, s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
-              tfps_ps_shutdown_requested(d.ps) ? " (chief's Shutdown)" : " (signal)");
+              tfps_ps_shutdown_requested(d.ps) ? " (chief's Shutdown)"
+              : tfps_ps_idle_exit(d.ps)        ? " (--idle-timeout)"
+                                               : " (signal)");
     if (o.consistency != TFPS_CONSISTENCY_ASYNC) {
         char waits[400];
         tfps_ps_describe_waits(d.ps, waits, sizeof(waits));
@@ -119,7 +134,7 @@ int main(int argc, char **argv) {
                   (unsigned long long)s.max_lead, o.staleness);
     tfps_rpc_server_free(d.server);
     tfps_rpc_shutdown();
-    rc = TFPS_EXIT_OK;
+    rc = tfps_ps_exit_code(d.ps);
 done:
     tfps_ps_free(d.ps);
     tfps_shard_plan_destroy(&plan);

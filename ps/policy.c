@@ -158,6 +158,12 @@ void tfps_policy_set_live(tfps_policy *p, int rank, int live) {
     maybe_aggregate(p);   // a replica that leaves may complete the step it was holding up
 }
 
+void tfps_policy_set_version(tfps_policy *p, uint64_t version) { p->version = version; }
+
+void tfps_policy_adopt_clock(tfps_policy *p, int rank, uint64_t clock) {
+    if (clock > p->clock[rank]) p->clock[rank] = clock;
+}
+
 void tfps_policy_restart(tfps_policy *p, int rank) {
     if (p->mode == TFPS_CONSISTENCY_SYNC && p->in[rank]) {
         p->in[rank] = 0;
@@ -188,6 +194,8 @@ static int held_of(const tfps_policy *p, int rank) {
     for (int i = 0; i < p->nheld; i++) n += p->held[i].rank == rank;
     return n;
 }
+
+int tfps_policy_held_count(const tfps_policy *p, int rank) { return held_of(p, rank); }
 
 int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen) {
     if (q->min_version > p->version + 1) {

@@ -65,6 +65,13 @@ void tfps_policy_set_live(tfps_policy *p, int rank, int live);
  * for the caller to answer (pop_rank). */
 void tfps_policy_restart(tfps_policy *p, int rank);
 
+/* A ps restored from a checkpoint continues from its version. */
+void tfps_policy_set_version(tfps_policy *p, uint64_t version);
+/* A re-registering rank's clock (its pushes so far): taken when larger, so a
+ * ps restored from a checkpoint (which lost the pushes since) paces ssp from
+ * where the worker is. */
+void tfps_policy_adopt_clock(tfps_policy *p, int rank, uint64_t clock);
+
 /* Calls one rank may have held at once (the evaluator's: TFPS_POLICY_MAX_HELD
  * in all); more are refused. A worker holds at most one pull per ps. */
 #define TFPS_POLICY_MAX_HELD 4
@@ -76,6 +83,8 @@ int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *m
 /* Would q wait for rank's own push of this round (sync: its gradient for
  * the current step is not in; ssp: its clock counts a push the ps lacks)? */
 int tfps_policy_waits_on_own_push(const tfps_policy *p, int rank, const tfps_pull *q);
+/* Calls of rank held now (a worker waiting on us is alive). */
+int tfps_policy_held_count(const tfps_policy *p, int rank);
 /* Holds the call. TFPS_ERR on OOM. */
 int tfps_policy_hold(tfps_policy *p, void *token, int rank, const tfps_pull *q);
 /* Takes out one held call that may be answered now: 1 with *out, else 0. */

@@ -1,11 +1,13 @@
 /* ps.c -- see ps.h: membership, the method table, statistics, and answering
  * held calls once the policy allows. */
 #include "ps.h"
+#include "ckpt.h"
 #include "handlers.h"
 #include "log.h"
 #include "optim.h"
 #include "policy.h"
 #include "rpc.h"
+#include "saver.h"
 #include "service.h"
 #include "store.h"
 #include "tfps.h"
@@ -21,6 +23,8 @@
 
 typedef struct {
     int registered, done;
+    int dead;               /* no call for 3 heartbeat intervals (or never registered in time): not waited for */
+    double last_seen;       /* tfps_now() of its last call */
     uint64_t step, pushes, dropped;
     double wait_s;          /* seconds its pulls were held */
     int push_refused;       /* its last push was refused: its next pull is not held for it */
@@ -45,6 +49,17 @@ struct tfps_ps {
     double t_start, last_log, last_held_log;
     uint64_t last_logged_version;
     int shutdown;
+    int idle_exit;           /* stopped by --idle-timeout */
+    int job_failed;          /* the chief's Shutdown said the job failed */
+    /* fault tolerance */
+    char ckpt_dir[TFPS_PATH_LEN + 32];
+    double heartbeat_s, idle_timeout, startup_timeout;
+    double last_replica_call;  /* tfps_now() of the last call of a training replica (or the start) */
+    tfps_saver *saver;
+    void *ckpt_token;        /* the Checkpoint call held until its write ends */
+    double ckpt_pause;       /* seconds the snapshot of that call took */
+    uint64_t checkpoints, last_ckpt_step, last_ckpt_version, restored_step;
+    double ckpt_pause_max;
     tfps_ps_reply_fn reply;
     void *reply_ctx;
     tfps_buf out;            /* the reply of the call being handled */
@@ -88,6 +103,17 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     tfps_optim_describe(&ps->opt, ps->opt_desc, sizeof(ps->opt_desc));
     ps->opt_digest = tfps_optim_digest(&ps->opt);
     if (tfps_options_check_cluster(o, num_workers, err, errlen) != TFPS_OK) goto fail;
+    if (tfps_options_checkpoint_dir(o, ps->ckpt_dir, sizeof(ps->ckpt_dir)) != TFPS_OK) {
+        tfps_seterr(err, errlen, "--checkpoint-dir: the path is too long");
+        goto fail;
+    }
+    ps->heartbeat_s = o->heartbeat_secs;
+    ps->idle_timeout = o->idle_timeout;
+    ps->startup_timeout = o->startup_timeout;
+    if (!(ps->saver = tfps_saver_new())) {
+        tfps_seterr(err, errlen, "ps: out of memory");
+        goto fail;
+    }
     ps->reply = reply ? reply : rpc_reply;
     ps->reply_ctx = reply_ctx;
     if (tfps_store_init(&ps->store, l, plan, ps_index, ps->seed, &ps->opt, err, errlen) != TFPS_OK) goto fail;
@@ -99,7 +125,7 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
         tfps_seterr(err, errlen, "ps: out of memory");
         goto fail;
     }
-    ps->t_start = ps->last_log = ps->last_held_log = tfps_now();
+    ps->t_start = ps->last_log = ps->last_held_log = ps->last_replica_call = tfps_now();
     return ps;
 fail:
     tfps_ps_free(ps);
@@ -108,6 +134,7 @@ fail:
 
 void tfps_ps_free(tfps_ps *ps) {
     if (!ps) return;
+    tfps_saver_free(ps->saver);   // waits for a write in flight: a checkpoint is never cut short by an exit
     tfps_policy_free(ps->pol);
     tfps_store_destroy(&ps->store);
     free(ps->workers);
@@ -130,6 +157,38 @@ void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s) {
     s->max_lead = p.max_lead;
     s->held = (uint32_t)p.held;
     s->uptime_s = tfps_now() - ps->t_start;
+    s->checkpoints = ps->checkpoints;
+    s->last_checkpoint_step = ps->last_ckpt_step;
+    s->restored_step = ps->restored_step;
+    s->checkpoint_pause_s = ps->ckpt_pause_max;
+}
+
+int tfps_ps_restore(tfps_ps *ps, char *err, size_t errlen) {
+    tfps_ckpt_info info;
+    int rc = tfps_store_restore(&ps->store, ps->ckpt_dir, ps->ps_index, ps->plan_digest, &info, err, errlen);
+    if (rc == TFPS_CKPT_NONE) {
+        tfps_info("no complete checkpoint in %s: starting from the initial weights", ps->ckpt_dir);
+        return TFPS_OK;
+    }
+    if (rc != TFPS_OK) return TFPS_ERR;
+    tfps_policy_set_version(ps->pol, info.version);
+    ps->restored_step = ps->last_ckpt_step = info.step;
+    ps->last_ckpt_version = info.version;
+    tfps_info("restored step %" PRIu64 " from %s (%d ps wrote it): version %" PRIu64 ", %" PRIu64
+              " optimizer updates", info.step, info.path, info.num_ps, info.version, info.updates);
+    return TFPS_OK;
+}
+
+/* A call from training replica `rank`: it is alive (again, if it was marked dead). */
+static void seen(tfps_ps *ps, int rank) {
+    if (rank < 0 || rank >= ps->num_workers) return;
+    worker_state *w = &ps->workers[rank];
+    w->last_seen = ps->last_replica_call = tfps_now();
+    if (!w->dead) return;
+    w->dead = 0;
+    ps->st.workers_dead--;
+    if (!w->done) tfps_policy_set_live(ps->pol, rank, 1);
+    tfps_info("worker %d called again after being marked dead: it is waited for again", rank + 1);
 }
 
 /* Worker id -> rank, or -1 (message set) when it is not a registered training
@@ -249,11 +308,15 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
             ps->st.workers_registered++;
         }
         if (w->done) ps->st.workers_done--;   // a restarted worker trains again
+        if (w->dead) ps->st.workers_dead--;
         *w = (worker_state){.registered = 1};
+        seen(ps, rank);
         tfps_policy_set_live(ps->pol, rank, 1);
+        tfps_policy_adopt_clock(ps->pol, rank, m.clock);
         tfps_debug("registered %s %" PRIu32 " as worker %" PRIu32, task, m.task_index, m.worker_rank + 1);
         tfps_wire_register_resp r = {.worker_id = m.worker_rank + 1, .version = tfps_policy_version(ps->pol),
-                                     .ps_index = (uint32_t)ps->ps_index, .clock = tfps_policy_clock(ps->pol, rank)};
+                                     .ps_index = (uint32_t)ps->ps_index, .clock = tfps_policy_clock(ps->pol, rank),
+                                     .restored_step = ps->restored_step};
         tfps_wire_release(owner);
         return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
     }
@@ -269,6 +332,7 @@ static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     int rank = worker_rank(ps, q.worker_id, 1, msg, msglen);
     if (rank < 0) return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
     if (rank == ps->num_workers) rank = -1;   // the evaluator: never held by the ssp rule
+    seen(ps, rank);
     int ready = tfps_policy_pull_ready(ps->pol, rank, &q, msg, msglen);
     if (ready < 0) return refuse(ps, -ready);
     if (ready) return pack_pull(ps, &q, 0.0, &ps->out, msg, msglen);
@@ -304,6 +368,7 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
         rc = TFPS_RPC_FAILED_PRECONDITION;
         goto refused;
     }
+    seen(ps, rank);
     int outcome = tfps_policy_push(ps->pol, rank, &g, msg, msglen);
     if (outcome < 0) {
         rc = -outcome;
@@ -343,6 +408,7 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *t
     if (rank < 0) return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
     if (rank < ps->num_workers) {
         worker_state *w = &ps->workers[rank];
+        seen(ps, rank);
         w->step = m.step;
         if (m.done && !w->done) {
             w->done = 1;
@@ -354,7 +420,8 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *t
     }
     tfps_wire_heartbeat_resp r = {.version = tfps_policy_version(ps->pol),
                                   .workers_registered = ps->st.workers_registered,
-                                  .workers_done = ps->st.workers_done, .shutting_down = ps->shutdown};
+                                  .workers_done = ps->st.workers_done, .shutting_down = ps->shutdown,
+                                  .workers_dead = ps->st.workers_dead};
     return tfps_wire_pack_heartbeat_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
@@ -370,7 +437,9 @@ static int handle_status(tfps_ps *ps, const uint8_t *req, size_t len, void *toke
                                .workers_done = s.workers_done, .examples = s.examples,
                                .consistency = tfps_consistency_name(ps->consistency), .optimizer = ps->opt_desc,
                                .dropped = s.dropped, .wait_s = s.wait_s, .max_lead = s.max_lead, .held = s.held,
-                               .aggregated = s.aggregated};
+                               .aggregated = s.aggregated, .workers_dead = s.workers_dead,
+                               .checkpoints = s.checkpoints, .last_checkpoint_step = s.last_checkpoint_step,
+                               .restored_step = s.restored_step, .checkpoint_pause_s = s.checkpoint_pause_s};
     return tfps_wire_pack_status_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
@@ -382,10 +451,94 @@ static int handle_shutdown(tfps_ps *ps, const uint8_t *req, size_t len, void *to
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
     char reason[200];
     tfps_handlers_sanitize(reason, sizeof(reason), m.reason);
-    tfps_info("shutdown requested: %s", reason[0] ? reason : "(no reason given)");
+    tfps_info("shutdown requested%s: %s", m.failed ? " (the job failed)" : "", reason[0] ? reason : "(no reason given)");
     tfps_wire_release(owner);
     ps->shutdown = 1;
+    ps->job_failed = m.failed;
     return tfps_wire_pack_shutdown_resp(&ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
+}
+
+static int pack_checkpoint_resp(tfps_ps *ps, const tfps_saver_result *r, double pause_s, tfps_buf *out) {
+    tfps_wire_checkpoint_resp resp = {.ps_index = (uint32_t)ps->ps_index, .version = r->version, .bytes = r->bytes,
+                                      .crc = r->crc, .pause_s = pause_s, .write_s = r->write_s};
+    return tfps_wire_pack_checkpoint_resp(&resp, out);
+}
+
+/* A write ended: count it and (when a call waits for it) answer. */
+static void checkpoint_written(tfps_ps *ps, const tfps_saver_result *r) {
+    if (r->ok) {
+        ps->checkpoints++;
+        ps->last_ckpt_step = r->step;
+        ps->last_ckpt_version = r->version;
+        tfps_info("checkpoint step %" PRIu64 ": ps-%d.ckpt, %.2f MB at version %" PRIu64 ", written in %.1f ms "
+                  "(serving paused %.2f ms)", r->step, ps->ps_index, r->bytes / 1e6, r->version, r->write_s * 1e3,
+                  ps->ckpt_pause * 1e3);
+    } else {
+        tfps_error("checkpoint step %" PRIu64 " failed: %s", r->step, r->err);
+    }
+    void *token = ps->ckpt_token;
+    ps->ckpt_token = NULL;
+    if (!token) return;
+    if (r->ok && pack_checkpoint_resp(ps, r, ps->ckpt_pause, &ps->held_out) == TFPS_OK) {
+        ps->st.bytes_out += ps->held_out.len;
+        ps->reply(ps->reply_ctx, token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
+    } else {
+        ps->reply(ps->reply_ctx, token, TFPS_RPC_INTERNAL, NULL, 0, r->ok ? "ps: out of memory" : r->err);
+    }
+}
+
+static void poll_saver(tfps_ps *ps) {
+    tfps_saver_result r;
+    if (tfps_saver_poll(ps->saver, &r)) checkpoint_written(ps, &r);
+}
+
+static int start_checkpoint(tfps_ps *ps, uint64_t step, char *msg, size_t msglen) {
+    const tfps_saver_meta meta = {.num_ps = ps->num_ps, .ps_index = ps->ps_index, .strategy = (int)ps->strategy,
+                                  .plan_digest = ps->plan_digest, .step = step,
+                                  .version = tfps_policy_version(ps->pol), .optim_digest = ps->opt_digest};
+    if (tfps_saver_start(ps->saver, &ps->store, ps->ckpt_dir, &meta, &ps->ckpt_pause, msg, msglen) != TFPS_OK)
+        return TFPS_ERR;
+    if (ps->ckpt_pause > ps->ckpt_pause_max) ps->ckpt_pause_max = ps->ckpt_pause;
+    return TFPS_OK;
+}
+
+/* Only the chief asks. The state is copied now (sync: at the version asked
+ * for, a step boundary) and written in the background; the call is answered
+ * once the file is durable (poll_saver). */
+static int handle_checkpoint(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    tfps_wire_checkpoint_req m;
+    int rc = tfps_handlers_checkpoint(req, len, &m, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    if (m.worker_id != 1 || !ps->workers[0].registered) {
+        snprintf(msg, msglen, "only the chief (worker id 1, registered) may ask for a checkpoint; this call came "
+                 "from worker id %" PRIu32, m.worker_id);
+        return refuse(ps, TFPS_RPC_PERMISSION_DENIED);
+    }
+    seen(ps, 0);
+    const uint64_t v = tfps_policy_version(ps->pol);
+    if (m.version && m.version != v) {   // a race the chief expects (backup workers): it asks again later
+        snprintf(msg, msglen, "this ps is at version %" PRIu64 ", the checkpoint is of version %" PRIu64 ": ask again "
+                 "at a step boundary", v, m.version);
+        return TFPS_RPC_ABORTED;
+    }
+    if (tfps_saver_busy(ps->saver) || ps->ckpt_token) {
+        snprintf(msg, msglen, "a checkpoint is still being written: ask again when it is acknowledged");
+        return TFPS_RPC_ABORTED;
+    }
+    if (start_checkpoint(ps, m.step, msg, msglen) != TFPS_OK) return TFPS_RPC_INTERNAL;
+    if (token) {
+        ps->ckpt_token = token;
+        return TFPS_PS_HELD;
+    }
+    tfps_saver_result r;   // no call to hold (in-process use): wait for the write here
+    while (!tfps_saver_poll(ps->saver, &r)) tfps_sleep(0.001);
+    checkpoint_written(ps, &r);
+    if (!r.ok) {
+        snprintf(msg, msglen, "%s", r.err);
+        return TFPS_RPC_INTERNAL;
+    }
+    return pack_checkpoint_resp(ps, &r, ps->ckpt_pause, &ps->out) == TFPS_OK ? TFPS_RPC_OK
+                                                                             : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
 typedef int (*ps_handler)(tfps_ps *, const uint8_t *, size_t, void *, char *, size_t);
@@ -405,6 +558,7 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
         return TFPS_RPC_UNIMPLEMENTED;
     }
     ps->st.bytes_in += len;
+    poll_saver(ps);   // a checkpoint written meanwhile is acknowledged without waiting for the tick
     int rc = handlers[method](ps, req, len, token, msg, msglen);
     if (rc == TFPS_RPC_OK) {
         *resp = ps->out.data;
@@ -435,8 +589,68 @@ void tfps_ps_describe_waits(const tfps_ps *ps, char *buf, size_t n) {
         j += (size_t)snprintf(buf + j, n - j, "%sworker %d %.1fs", r ? ", " : "", r + 1, ps->workers[r].wait_s);
 }
 
-void tfps_ps_tick(tfps_ps *ps) {
+/* Replicas that stopped calling are marked dead: the sync barrier and the
+ * chief stop waiting for them. A worker with a call held here is waiting on
+ * us, not dead. A rank that never registered is dead after --startup-timeout. */
+static void check_liveness(tfps_ps *ps, double now) {
+    const double dead_after = 3 * ps->heartbeat_s;
+    for (int r = 0; r < ps->num_workers; r++) {
+        worker_state *w = &ps->workers[r];
+        if (w->done || w->dead) continue;
+        char why[160];
+        if (w->registered) {
+            if (now - w->last_seen <= dead_after || tfps_policy_held_count(ps->pol, r) > 0) continue;
+            snprintf(why, sizeof(why), "no call for %.1f s (3 x --heartbeat-secs %g)", now - w->last_seen,
+                     ps->heartbeat_s);
+        } else {
+            if (now - ps->t_start <= ps->startup_timeout) continue;
+            snprintf(why, sizeof(why), "not registered %.0f s after this ps started (--startup-timeout)",
+                     now - ps->t_start);
+        }
+        w->dead = 1;
+        ps->st.workers_dead++;
+        tfps_policy_set_live(ps->pol, r, 0);
+        tfps_warn("worker %d marked dead: %s; %s", r + 1, why,
+                  ps->consistency == TFPS_CONSISTENCY_SYNC ? "the sync barrier no longer waits for it"
+                                                           : "training goes on without it");
+    }
+}
+
+/* --idle-timeout: no training replica called (or waits here) for that long.
+ * The state goes to a last checkpoint shard, then the ps stops: 1. */
+static int check_idle(tfps_ps *ps, double now) {
+    if (now - ps->last_replica_call < ps->idle_timeout) return 0;
+    for (int r = 0; r < ps->num_workers; r++)
+        if (tfps_policy_held_count(ps->pol, r) > 0) return 0;
+    const uint64_t v = tfps_policy_version(ps->pol);
+    char where[TFPS_ERR_LEN] = "nothing new to save";
+    if (v != ps->last_ckpt_version && !tfps_saver_busy(ps->saver) && !ps->ckpt_token) {
+        char err[TFPS_ERR_LEN];
+        tfps_saver_result r;
+        if (start_checkpoint(ps, v ? v : 1, err, sizeof(err)) == TFPS_OK) {
+            while (!tfps_saver_poll(ps->saver, &r)) tfps_sleep(0.001);
+            checkpoint_written(ps, &r);
+            snprintf(where, sizeof(where), "%s", r.ok ? "its shard is saved (a MANIFEST only comes from the chief)"
+                                                      : r.err);
+        } else {
+            snprintf(where, sizeof(where), "%s", err);
+        }
+    }
+    tfps_error("no training replica called for %.0f s (--idle-timeout): stopping at version %" PRIu64 "; %s",
+               now - ps->last_replica_call, v, where);
+    ps->idle_exit = 1;
+    return 1;
+}
+
+int tfps_ps_idle_exit(const tfps_ps *ps) { return ps->idle_exit; }
+int tfps_ps_exit_code(const tfps_ps *ps) { return ps->idle_exit || ps->job_failed ? TFPS_EXIT_FAIL : TFPS_EXIT_OK; }
+
+int tfps_ps_tick(tfps_ps *ps) {
     const double now = tfps_now();
+    poll_saver(ps);
+    check_liveness(ps, now);
+    release_ready(ps);   // a dead worker may complete a sync step
+    if (!ps->idle_exit && check_idle(ps, now)) return 1;
     const tfps_held *h = tfps_policy_oldest(ps->pol);
     if (h && now - h->t_held > PS_HELD_LOG_AFTER_S && now - ps->last_held_log > PS_LOG_EVERY_S) {
         char what[200];
@@ -445,11 +659,11 @@ void tfps_ps_tick(tfps_ps *ps) {
                   h->rank < 0 ? 0 : h->rank + 1, now - h->t_held, what);
         ps->last_held_log = now;
     }
-    if (now - ps->last_log < PS_LOG_EVERY_S) return;
+    if (now - ps->last_log < PS_LOG_EVERY_S) return 0;
     ps->last_log = now;
     tfps_ps_stats s;
     tfps_ps_get_stats(ps, &s);
-    if (s.version == ps->last_logged_version) return;
+    if (s.version == ps->last_logged_version) return 0;
     ps->last_logged_version = s.version;
     char waits[512] = "", each[400];
     if (ps->consistency != TFPS_CONSISTENCY_ASYNC) {
@@ -457,5 +671,7 @@ void tfps_ps_tick(tfps_ps *ps) {
         snprintf(waits, sizeof(waits), "; dropped %" PRIu64 "; waited: %s", s.dropped, each);
     }
     tfps_info("version %" PRIu64 ", applied %" PRIu64 ", refused %" PRIu64 ", workers %" PRIu32 " registered / %"
-              PRIu32 " done%s", s.version, s.applied, s.refused, s.workers_registered, s.workers_done, waits);
+              PRIu32 " done / %" PRIu32 " dead%s", s.version, s.applied, s.refused, s.workers_registered,
+              s.workers_done, s.workers_dead, waits);
+    return 0;
 }

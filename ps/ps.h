@@ -29,8 +29,10 @@ typedef struct tfps_ps tfps_ps;
 typedef struct {
     uint64_t version, applied, refused, bytes_in, bytes_out, examples;
     uint64_t dropped, aggregated, max_lead;
-    uint32_t workers_registered, workers_done, held;
+    uint32_t workers_registered, workers_done, workers_dead, held;
     double wait_s, uptime_s;
+    uint64_t checkpoints, last_checkpoint_step, restored_step;
+    double checkpoint_pause_s;   /* the longest snapshot */
 } tfps_ps_stats;
 
 /* How a held call is answered later: status TFPS_RPC_OK with resp (len
@@ -59,9 +61,20 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
  * allows) and, after the chief's Shutdown, asks srv to stop. */
 void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int method, const uint8_t *req,
                    size_t len);
-/* Periodic duties (every ~100 ms from the server's tick): logs progress and
- * calls held for long, with what they wait for. */
-void tfps_ps_tick(tfps_ps *ps);
+/* Periodic duties (every ~100 ms from the server's tick): acknowledges a
+ * checkpoint written, marks replicas dead that stopped calling (3 x
+ * --heartbeat-secs), logs progress and calls held for long. Returns 1 when
+ * the ps should stop: --idle-timeout passed (tfps_ps_idle_exit). */
+int tfps_ps_tick(tfps_ps *ps);
+/* The ps stopped on --idle-timeout. */
+int tfps_ps_idle_exit(const tfps_ps *ps);
+/* The exit code once stopped: 1 after --idle-timeout or a Shutdown that
+ * said the job failed, else 0. */
+int tfps_ps_exit_code(const tfps_ps *ps);
+/* Restores the newest complete checkpoint under --checkpoint-dir, if any
+ * (logged either way). TFPS_ERR with err on an error that is not the
+ * checkpoint's (out of memory). */
+int tfps_ps_restore(tfps_ps *ps, char *err, size_t errlen);
 
 /* The chief asked this ps to shut down. */
 int tfps_ps_shutdown_requested(const tfps_ps *ps);

@@ -1,5 +1,6 @@
 /* store.c -- see store.h. */
 #include "store.h"
+#include "ckpt.h"
 #include "tfps.h"
 
 #include <stdio.h>
@@ -66,4 +67,16 @@ void tfps_store_apply(tfps_store *s, uint64_t t, size_t at, const float *g, size
     float *slot[TFPS_OPTIM_MAX_SLOTS];
     for (int k = 0; k < TFPS_OPTIM_MAX_SLOTS; k++) slot[k] = s->slot[k] ? s->slot[k] + at : NULL;
     tfps_optim_apply(&s->opt, t, s->w + at, slot, g, n);
+}
+
+int tfps_store_restore(tfps_store *s, const char *dir, int ps_index, uint64_t plan_digest, tfps_ckpt_info *info,
+                       char *err, size_t errlen) {
+    tfps_ckpt_range *want = malloc((size_t)(s->nown ? s->nown : 1) * sizeof(*want));
+    if (!want) return tfps_seterr(err, errlen, "ps: out of memory");
+    for (int r = 0; r < s->nown; r++) want[r] = (tfps_ckpt_range){s->own[r].begin, s->own[r].end, s->own[r].at};
+    int rc = tfps_ckpt_restore(dir, &s->layout, &s->opt, ps_index, plan_digest, want, s->nown, s->w, s->slot, info,
+                               err, errlen);
+    free(want);
+    if (rc == TFPS_OK) s->updates = info->updates;   // adam's bias correction goes on from its t
+    return rc;
 }

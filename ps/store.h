@@ -11,6 +11,7 @@
 #ifndef TFPS_PS_STORE_H
 #define TFPS_PS_STORE_H
 
+#include "ckpt.h"
 #include "layout.h"
 #include "optim.h"
 #include "shard.h"
@@ -50,5 +51,12 @@ void tfps_store_describe(const tfps_store *s, char *buf, size_t n);
  * of the gradient with tfps_store_apply (at from locate, n floats). */
 uint64_t tfps_store_begin_update(tfps_store *s);
 void tfps_store_apply(tfps_store *s, uint64_t t, size_t at, const float *g, size_t n);
+
+/* Overwrites the owned ranges, optimizer state and update count with the
+ * newest complete checkpoint under dir that holds them (ckpt.h: from any
+ * number of ps). TFPS_OK with *info, TFPS_CKPT_NONE (nothing changed), or
+ * TFPS_ERR with err. */
+int tfps_store_restore(tfps_store *s, const char *dir, int ps_index, uint64_t plan_digest, tfps_ckpt_info *info,
+                       char *err, size_t errlen);
 
 #endif

@@ -203,7 +203,7 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
     char desc[160];
     const tfps_wire_register_req q = tfps_psclient_register_req(o, &l, &plan, "worker", 0, 0, 1, desc, sizeof(desc));
     int refused = 0;
-    if (tfps_psclient_register(&pc, &q, 10.0, &refused, err, sizeof(err)) != TFPS_OK) {
+    if (tfps_psclient_register(&pc, &q, 10.0, "bench_rpc", &refused, err, sizeof(err)) != TFPS_OK) {
         fprintf(stderr, "%s: register%s: %s\n", name, refused ? " refused" : "", err);
         goto done;
     }

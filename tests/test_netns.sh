@@ -14,11 +14,15 @@
 # (--slow-step-ms) so training lasts ~15 s. Once the chief logs a step, the
 # hub's end of worker 1's veth goes down for CUT_S seconds (5), then up again.
 # A downed veth resets nothing: TCP just retransmits, so gRPC calls stall
-# rather than fail, until the link is back or --rpc-timeout ends them.
+# rather than fail, until the link is back or --rpc-timeout ends them. Here
+# --rpc-timeout is 3 s, shorter than the cut: worker 1's round fails, it
+# re-registers with every ps once the link is back (--ps-recovery-timeout)
+# and trains on.
 #
 # Asserts: every process exits within 120 s of the link coming back; the chief
 # exits 0; summary.json has test_accuracy >= 0.80; worker 1's log says it lost
-# the ps (a line with UNAVAILABLE or "waiting for"). Prints the timings (cut,
+# the ps (its calls' "no answer for" lines) and that it re-registered with every
+# ps. Prints the timings (cut,
 # restore, worker 1's longest gap between progress lines, each exit).
 #
 # Needs root and iproute2 (network namespaces, veth, bridge); exits 77 (ctest:
@@ -26,7 +30,8 @@
 # (namespaces, links, processes) is removed on every exit path; namespaces
 # left by a run that was SIGKILLed are removed by the next run. The whole test
 # is bounded at ~3 min. Env: TFPS_TEST_DATA overrides DATA_DIR; CUT_S the cut's
-# seconds; TFPS_NETNS_ARGS more flags for every task (e.g. "--rpc-timeout 3").
+# seconds; TFPS_NETNS_ARGS the flags added to every task (default
+# "--rpc-timeout 3 --heartbeat-secs 1").
 set -uo pipefail
 bin=${1:?usage: test_netns.sh BIN_DIR DATA_DIR}
 data=${TFPS_TEST_DATA:-${2:?usage: test_netns.sh BIN_DIR DATA_DIR}}
@@ -106,7 +111,7 @@ say "network: bridge br0 in netns $hub; ps ${addr[ps0]} ${addr[ps1]}, workers ${
 # The cluster, as on four hosts.
 cluster="{\"worker\": [\"${addr[w0]}:2222\", \"${addr[w1]}:2222\"], \"ps\": [\"${addr[ps0]}:2222\", \"${addr[ps1]}:2222\"]}"
 args=(--data-folder "$data" --output-dir "$out" --steps 600 --batch-size 32 --log-every 20 --slow-step-ms 25
-      --threads 1 ${TFPS_NETNS_ARGS:-})
+      --threads 1 ${TFPS_NETNS_ARGS---rpc-timeout 3 --heartbeat-secs 1})
 t_start=$(date +%s.%N)
 start() {   # task job index daemon
   local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$2\", \"index\": $3}}"
@@ -177,7 +182,7 @@ gap=$(grep ' I step [0-9]' "$out/w1.log" | awk '{ split($4, h, ":"); t = h[1] * 
   END { if (g) printf "%.2f s (no progress line from %s to %s)", g, b, a; else print "none" }')
 say "worker 1: longest gap between progress lines (every 20 steps, ~0.5 s): $gap"
 say "worker 1: lines about the ps:"
-grep -E 'UNAVAILABLE|waiting for|DEADLINE| [EW] ' "$out/w1.log" | head -n 10 | sed 's/^/    /'
+grep -E 'UNAVAILABLE|waiting for|no answer|re-registered|DEADLINE| [EW] ' "$out/w1.log" | head -n 10 | sed 's/^/    /'
 
 failed=""
 [ "${rc_of[w0]}" = 0 ] || failed="$failed; the chief exited ${rc_of[w0]}"
@@ -187,7 +192,11 @@ else
   say "test accuracy $acc"
   [ "$(awk -v a="$acc" 'BEGIN { print (a >= 0.80) }')" = 1 ] || failed="$failed; test accuracy $acc < 0.80"
 fi
-grep -qE 'UNAVAILABLE|waiting for' "$out/w1.log" ||
-  failed="$failed; worker 1's log has no line about the cut (UNAVAILABLE or \"waiting for\")"
+grep -qE 'no answer for|UNAVAILABLE|waiting for|re-registering' "$out/w1.log" ||
+  failed="$failed; worker 1's log has no line about the cut (\"no answer for\", UNAVAILABLE, \"waiting for\" or \"re-registering\")"
+if [ -z "${TFPS_NETNS_ARGS+set}" ]; then   # the default flags: the round outlives its deadline
+  grep -q 're-registered with every ps' "$out/w1.log" ||
+    failed="$failed; worker 1 did not re-register after its round outlived --rpc-timeout 3"
+fi
 [ -z "$failed" ] || fail_with_logs "${failed#; }"
 say "passed: the cluster survived a $cut_s s cut of worker 1's link"

@@ -14,6 +14,7 @@
  * reference byte for byte. The seed is printed, so a failure replays
  * (TFPS_FUZZ_SEED=...). */
 #define _POSIX_C_SOURCE 200809L
+#include "ckpt.h"
 #include "layout.h"
 #include "log.h"
 #include "optim.h"
@@ -31,6 +32,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void nap_ms(long ms) {
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
 
 /* ---- plumbing: a ps with options, calls, replies that come back later ---- */
 
@@ -487,6 +495,139 @@ static void test_ssp_bound(void) {
     CU_ASSERT_TRUE(box.answered);
     box_clear(&box);
     cluster_destroy(&c);
+}
+
+/* ---- checkpoints, dead workers, idle ---- */
+
+static int checkpoint_call(cluster *c, int k, uint32_t worker_id, uint64_t step, uint64_t version, reply_box *box) {
+    tfps_wire_checkpoint_req q = {.worker_id = worker_id, .step = step, .version = version};
+    tfps_buf b = {0};
+    tfps_wire_pack_checkpoint_req(&q, &b);
+    int rc = call(c->ps[k], TFPS_M_CHECKPOINT, &b, box);
+    tfps_buf_free(&b);
+    return rc;
+}
+
+/* Ticks ps k until box is answered (the write is in the background); 1 if it was within 5 s. */
+static int tick_until(cluster *c, int k, const reply_box *box) {
+    for (int i = 0; i < 5000 && !box->answered; i++) {
+        tfps_ps_tick(c->ps[k]);
+        nap_ms(1);
+    }
+    return box->answered;
+}
+
+/* A sync step of adam over 2 ps, checkpointed; only the chief may ask, and
+ * only at the version it names. The checkpoint restores onto 1 and 3 ps:
+ * the same weights, and the same next step (the adam moments and t came
+ * back too). */
+static void test_checkpoint_restore_other_ps_counts(void) {
+    char dir[] = "/tmp/tfps-ps-ckpt-XXXXXX";
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    const char *args[] = {"--consistency", "sync", "--optimizer", "adam", "--learning-rate", "0.01",
+                          "--checkpoint-dir", dir, NULL};
+    cluster a;
+    cluster_init(&a, 2, 2, args);
+    register_all(&a);
+    const size_t n = a.l.total;
+    float g[64], w_a[64], w_b[64];
+    fill(g, n, 0.7f);
+    int applied = 0;
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(&a, k, r, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(stats(&a, 0).version, 1);
+    reply_box box = {0};
+    CU_ASSERT_EQUAL(checkpoint_call(&a, 0, 2, 1, 1, &box), TFPS_RPC_PERMISSION_DENIED);   // not the chief
+    CU_ASSERT_EQUAL(checkpoint_call(&a, 0, 1, 1, 3, &box), TFPS_RPC_ABORTED);             // not at version 3
+    CU_ASSERT_EQUAL(checkpoint_call(&a, 0, 1, 0, 1, &box), TFPS_RPC_INVALID_ARGUMENT);    // step 0
+    tfps_ckpt_entry e[2];
+    char stepdir[1200], err[TFPS_ERR_LEN];
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(checkpoint_call(&a, k, 1, 1, 1, &box), TFPS_PS_HELD);   // answered once durable
+        CU_ASSERT_FATAL(tick_until(&a, k, &box));
+        CU_ASSERT_EQUAL_FATAL(box.status, TFPS_RPC_OK);
+        tfps_wire_checkpoint_resp r;
+        void *owner = NULL;
+        CU_ASSERT_FATAL(tfps_wire_unpack_checkpoint_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
+        CU_ASSERT_EQUAL(r.ps_index, (uint32_t)k);
+        CU_ASSERT_EQUAL(r.version, 1);
+        CU_ASSERT(r.bytes > 0);
+        e[k] = (tfps_ckpt_entry){k, r.bytes, r.crc};
+        tfps_wire_release(owner);
+        box_clear(&box);
+    }
+    CU_ASSERT_EQUAL(stats(&a, 1).checkpoints, 1);
+    CU_ASSERT_FATAL(tfps_ckpt_step_dir(dir, 1, stepdir, sizeof(stepdir), err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_ckpt_write_manifest(stepdir, 1, &a.l, 2, e, err, sizeof(err)) == TFPS_OK);
+    pull_model(&a, w_a);
+    for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(&a, k, 0, 1, g, &applied), TFPS_RPC_OK);
+    for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push(&a, k, 1, 1, g, &applied), TFPS_RPC_OK);
+    float next_a[64];
+    pull_model(&a, next_a);
+    for (int P = 1; P <= 3; P += 2) {
+        cluster b;
+        cluster_init(&b, P, 2, args);
+        for (int k = 0; k < P; k++) {
+            CU_ASSERT_EQUAL(tfps_ps_restore(b.ps[k], err, sizeof(err)), TFPS_OK);
+            CU_ASSERT_EQUAL(stats(&b, k).restored_step, 1);
+            CU_ASSERT_EQUAL(stats(&b, k).version, 1);
+        }
+        register_all(&b);
+        pull_model(&b, w_b);
+        CU_ASSERT(memcmp(w_a, w_b, n * sizeof(float)) == 0);
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < P; k++) CU_ASSERT_EQUAL(push(&b, k, r, 1, g, &applied), TFPS_RPC_OK);
+        pull_model(&b, w_b);
+        CU_ASSERT(memcmp(next_a, w_b, n * sizeof(float)) == 0);   // adam's m, v and t were restored
+        cluster_destroy(&b);
+    }
+    cluster_destroy(&a);
+    char cmd[100];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* sync, 2 workers: one never calls again; after 3 heartbeat intervals it is
+ * dead and the other's held pull goes; a call brings it back. With nobody
+ * calling for --idle-timeout, the tick says stop. */
+static void test_dead_worker_and_idle(void) {
+    char dir[] = "/tmp/tfps-ps-idle-XXXXXX";
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    const char *args[] = {"--consistency", "sync", "--heartbeat-secs", "0.1", "--idle-timeout", "1",
+                          "--checkpoint-dir", dir, NULL};
+    cluster c;
+    cluster_init(&c, 1, 2, args);
+    register_all(&c);
+    float g[64];
+    fill(g, c.l.total, 0.2f);
+    int applied = 0;
+    reply_box held = {0};
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 1, 1, &held), TFPS_PS_HELD);
+    nap_ms(200);
+    CU_ASSERT_EQUAL(tfps_ps_tick(c.ps[0]), 0);
+    CU_ASSERT_FALSE(held.answered);   // 0.2 s < 3 x 0.1 s... not yet dead
+    nap_ms(200);
+    CU_ASSERT_EQUAL(tfps_ps_tick(c.ps[0]), 0);
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_dead, 1);
+    CU_ASSERT_TRUE(held.answered);    // the step went on without the dead worker
+    CU_ASSERT_EQUAL(held.status, TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
+    box_clear(&held);
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);   // back: its stale gradient is dropped
+    CU_ASSERT_EQUAL(applied, 0);
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_dead, 0);
+    nap_ms(1100);   // nobody calls: both dead, then idle
+    int stop = 0;
+    for (int i = 0; i < 10 && !stop; i++) stop = tfps_ps_tick(c.ps[0]);
+    CU_ASSERT_EQUAL(stop, 1);
+    CU_ASSERT_TRUE(tfps_ps_idle_exit(c.ps[0]));
+    CU_ASSERT_EQUAL(tfps_ps_exit_code(c.ps[0]), 1);
+    CU_ASSERT_EQUAL(stats(&c, 0).checkpoints, 1);   // its state went to a shard first
+    cluster_destroy(&c);
+    char cmd[100];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CU_ASSERT(system(cmd) == 0);
 }
 
 /* Register refuses a worker whose consistency or optimizer differs, naming both. */
@@ -1102,6 +1243,9 @@ int main(void) {
     CU_add_test(s, "a worker registering again: pending gradient dropped, held pull aborted", test_reregister);
     CU_add_test(s, "pull limits: overlaps, ssp clock, held calls, refused push", test_pull_limits);
     CU_add_test(s, "register refuses other semantics, naming both", test_register_checks_semantics);
+    CU_add_test(s, "checkpoint: only the chief, at its version; restores onto 1 and 3 ps",
+                test_checkpoint_restore_other_ps_counts);
+    CU_add_test(s, "a silent worker is marked dead, the barrier goes on; idle stops the ps", test_dead_worker_and_idle);
     CU_add_test(s, "fuzz: random schedules vs a flat reference", test_fuzz_against_flat_reference);
     CU_add_test(s, "fuzz: backup workers over 2-3 ps, every request its own event", test_fuzz_backup_workers_many_ps);
     CU_add_test(s, "fuzz: ... and the old protocol's deadlock is found", test_fuzz_backup_old_protocol_deadlocks);

@@ -8,27 +8,48 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-int tfps_chief_finish(tfps_cluster_ctx *x) {
+#define CHIEF_WAIT_LOG_S 5.0
+
+/* Until every training replica is done or dead (the ps mark a replica dead
+ * after 3 x --heartbeat-secs without a call, or --startup-timeout without a
+ * Register: the bound of this wait). */
+static int wait_for_workers(tfps_cluster_ctx *x, tfps_wire_heartbeat_resp *hb) {
+    const tfps_options *o = x->o;
+    const int n = x->c->num_workers;
+    const uint64_t steps = (uint64_t)(x->lp->first_step + x->lp->steps);
+    char err[TFPS_ERR_LEN];
+    double last_log = tfps_now();
+    for (;;) {
+        if (tfps_loop_stop_signal) return 128 + (int)tfps_loop_stop_signal;
+        if (tfps_psclient_heartbeat(&x->pc, steps, 0, 1, hb, o->rpc_timeout, err, sizeof(err)) != TFPS_OK) {
+            if (!tfps_psclient_recoverable(&x->pc) || tfps_cluster_recover(x, err, err, sizeof(err)) != TFPS_OK) {
+                tfps_error("waiting for the workers: %s", err);
+                return TFPS_EXIT_FAIL;
+            }
+            continue;
+        }
+        x->recoveries_in_row = 0;
+        if (hb->workers_done + hb->workers_dead >= (uint32_t)n) return TFPS_EXIT_OK;
+        if (tfps_now() - last_log > CHIEF_WAIT_LOG_S) {
+            tfps_info("waiting for the workers: %" PRIu32 " of %d done, %" PRIu32 " dead (a worker is dead after 3 x "
+                      "--heartbeat-secs %g without a call)", hb->workers_done, n, hb->workers_dead, o->heartbeat_secs);
+            last_log = tfps_now();
+        }
+        tfps_sleep(0.05);
+    }
+}
+
+static int finish(tfps_cluster_ctx *x) {
     const tfps_options *o = x->o;
     const tfps_cluster *c = x->c;
     tfps_loop *lp = x->lp;
     char err[TFPS_ERR_LEN], path[TFPS_PATH_LEN + 64];
     tfps_wire_heartbeat_resp hb = {0};
-    double last_log = 0;
-    for (;;) {
-        if (tfps_psclient_heartbeat(&x->pc, (uint64_t)lp->steps, 0, 1, &hb, o->rpc_timeout, err, sizeof(err)) !=
-            TFPS_OK) {
-            tfps_error("waiting for the workers: %s", err);
-            return TFPS_EXIT_FAIL;
-        }
-        if (hb.workers_done >= (uint32_t)c->num_workers) break;
-        if (tfps_now() - last_log > 10.0) {
-            tfps_info("waiting for the workers: %" PRIu32 " of %d done (%" PRIu32 " registered)", hb.workers_done,
-                      c->num_workers, hb.workers_registered);
-            last_log = tfps_now();
-        }
-        tfps_sleep(0.05);
-    }
+    int rc = wait_for_workers(x, &hb);
+    if (rc != TFPS_EXIT_OK) return rc;
+    if (hb.workers_dead > 0)
+        tfps_warn("finishing without %" PRIu32 " dead worker%s: the model has the steps the ps applied",
+                  hb.workers_dead, hb.workers_dead == 1 ? "" : "s");
     const double train_s = tfps_now() - lp->t_train;
     tfps_wire_status_resp st;
     if (tfps_psclient_round(&x->pc, NULL, 0, 0, 0, lp->params, o->rpc_timeout, err, sizeof(err)) != TFPS_OK ||
@@ -36,6 +57,7 @@ int tfps_chief_finish(tfps_cluster_ctx *x) {
         tfps_error("final pull: %s", err);
         return TFPS_EXIT_FAIL;
     }
+    tfps_cluster_checkpoint(x, "final", o->rpc_timeout);   // before anything else can fail
     double acc = 0.0;
     if (tfps_loop_evaluate(lp, &acc) != TFPS_OK) return TFPS_EXIT_FAIL;
     if (tfps_export_model(o, &lp->l, lp->params, st.applied, path, sizeof(path)) != TFPS_OK) return TFPS_EXIT_FAIL;
@@ -44,28 +66,50 @@ int tfps_chief_finish(tfps_cluster_ctx *x) {
     const tfps_loop_result sum = {.mode = "cluster", .model = path, .test_accuracy = acc, .steps = (double)st.applied,
                               .examples = (double)st.examples, .train_s = train_s, .wall_s = tfps_now() - lp->t0};
     cJSON *s = tfps_loop_summary(lp, &sum);
-    int rc = TFPS_EXIT_FAIL;
-    if (s) {
-        cJSON_AddNumberToObject(s, "chief_steps", (double)lp->steps);
-        cJSON_AddNumberToObject(s, "refused", (double)st.refused);
-        cJSON_AddNumberToObject(s, "num_ps", c->num_ps);
-        cJSON_AddNumberToObject(s, "num_workers", c->num_workers);
-        // the training semantics and what they cost (ps 0's account; every ps sees the same steps)
-        cJSON_AddStringToObject(s, "consistency", tfps_consistency_name(o->consistency));
-        cJSON_AddStringToObject(s, "optimizer", x->opt_desc);
-        cJSON_AddNumberToObject(s, "dropped", (double)st.dropped);
-        cJSON_AddNumberToObject(s, "aggregated", (double)st.aggregated);
-        cJSON_AddNumberToObject(s, "wait_s", st.wait_s);
-        cJSON_AddNumberToObject(s, "max_lead", (double)st.max_lead);
-        cJSON_AddNumberToObject(s, "chief_dropped", (double)lp->totals.dropped);
-        cJSON_AddNumberToObject(s, "chief_wait_s", lp->totals.wait_s);
-        rc = tfps_write_summary(o, s);
-        cJSON_Delete(s);
-    }
-    if (tfps_psclient_shutdown(&x->pc, "training finished (chief)", o->rpc_timeout, err, sizeof(err)) != TFPS_OK)
-        tfps_warn("shutdown: %s", err);   // the model and summary are written; a ps that is gone already is fine
+    if (!s) return TFPS_EXIT_FAIL;
+    cJSON_AddNumberToObject(s, "chief_steps", (double)lp->steps);
+    cJSON_AddNumberToObject(s, "chief_first_step", (double)lp->first_step);
+    cJSON_AddNumberToObject(s, "refused", (double)st.refused);
+    cJSON_AddNumberToObject(s, "num_ps", c->num_ps);
+    cJSON_AddNumberToObject(s, "num_workers", c->num_workers);
+    // the training semantics and what they cost (ps 0's account; every ps sees the same steps)
+    cJSON_AddStringToObject(s, "consistency", tfps_consistency_name(o->consistency));
+    cJSON_AddStringToObject(s, "optimizer", x->opt_desc);
+    cJSON_AddNumberToObject(s, "dropped", (double)st.dropped);
+    cJSON_AddNumberToObject(s, "aggregated", (double)st.aggregated);
+    cJSON_AddNumberToObject(s, "wait_s", st.wait_s);
+    cJSON_AddNumberToObject(s, "max_lead", (double)st.max_lead);
+    cJSON_AddNumberToObject(s, "chief_dropped", (double)lp->totals.dropped);
+    cJSON_AddNumberToObject(s, "chief_wait_s", lp->totals.wait_s);
+    // faults and checkpoints
+    cJSON_AddNumberToObject(s, "workers_done", hb.workers_done);
+    cJSON_AddNumberToObject(s, "workers_dead", hb.workers_dead);
+    cJSON_AddNumberToObject(s, "recoveries", x->recoveries);
+    cJSON_AddNumberToObject(s, "restored_step", (double)st.restored_step);
+    cJSON_AddNumberToObject(s, "checkpoints", x->checkpoints);
+    cJSON_AddNumberToObject(s, "last_checkpoint_step", (double)x->last_ckpt_step);
+    cJSON_AddNumberToObject(s, "checkpoint_ps_pause_ms", x->ckpt_pause_max * 1e3);
+    cJSON_AddNumberToObject(s, "checkpoint_chief_pause_ms", x->ckpt_chief_max * 1e3);
+    cJSON_AddStringToObject(s, "checkpoint_dir", x->ckpt_dir);
+    rc = tfps_write_summary(o, s);
+    cJSON_Delete(s);
     if (rc == TFPS_EXIT_OK)
         printf("tfps: %d ps, %d workers, steps %" PRIu64 ", examples/s %.0f, test accuracy %.4f, wall %.2fs\n",
                c->num_ps, c->num_workers, st.applied, tfps_loop_examples_per_s(&sum), acc, tfps_now() - lp->t0);
     return rc;
+}
+
+int tfps_chief_finish(tfps_cluster_ctx *x) {
+    int rc = finish(x);
+    if (tfps_loop_stop_signal) return rc;   // a signal: the ps stay for the chief that replaces this one
+    if (rc == TFPS_EXIT_OK) tfps_chief_stop_ps(x, "training finished (chief)", 0);
+    else tfps_chief_stop_ps(x, "the chief failed at the end: see its log", 1);
+    return rc;
+}
+
+void tfps_chief_stop_ps(tfps_cluster_ctx *x, const char *reason, int failed) {
+    char err[TFPS_ERR_LEN];
+    // a ps that is gone already is fine; one that does not answer stops on its own (--idle-timeout)
+    if (tfps_psclient_shutdown(&x->pc, reason, failed, failed ? 3.0 : 10.0, err, sizeof(err)) != TFPS_OK)
+        tfps_warn("shutdown: %s; a ps that did not get it stops after --idle-timeout %g s", err, x->o->idle_timeout);
 }

@@ -11,8 +11,12 @@
 #include "cluster.h"
 
 /* x: registered (tfps_cluster_ctx_open) and trained (tfps_cluster_ctx_train)
- * on this task. Returns the exit code, after logging why when not
- * TFPS_EXIT_OK. */
+ * on this task. Waits for every replica to be done or dead, takes the final
+ * checkpoint, evaluates, exports; then, whether that worked or not, tells
+ * every ps to stop (except after a signal: a restarted chief resumes with
+ * them). Returns the exit code, after logging why when not TFPS_EXIT_OK. */
 int tfps_chief_finish(tfps_cluster_ctx *x);
+/* Best effort, bounded: Shutdown to every ps (failed: they exit 1). */
+void tfps_chief_stop_ps(tfps_cluster_ctx *x, const char *reason, int failed);
 
 #endif

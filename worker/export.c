@@ -1,4 +1,5 @@
 /* export.c -- see export.h. */
+#define _POSIX_C_SOURCE 200809L
 #include "export.h"
 #include "log.h"
 #include "model.h"
@@ -8,6 +9,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* dir exists (made if missing) and takes a new file. */
+static int probe_dir(const char *dir, const char *flag) {
+    char err[TFPS_ERR_LEN], path[TFPS_PATH_LEN + 64];
+    if (tfps_mkdirs(dir, err, sizeof(err)) != TFPS_OK) {
+        tfps_error("%s %s: cannot be made: %s", flag, dir, err);
+        return TFPS_ERR;
+    }
+    snprintf(path, sizeof(path), "%s/.tfps-probe-%ld", dir, (long)getpid());
+    if (tfps_write_file_atomic(path, "", 0, err, sizeof(err)) != TFPS_OK) {
+        tfps_error("%s %s: not writable: %s", flag, dir, err);
+        return TFPS_ERR;
+    }
+    unlink(path);
+    return TFPS_OK;
+}
+
+int tfps_check_output_dir(const tfps_options *o) {
+    char ckpt[TFPS_PATH_LEN + 32];
+    if (probe_dir(o->output_dir, "--output-dir") != TFPS_OK) return TFPS_ERR;
+    if (tfps_options_checkpoint_dir(o, ckpt, sizeof(ckpt)) != TFPS_OK) {
+        tfps_error("--checkpoint-dir: the path is too long");
+        return TFPS_ERR;
+    }
+    return probe_dir(ckpt, o->checkpoint_dir[0] ? "--checkpoint-dir" : "--output-dir's checkpoints/");
+}
 
 int tfps_write_summary(const tfps_options *o, cJSON *summary) {
     char err[TFPS_ERR_LEN], path[TFPS_PATH_LEN + 64];

@@ -18,6 +18,11 @@
 int tfps_export_model(const tfps_options *o, const tfps_layout *l, const float *params, uint64_t step, char *path,
                       size_t pathlen);
 
+/* --output-dir (and the checkpoint folder) can be made and written: a probe
+ * file is created and removed. TFPS_ERR after logging one line naming the
+ * folder and why. */
+int tfps_check_output_dir(const tfps_options *o);
+
 /* Appends the options o to summary (a cJSON object) as its last member,
  * "options", then writes it to <output-dir>/summary.json atomically. Returns
  * an exit code: TFPS_EXIT_OK, or TFPS_EXIT_USAGE / TFPS_EXIT_FAIL after

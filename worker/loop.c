@@ -1,10 +1,12 @@
 /* loop.c -- see loop.h. */
 #include "loop.h"
 #include "log.h"
+#include "rpc.h"
 #include "tfps.h"
 
 #include <cJSON.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +42,9 @@ int tfps_loop_open(tfps_loop *lp, const tfps_options *o) {
     return TFPS_EXIT_OK;
 }
 
-int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices) {
+volatile sig_atomic_t tfps_loop_stop_signal;
+
+int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices, long long first_step) {
     const tfps_options *o = lp->o;
     char err[TFPS_ERR_LEN];
     if (tfps_batcher_init(&lp->batcher, &lp->data.train, slice, num_slices, (uint64_t)o->seed, err, sizeof(err)) !=
@@ -48,6 +52,11 @@ int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices) {
         tfps_error("%s", err);
         return TFPS_EXIT_USAGE;
     }
+    const long long per_epoch = tfps_batcher_steps_per_epoch(&lp->batcher, o->batch_size);
+    lp->total_steps = o->steps > 0 ? o->steps : per_epoch * o->epochs;
+    // a resumed run: the data position follows from the step (before the feeder gathers its first batch)
+    lp->first_step = first_step < lp->total_steps ? first_step : lp->total_steps;
+    if (lp->first_step > 0) tfps_batcher_skip(&lp->batcher, o->batch_size, lp->first_step);
     lp->grads[0] = tfps_backend_host_alloc(lp->be, lp->l.total * sizeof(float));
     if (!lp->grads[0]) {
         tfps_error("out of memory for %zu parameters", lp->l.total);
@@ -57,8 +66,6 @@ int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices) {
         tfps_error("%s", err);
         return TFPS_EXIT_FAIL;
     }
-    const long long per_epoch = tfps_batcher_steps_per_epoch(&lp->batcher, o->batch_size);
-    lp->total_steps = o->steps > 0 ? o->steps : per_epoch * o->epochs;
     return TFPS_EXIT_OK;
 }
 
@@ -177,7 +184,7 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
     char err[TFPS_ERR_LEN];
     exchange_thread xt;
     tfps_loop_info info = {0};
-    int thread_up = 0, posted = 0, failed = 1;
+    int thread_up = 0, posted = 0, failed = TFPS_EXIT_FAIL;
     if (m->overlap) {
         lp->grads[1] = tfps_backend_host_alloc(be, lp->l.total * sizeof(float));
         lp->params2 = tfps_backend_host_alloc(be, lp->l.total * sizeof(float));
@@ -202,7 +209,13 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
     double loss_sum = 0.0;
     int loss_n = 0, epoch = 0;
     long long step;
-    for (step = 0; step < total; step++) {
+    for (step = lp->first_step; step < total; step++) {
+        if (tfps_loop_stop_signal) {
+            tfps_warn("signal %d: stopping at step %lld of %lld", (int)tfps_loop_stop_signal, step, total);
+            failed = 128 + (int)tfps_loop_stop_signal;
+            tfps_rpc_interrupt();   // the exchange in flight may have started after the handler's interrupt
+            goto stop;
+        }
         if (step + 1 < total && tfps_feeder_prefetch(feed) != TFPS_OK) {
             tfps_error("step %lld: %s", step, be->err);
             goto stop;
@@ -251,21 +264,21 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
             char tail[256] = "";
             if (m->progress) m->progress(m->ctx, &lp->window, tail, sizeof(tail));
             tfps_info("step %lld/%lld epoch %d loss %.4f examples/s %.0f eta %.1fs%s", step + 1, total, epoch + 1,
-                      loss_sum / loss_n, lp->examples / el, (double)(total - step - 1) * el / (double)(step + 1),
-                      tail);
+                      loss_sum / loss_n, lp->examples / el,
+                      (double)(total - step - 1) * el / (double)(step + 1 - lp->first_step), tail);
             loss_sum = 0.0;
             loss_n = 0;
             memset(&lp->window, 0, sizeof(lp->window));
         }
     }
-    failed = 0;
+    failed = TFPS_EXIT_OK;
 stop:
-    lp->steps = step;
+    lp->steps = step - lp->first_step;
     if (thread_up) {
         if (posted) {
             if (exchange_wait(&xt, &info, err, sizeof(err)) != TFPS_OK) {
                 tfps_error("last push: %s", err);
-                failed = 1;
+                failed = TFPS_EXIT_FAIL;
             } else {
                 info.steps = 1;
                 fold(lp, &info);
@@ -275,7 +288,7 @@ stop:
         exchange_stop(&xt);
     }
     lp->train_s = tfps_now() - lp->t_train;
-    return failed ? TFPS_EXIT_FAIL : TFPS_EXIT_OK;
+    return failed;
 }
 
 int tfps_loop_evaluate(tfps_loop *lp, double *accuracy) {

@@ -77,12 +77,13 @@ typedef struct {
     tfps_batcher batcher;
     tfps_feeder feed;
     long long total_steps;      /* --steps, or --epochs over this slice */
+    long long first_step;       /* a resumed run starts here (its data position too) */
     float *grads[2];            /* [l.total]; grads[1] only with overlap */
     float *params2;             /* [l.total] with overlap: the exchange in flight writes here */
     /* tfps_loop_run */
     double t_train;             /* tfps_now() when run began, before mode.begin */
     double train_s;             /* seconds run took */
-    long long steps, examples;  /* done by this process */
+    long long steps, examples;  /* done by this process (from first_step) */
     float loss;                 /* mean loss of the last step */
     tfps_loop_info window, totals;
 } tfps_loop;
@@ -94,15 +95,22 @@ typedef struct {
  * data or flags). */
 int tfps_loop_open(tfps_loop *lp, const tfps_options *o);
 
-/* For training on slice `slice` of `num_slices` (data.h): the batcher, the
- * feeder (gathers the first batch) and total_steps. Returns as open does. */
-int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices);
+/* For training on slice `slice` of `num_slices` (data.h) from step
+ * first_step (0, or where a restored or restarted run resumes): the batcher
+ * at that step's batch, the feeder (gathers it) and total_steps. Returns as
+ * open does. */
+int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices, long long first_step);
 
-/* Trains total_steps steps with mode m; logs "step i/n ... loss ..." every
- * --log-every. On return (either way) no exchange is in flight, params holds
- * the newest weights the exchanges gave, and steps, examples, loss, train_s
- * and totals are set. Returns TFPS_EXIT_OK, or TFPS_EXIT_FAIL after logging
- * why. */
+/* Set by the daemon's SIGTERM/SIGINT handler to the signal: the loop stops
+ * before its next step and run returns 128 + the signal (143 for SIGTERM). */
+#include <signal.h>
+extern volatile sig_atomic_t tfps_loop_stop_signal;
+
+/* Trains steps first_step..total_steps with mode m; logs "step i/n ... loss
+ * ..." every --log-every. On return (either way) no exchange is in flight,
+ * params holds the newest weights the exchanges gave, and steps, examples,
+ * loss, train_s and totals are set. Returns TFPS_EXIT_OK, TFPS_EXIT_FAIL
+ * after logging why, or 128 + signal when tfps_loop_stop_signal stopped it. */
 int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m);
 
 /* Test-set accuracy of params; TFPS_OK, or TFPS_ERR after logging why. */

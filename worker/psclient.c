@@ -1,5 +1,6 @@
 /* psclient.c -- see psclient.h. */
 #include "psclient.h"
+#include "log.h"
 #include "options.h"
 #include "service.h"
 #include "tfps.h"
@@ -47,6 +48,28 @@ void tfps_psclient_destroy(tfps_psclient *pc) {
     memset(pc, 0, sizeof(*pc));
 }
 
+/* Every call of a round goes through here: on failure, the first failed
+ * call's ps and status are kept (tfps_psclient_recoverable). */
+static int call_batch(tfps_psclient *pc, const tfps_rpc_req *reqs, int n, double timeout_s, int wait_for_ready,
+                 tfps_rpc_result *res, char *err, size_t errlen) {
+    pc->failed_status = TFPS_RPC_OK;
+    int rc = tfps_rpc_call_batch(pc->rpc, reqs, n, timeout_s, wait_for_ready, res, err, errlen);
+    if (rc == TFPS_OK) return rc;
+    for (int i = 0; i < n; i++)
+        if (res[i].status != TFPS_RPC_OK) {
+            pc->failed_ps = reqs[i].target;
+            pc->failed_status = res[i].status;
+            break;
+        }
+    return rc;
+}
+
+int tfps_psclient_recoverable(const tfps_psclient *pc) {
+    // the ps is down or restarted (it no longer knows us), or a call outlived its deadline
+    const int s = pc->failed_status;
+    return s == TFPS_RPC_UNAVAILABLE || s == TFPS_RPC_DEADLINE_EXCEEDED || s == TFPS_RPC_FAILED_PRECONDITION;
+}
+
 enum { WAIT_NONE, WAIT_NEXT, WAIT_NEXT_OF_ONE, WAIT_STEP };
 
 /* Packs the pull request of every ps: its ranges, the clock (ssp) and, in
@@ -90,34 +113,83 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
         .optimizer = desc, .optimizer_digest = tfps_optim_digest(&opt)};
 }
 
-int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, int *refused,
-                           char *err, size_t errlen) {
-    tfps_buf body = {0};
-    *refused = 0;
-    if (tfps_wire_pack_register_req(req, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
+/* One Register attempt with the ps not registered yet (todo[k]), waiting at
+ * most timeout_s for them to come up. */
+static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, double timeout_s, int *refused,
+                         char *err, size_t errlen) {
+    int n = 0, at[TFPS_MAX_PS];
     for (int k = 0; k < pc->num_ps; k++)
-        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_REGISTER], body.data, body.len};
-    int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, pc->num_ps, timeout_s, 1, pc->res, err, errlen);
-    tfps_buf_free(&body);
-    for (int k = 0; k < pc->num_ps; k++)
-        if (pc->res[k].status == TFPS_RPC_FAILED_PRECONDITION) *refused = 1;
-    for (int k = 0; rc == TFPS_OK && k < pc->num_ps; k++) {
+        if (todo[k]) {
+            at[n] = k;
+            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_REGISTER], body->data, body->len};
+        }
+    int rc = call_batch(pc, pc->reqs, n, timeout_s, 1, pc->res, err, errlen);
+    for (int i = 0; i < n; i++) {
+        const int k = at[i];
+        if (pc->res[i].status == TFPS_RPC_FAILED_PRECONDITION) *refused = 1;
+        if (pc->res[i].status != TFPS_RPC_OK) continue;
         tfps_wire_register_resp r;
         void *owner = NULL;
-        if (tfps_wire_unpack_register_resp(pc->res[k].resp, pc->res[k].resp_len, &r, &owner, err, errlen) != TFPS_OK)
-            rc = TFPS_ERR;
-        else if (r.ps_index != (uint32_t)k)
-            rc = tfps_seterr(err, errlen, "%s answered as ps %" PRIu32 ", expected ps %d: TF_CONFIG cluster.ps order "
-                             "differs between tasks", tfps_rpc_client_target(pc->rpc, k), r.ps_index, k);
-        else if (k > 0 && r.worker_id != pc->worker_id)
-            rc = tfps_seterr(err, errlen, "ps %d gave worker id %" PRIu32 ", ps 0 gave %" PRIu32, k, r.worker_id,
-                             pc->worker_id);
-        else
+        int one = tfps_wire_unpack_register_resp(pc->res[i].resp, pc->res[i].resp_len, &r, &owner, err, errlen);
+        if (one == TFPS_OK && r.ps_index != (uint32_t)k)
+            one = tfps_seterr(err, errlen, "%s answered as ps %" PRIu32 ", expected ps %d: TF_CONFIG cluster.ps order "
+                              "differs between tasks", tfps_rpc_client_target(pc->rpc, k), r.ps_index, k);
+        else if (one == TFPS_OK && pc->worker_id && r.worker_id != pc->worker_id)
+            one = tfps_seterr(err, errlen, "ps %d gave worker id %" PRIu32 ", another ps gave %" PRIu32, k, r.worker_id,
+                              pc->worker_id);
+        if (one == TFPS_OK) {
             pc->worker_id = r.worker_id;
-        if (rc == TFPS_OK && r.clock > pc->clock) pc->clock = r.clock;   // a restarted worker resumes its clock
+            pc->version[k] = r.version;
+            if (r.clock > pc->clock) pc->clock = r.clock;   // a restarted worker resumes its clock
+            if (r.clock > pc->resume_clock) pc->resume_clock = r.clock;
+            if (k == 0) pc->restored_step = r.restored_step;
+            todo[k] = 0;
+        } else {
+            *refused = 1;   // a ps that answers wrongly is a configuration mistake: waiting will not mend it
+            rc = TFPS_ERR;
+        }
         tfps_wire_release(owner);
     }
-    for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
+    for (int i = 0; i < n; i++) tfps_rpc_result_clear(&pc->res[i]);
+    return rc;
+}
+
+int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, const char *what,
+                           int *refused, char *err, size_t errlen) {
+    tfps_buf body = {0};
+    int todo[TFPS_MAX_PS], rc = TFPS_ERR;
+    *refused = 0;
+    tfps_wire_register_req q = *req;
+    q.clock = pc->clock;   // a re-registration: the pushes so far (a restored ps adopts them)
+    if (tfps_wire_pack_register_req(&q, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
+    for (int k = 0; k < pc->num_ps; k++) todo[k] = 1;
+    pc->worker_id = 0;
+    const double t0 = tfps_now(), t_end = t0 + timeout_s;
+    const int gen = tfps_rpc_interrupts();
+    // short attempts, so the wait says every few seconds which ps it waits for
+    for (;;) {
+        const double left = t_end - tfps_now();
+        if (left <= 0) break;
+        if (tfps_rpc_interrupts() != gen) {
+            tfps_seterr(err, errlen, "interrupted by a signal");
+            break;
+        }
+        rc = register_some(pc, &body, todo, left < TFPS_PSCLIENT_WAIT_LOG_S ? left : TFPS_PSCLIENT_WAIT_LOG_S, refused,
+                           err, errlen);
+        if (rc == TFPS_OK || *refused) break;
+        char who[400];
+        size_t j = 0;
+        who[0] = '\0';
+        for (int k = 0; k < pc->num_ps && j + 80 < sizeof(who); k++)
+            if (todo[k]) j += (size_t)snprintf(who + j, sizeof(who) - j, "%sps %d (%s)", j ? ", " : "", k,
+                                               tfps_rpc_client_target(pc->rpc, k));
+        if (tfps_now() < t_end)
+            tfps_info("waiting for %s: %.0f s of %.0f s (%s); last: %s", who, tfps_now() - t0, timeout_s, what, err);
+        else
+            tfps_seterr(err, errlen, "%s did not answer within %.0f s (%s); last: %s", who, timeout_s, what,
+                        pc->failed_status ? tfps_rpc_status_name(pc->failed_status) : "no answer");
+    }
+    tfps_buf_free(&body);
     if (rc == TFPS_OK) rc = pack_pulls(pc, WAIT_NONE, 0, err, errlen);
     return rc;
 }
@@ -155,7 +227,7 @@ static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double time
                                            pc->pull_req[k].len};
         }
         if (n == 0) return TFPS_OK;
-        int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+        int rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
         for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
             if (at[k] < 0) continue;
             tfps_wire_pull_resp r;
@@ -210,7 +282,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     if (decider >= 0) {
         s = pc->version[decider];
         if (add_push(pc, decider, s, grads, loss, batch, step, &n, err, errlen) != TFPS_OK) return TFPS_ERR;
-        rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+        rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
         int applied = 0;
         if (rc == TFPS_OK) rc = read_push(&pc->res[0], &applied, err, errlen);
         tfps_rpc_result_clear(&pc->res[0]);
@@ -243,7 +315,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
                                            pc->pull_req[k].len};
         }
     }
-    rc = n ? tfps_rpc_call_batch(pc->rpc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen) : TFPS_OK;
+    rc = n ? call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen) : TFPS_OK;
     for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
         if (pushes_at[k] < 0) continue;
         int applied = 0;
@@ -288,7 +360,7 @@ int tfps_psclient_heartbeat(tfps_psclient *pc, uint64_t step, uint64_t examples,
     if (tfps_wire_pack_heartbeat_req(&q, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
     for (int k = 0; k < pc->num_ps; k++)
         pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_HEARTBEAT], body.data, body.len};
-    int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
+    int rc = call_batch(pc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
     tfps_buf_free(&body);
     if (rc == TFPS_OK && resp0) {
         void *owner = NULL;
@@ -316,14 +388,37 @@ int tfps_psclient_status(tfps_psclient *pc, int ps, tfps_wire_status_resp *out, 
     return rc;
 }
 
-int tfps_psclient_shutdown(tfps_psclient *pc, const char *reason, double timeout_s, char *err, size_t errlen) {
+int tfps_psclient_shutdown(tfps_psclient *pc, const char *reason, int failed, double timeout_s, char *err,
+                           size_t errlen) {
     tfps_buf body = {0};
-    tfps_wire_shutdown_req q = {.reason = reason};
+    tfps_wire_shutdown_req q = {.reason = reason, .failed = failed};
     if (tfps_wire_pack_shutdown_req(&q, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
     for (int k = 0; k < pc->num_ps; k++)
         pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_SHUTDOWN], body.data, body.len};
-    int rc = tfps_rpc_call_batch(pc->rpc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
+    int rc = call_batch(pc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
     tfps_buf_free(&body);
     for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
+    return rc;
+}
+
+int tfps_psclient_checkpoint(tfps_psclient *pc, uint64_t step, int at_version, double timeout_s,
+                             tfps_wire_checkpoint_resp *out, char *err, size_t errlen) {
+    tfps_buf *body = pc->push_req;   // one body per ps: the version may differ (reuses the push buffers)
+    int n = 0, at[TFPS_MAX_PS];
+    for (int k = 0; k < pc->num_ps; k++) {
+        const tfps_wire_checkpoint_req q = {.worker_id = pc->worker_id, .step = step,
+                                            .version = at_version ? pc->version[k] : 0};
+        if (tfps_wire_pack_checkpoint_req(&q, &body[k]) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
+        at[k] = n;
+        pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_CHECKPOINT], body[k].data, body[k].len};
+    }
+    int rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
+    for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
+        void *owner = NULL;
+        rc = tfps_wire_unpack_checkpoint_resp(pc->res[at[k]].resp, pc->res[at[k]].resp_len, &out[k], &owner, err,
+                                              errlen);
+        tfps_wire_release(owner);
+    }
+    for (int i = 0; i < n; i++) tfps_rpc_result_clear(&pc->res[i]);
     return rc;
 }

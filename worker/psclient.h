@@ -62,6 +62,9 @@ typedef struct {
     int replicas_to_aggregate;       /* sync: set after init (0 = every worker) */
     int num_workers;                 /* training replicas: set after init */
     uint64_t clock;                  /* pushes sent */
+    uint64_t resume_clock;           /* at registration: the pushes the ps had from this rank (a restarted worker) */
+    uint64_t restored_step;          /* at registration: the checkpoint ps 0 restored (0: none) */
+    int failed_ps, failed_status;    /* the first failed call of the last failed operation */
     /* the last round: */
     int last_dropped;                /* 1 if any ps dropped its push as stale */
     double last_held_s;              /* the longest any ps held its pull */
@@ -78,11 +81,23 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
                                                   const tfps_shard_plan *plan, const char *task_type, int task_index,
                                                   int rank, int num_workers, char *desc, size_t desclen);
 
-/* Registers with every ps (waiting for those not up yet until timeout_s). A
- * refusal (layout, plan, options differ) comes back as TFPS_ERR with the ps's
- * message; *refused is then 1 (a user mistake). */
-int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, int *refused,
-                           char *err, size_t errlen);
+/* Registers with every ps (again after a failure: it carries the clock),
+ * waiting for those not up yet until timeout_s and logging every
+ * TFPS_PSCLIENT_WAIT_LOG_S which ps it waits for (`what` names the timeout's
+ * flag). A refusal (layout, plan, options differ) comes back as TFPS_ERR
+ * with the ps's message; *refused is then 1 (a user mistake). version[k]
+ * gets each ps's version. */
+#define TFPS_PSCLIENT_WAIT_LOG_S 5.0
+int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, const char *what,
+                           int *refused, char *err, size_t errlen);
+/* After a failed operation: did it fail in a way a re-registration may mend
+ * (the ps unreachable or restarted, a deadline passed)? failed_ps names it. */
+int tfps_psclient_recoverable(const tfps_psclient *pc);
+/* Asks every ps to checkpoint step `step` (at_version: each at the version
+ * of this worker's last pull from it, sync's step boundary; else now);
+ * out[k] gets ps k's answer. */
+int tfps_psclient_checkpoint(tfps_psclient *pc, uint64_t step, int at_version, double timeout_s,
+                             tfps_wire_checkpoint_resp *out, char *err, size_t errlen);
 /* One round (see above). grads, params: flat [layout total] or NULL. */
 int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int batch, uint64_t step, float *params,
                         double timeout_s, char *err, size_t errlen);
@@ -91,6 +106,8 @@ int tfps_psclient_heartbeat(tfps_psclient *pc, uint64_t step, uint64_t examples,
                             tfps_wire_heartbeat_resp *resp0, double timeout_s, char *err, size_t errlen);
 int tfps_psclient_status(tfps_psclient *pc, int ps, tfps_wire_status_resp *out, double timeout_s, char *err,
                          size_t errlen);
-int tfps_psclient_shutdown(tfps_psclient *pc, const char *reason, double timeout_s, char *err, size_t errlen);
+/* Shutdown to every ps; failed: the job failed (they exit 1). */
+int tfps_psclient_shutdown(tfps_psclient *pc, const char *reason, int failed, double timeout_s, char *err,
+                           size_t errlen);
 
 #endif
