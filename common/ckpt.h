@@ -102,7 +102,8 @@ typedef struct {
 } tfps_ckpt_info;
 
 /* Restores from the newest complete checkpoint under dir (step-N with the
- * largest N that passes every check): for each want[i], the floats of
+ * largest N that passes every check), or from dir itself when it is one
+ * step-N folder (it has a MANIFEST): for each want[i], the floats of
  * [begin, end) into w + at and each of slot[0..tfps_optim_slots(opt)) + at.
  * With slot NULL only weights are restored (opt may be NULL) and any
  * optimizer's checkpoint will do; otherwise one of another optimizer kind is
@@ -125,9 +126,11 @@ int tfps_ckpt_verify(const char *stepdir, const tfps_layout *l, char *err, size_
 
 /* Removes every step-N under dir older than the newest `keep` complete ones
  * (incomplete ones older than the newest complete one included; newer ones
- * may be being written and stay). Complete is checked whole, against the
- * layout the MANIFEST names. keep < 1 counts as 1. Returns the number
- * removed; failures are logged, not fatal. */
+ * may be being written and stay). Complete here means a MANIFEST that
+ * parses and every shard it lists at its listed size: cheap for any model
+ * size (the chief prunes between its steps); the CRCs are restore's to
+ * check. keep < 1 counts as 1. Returns the number removed; failures are
+ * logged, not fatal. */
 int tfps_ckpt_prune(const char *dir, int keep);
 
 /* CRC-32C (Castagnoli), as TFRecord uses: crc = tfps_crc32c(0, p, n), and

@@ -425,19 +425,25 @@ static void test_restore_onto_other_ps_counts(void) {
         free(w);
         job_reap(&b);
     }
-    // and into model files by --export-checkpoint (no cluster)
-    char out[700];
-    snprintf(out, sizeof(out), "%s/exported", root);
-    const char *argv[] = {WORKER, "--data-folder", data_dir, "--output-dir", out, "--export-checkpoint", ckpt, NULL};
-    const char *env[] = {"TF_CONFIG", NULL};
-    char *so = NULL;
-    CU_ASSERT_EQUAL(tu_run(argv, env, &so, NULL), 0);
-    CU_ASSERT(so && strstr(so, "test accuracy"));
-    free(so);
-    float *w = model_floats(out, &n);
-    CU_ASSERT_FATAL(w != NULL && n == n0);
-    CU_ASSERT(memcmp(w, w0, n * sizeof(float)) == 0);
-    free(w);
+    // and into model files by --export-checkpoint (no cluster): from the folder (its newest) and from the step
+    char step_dir[800];
+    snprintf(step_dir, sizeof(step_dir), "%s/step-%.0f", ckpt, summary_num(&a, "last_checkpoint_step"));
+    const char *from[2] = {ckpt, step_dir};
+    for (int i = 0; i < 2; i++) {
+        char out[700];
+        snprintf(out, sizeof(out), "%s/exported-%d", root, i);
+        const char *argv[] = {WORKER, "--data-folder", data_dir, "--output-dir", out, "--export-checkpoint", from[i],
+                              NULL};
+        const char *env[] = {"TF_CONFIG", NULL};
+        char *so = NULL;
+        CU_ASSERT_EQUAL(tu_run(argv, env, &so, NULL), 0);
+        CU_ASSERT(so && strstr(so, "test accuracy"));
+        free(so);
+        float *w = model_floats(out, &n);
+        CU_ASSERT_FATAL(w != NULL && n == n0);
+        CU_ASSERT(memcmp(w, w0, n * sizeof(float)) == 0);
+        free(w);
+    }
     free(w0);
     job_reap(&a);
 }

@@ -72,8 +72,14 @@ int tfps_cluster_recover(tfps_cluster_ctx *x, const char *why, char *err, size_t
                                sizeof(why2)) != TFPS_OK)
         return tfps_seterr(err, errlen, "ps %d (%s) did not come back: %s", k, target, why2);
     x->recoveries++;
-    tfps_info("re-registered with every ps after %.1f s (ps 0 at version %" PRIu64 "%s)", tfps_now() - t0,
-              x->pc.version[0], x->pc.restored_step ? ", restored from a checkpoint" : "");
+    x->t_failed = t0;
+    char versions[300];
+    size_t j = 0;
+    versions[0] = '\0';
+    for (int p = 0; p < x->pc.num_ps && j + 40 < sizeof(versions); p++)
+        j += (size_t)snprintf(versions + j, sizeof(versions) - j, "%sps %d at %" PRIu64, p ? ", " : "", p,
+                              x->pc.version[p]);
+    tfps_info("re-registered with every ps after %.1f s (versions: %s)", tfps_now() - t0, versions);
     return TFPS_OK;
 }
 
@@ -164,9 +170,16 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
     tfps_cluster_ctx *x = ctx;
     char why[TFPS_ERR_LEN];
     if (tfps_loop_stop_signal) return tfps_seterr(err, errlen, "not sent: stopped by signal %d", (int)tfps_loop_stop_signal);
+    const double t_round = tfps_now();
     if (tfps_psclient_round(&x->pc, grads, loss, batch, step, params, x->o->rpc_timeout, why, sizeof(why)) ==
         TFPS_OK) {
         x->recoveries_in_row = 0;
+        if (x->t_failed > 0 && grads) {
+            tfps_info("training again: the first step after the failure applied %.2f s after the failed round "
+                      "began, %.2f s after the failure was detected", tfps_now() - x->t_failed_round,
+                      tfps_now() - x->t_failed);
+            x->t_failed = 0;
+        }
         info->version = x->pc.version_sum;
         info->dropped = (uint64_t)x->pc.last_dropped;
         info->wait_s = x->pc.last_held_s;
@@ -176,6 +189,7 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
     // a ps down or restarted: this step's gradient is lost; re-register and take the weights again
     if (!tfps_psclient_recoverable(&x->pc) || tfps_loop_stop_signal) return tfps_seterr(err, errlen, "%s", why);
     if (tfps_cluster_recover(x, why, err, errlen) != TFPS_OK) return TFPS_ERR;
+    x->t_failed_round = t_round;
     tfps_loop_info ignore;
     return cluster_begin(x, params, &ignore, err, errlen) == TFPS_OK ? TFPS_OK : TFPS_ERR;
 }

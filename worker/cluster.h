@@ -31,6 +31,8 @@ typedef struct {
     char opt_desc[160];     /* the optimizer, as tfps_optim_describe says it */
     tfps_wire_register_req reg;   /* this task's Register (again after a ps failure) */
     int recoveries, recoveries_in_row;
+    double t_failed;        /* tfps_now() when the failure being recovered from was detected; 0: none */
+    double t_failed_round;  /* when the round that failed began */
     /* the chief's checkpoints */
     char ckpt_dir[TFPS_PATH_LEN + 32];
     double last_ckpt_t;     /* tfps_now() of the last checkpoint (or of the start) */
