@@ -647,11 +647,17 @@ int tfps_ckpt_restore(const char *dir, const tfps_layout *l, const tfps_optim *o
             info->step = c.m.step;
             info->version = c.m.step;
             info->num_ps = c.m.num_ps;
+            int own = 0;   // the shard this ps wrote under the same plan gives its version and update count
             for (int ps = 0; ps < c.m.num_ps; ps++) {
                 const shard_file *s = &c.shards[ps];
-                if (ps == ps_index && s->plan_digest == plan_digest) info->version = s->version;
-                if (s->updates > info->updates) info->updates = s->updates;
+                if (ps == ps_index && s->plan_digest == plan_digest) {
+                    info->version = s->version;
+                    info->updates = s->updates;
+                    own = 1;
+                }
             }
+            for (int ps = 0; ps < c.m.num_ps && !own; ps++)   // another plan: the most any shard had
+                if (c.shards[ps].updates > info->updates) info->updates = c.shards[ps].updates;
             snprintf(info->path, sizeof(info->path), "%s", stepdir);
             rc = TFPS_OK;
         }
@@ -704,7 +710,8 @@ static int remove_step_dir(const char *path) {
 /* Prune's test of completeness, cheap whatever the model's size: a MANIFEST
  * that parses (its CRC line included) for this step, and every shard it
  * lists on disk at its listed size. The shards' CRCs are restore's to check. */
-static int complete_enough(const char *stepdir, uint64_t step, char *why, size_t whylen) {
+static int complete_enough(const char *stepdir, uint64_t step, const tfps_layout *l, int optim_kind, char *why,
+                           size_t whylen) {
     uint8_t *text;
     size_t len;
     manifest m;
@@ -714,6 +721,20 @@ static int complete_enough(const char *stepdir, uint64_t step, char *why, size_t
     rc = parse_manifest((const char *)text, len, &m, why, whylen);
     free(text);
     if (rc == LOAD_OK && m.step != step) rc = REFUSE("MANIFEST: step %" PRIu64 " in step-%" PRIu64, m.step, step);
+    if (rc == LOAD_OK && l &&
+        (m.in != (uint64_t)l->in || m.h1 != (uint64_t)l->h1 || m.h2 != (uint64_t)l->h2 ||
+         m.out != (uint64_t)l->out || m.digest != tfps_layout_digest(l)))
+        rc = REFUSE("MANIFEST: another layout");
+    if (rc == LOAD_OK && optim_kind >= 0 && m.num_ps > 0) {   // the optimizer, from the first shard's header
+        char path[PATH_LEN + 32];
+        uint8_t h[HEADER];
+        snprintf(path, sizeof(path), "%s/ps-%d.ckpt", stepdir, m.entries[0].ps_index);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t got = fd >= 0 ? read(fd, h, sizeof(h)) : -1;
+        if (fd >= 0) close(fd);
+        if (got != (ssize_t)sizeof(h) || (int)get32(h + H_OPT_KIND) != optim_kind)
+            rc = REFUSE("ps-%d.ckpt: another optimizer", m.entries[0].ps_index);
+    }
     for (int i = 0; rc == LOAD_OK && i < m.num_ps; i++) {
         char path[PATH_LEN + 32];
         struct stat st;
@@ -727,7 +748,7 @@ static int complete_enough(const char *stepdir, uint64_t step, char *why, size_t
     return rc;
 }
 
-int tfps_ckpt_prune(const char *dir, int keep) {
+int tfps_ckpt_prune(const char *dir, int keep, const tfps_layout *l, int optim_kind) {
     if (keep < 1) keep = 1;   /* the newest complete checkpoint is never removed */
     char err[TFPS_ERR_LEN], stepdir[PATH_LEN];
     uint64_t *steps;
@@ -741,7 +762,7 @@ int tfps_ckpt_prune(const char *dir, int keep) {
         /* Past the keep-th complete one everything goes unread; before it,
          * each is checked by its MANIFEST and shard sizes (complete_enough). */
         if (complete < keep) {
-            int r = complete_enough(stepdir, steps[i], err, sizeof(err));
+            int r = complete_enough(stepdir, steps[i], l, optim_kind, err, sizeof(err));
             if (r == LOAD_OK) complete++;
             /* Newer than every complete one it may be being written; out of
              * memory says nothing about it. */

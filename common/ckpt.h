@@ -127,11 +127,13 @@ int tfps_ckpt_verify(const char *stepdir, const tfps_layout *l, char *err, size_
 /* Removes every step-N under dir older than the newest `keep` complete ones
  * (incomplete ones older than the newest complete one included; newer ones
  * may be being written and stay). Complete here means a MANIFEST that
- * parses and every shard it lists at its listed size: cheap for any model
- * size (the chief prunes between its steps); the CRCs are restore's to
- * check. keep < 1 counts as 1. Returns the number removed; failures are
- * logged, not fatal. */
-int tfps_ckpt_prune(const char *dir, int keep);
+ * parses, every shard it lists at its listed size, and (when l is not NULL
+ * and optim_kind >= 0) this run's layout and optimizer: cheap for any model
+ * size (the chief prunes between its steps), and another run's checkpoints
+ * that restore would refuse never count toward `keep` (they would make it
+ * delete this run's own). The CRCs are restore's to check. keep < 1 counts
+ * as 1. Returns the number removed; failures are logged, not fatal. */
+int tfps_ckpt_prune(const char *dir, int keep, const tfps_layout *l, int optim_kind);
 
 /* CRC-32C (Castagnoli), as TFRecord uses: crc = tfps_crc32c(0, p, n), and
  * chained: tfps_crc32c(crc, more, m). */

@@ -197,6 +197,13 @@ static int held_of(const tfps_policy *p, int rank) {
 
 int tfps_policy_held_count(const tfps_policy *p, int rank) { return held_of(p, rank); }
 
+double tfps_policy_newest_held(const tfps_policy *p, int rank) {
+    double t = 0;
+    for (int i = 0; i < p->nheld; i++)
+        if (p->held[i].rank == rank && p->held[i].t_held > t) t = p->held[i].t_held;
+    return t;
+}
+
 int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen) {
     if (q->min_version > p->version + 1) {
         snprintf(msg, msglen, "PullRequest.min_version %" PRIu64 " is more than one step ahead of this ps's version "

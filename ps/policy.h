@@ -83,8 +83,10 @@ int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *m
 /* Would q wait for rank's own push of this round (sync: its gradient for
  * the current step is not in; ssp: its clock counts a push the ps lacks)? */
 int tfps_policy_waits_on_own_push(const tfps_policy *p, int rank, const tfps_pull *q);
-/* Calls of rank held now (a worker waiting on us is alive). */
+/* Calls of rank held now. */
 int tfps_policy_held_count(const tfps_policy *p, int rank);
+/* tfps_now() when rank's newest held call was held; 0 if none. */
+double tfps_policy_newest_held(const tfps_policy *p, int rank);
 /* Holds the call. TFPS_ERR on OOM. */
 int tfps_policy_hold(tfps_policy *p, void *token, int rank, const tfps_pull *q);
 /* Takes out one held call that may be answered now: 1 with *out, else 0. */

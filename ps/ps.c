@@ -53,7 +53,7 @@ struct tfps_ps {
     int job_failed;          /* the chief's Shutdown said the job failed */
     /* fault tolerance */
     char ckpt_dir[TFPS_PATH_LEN + 32];
-    double heartbeat_s, idle_timeout, startup_timeout;
+    double heartbeat_s, idle_timeout, startup_timeout, rpc_timeout;
     double last_replica_call;  /* tfps_now() of the last call of a training replica (or the start) */
     tfps_saver *saver;
     void *ckpt_token;        /* the Checkpoint call held until its write ends */
@@ -110,6 +110,7 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     ps->heartbeat_s = o->heartbeat_secs;
     ps->idle_timeout = o->idle_timeout;
     ps->startup_timeout = o->startup_timeout;
+    ps->rpc_timeout = o->rpc_timeout;
     if (!(ps->saver = tfps_saver_new())) {
         tfps_seterr(err, errlen, "ps: out of memory");
         goto fail;
@@ -521,9 +522,9 @@ static int handle_checkpoint(tfps_ps *ps, const uint8_t *req, size_t len, void *
                  "at a step boundary", v, m.version);
         return TFPS_RPC_ABORTED;
     }
-    if (tfps_saver_busy(ps->saver) || ps->ckpt_token) {
-        snprintf(msg, msglen, "a checkpoint is still being written: ask again when it is acknowledged");
-        return TFPS_RPC_ABORTED;
+    if (tfps_saver_busy(ps->saver) || ps->ckpt_token) {   // UNAVAILABLE: the client retries until its deadline
+        snprintf(msg, msglen, "a checkpoint is still being written");
+        return TFPS_RPC_UNAVAILABLE;
     }
     if (start_checkpoint(ps, m.step, msg, msglen) != TFPS_OK) return TFPS_RPC_INTERNAL;
     if (token) {
@@ -589,23 +590,35 @@ void tfps_ps_describe_waits(const tfps_ps *ps, char *buf, size_t n) {
         j += (size_t)snprintf(buf + j, n - j, "%sworker %d %.1fs", r ? ", " : "", r + 1, ps->workers[r].wait_s);
 }
 
+/* Has rank a call held here that its client may still be waiting for (held
+ * less than --rpc-timeout ago, the deadline every task's calls have)? The
+ * server learns of a cancelled call only when it answers it. */
+static int waits_here(const tfps_ps *ps, int rank, double now) {
+    const double t = tfps_policy_newest_held(ps->pol, rank);
+    return t > 0 && now - t < ps->rpc_timeout;
+}
+
 /* Replicas that stopped calling are marked dead: the sync barrier and the
- * chief stop waiting for them. A worker with a call held here is waiting on
- * us, not dead. A rank that never registered is dead after --startup-timeout. */
+ * chief stop waiting for them. A worker waiting on a call held here is not
+ * dead. A rank that never registered is dead after --startup-timeout, or,
+ * on a ps restored from a checkpoint (whose replicas may have finished or
+ * died before it), after 3 heartbeat intervals: live ones register again
+ * as soon as their calls fail. */
 static void check_liveness(tfps_ps *ps, double now) {
     const double dead_after = 3 * ps->heartbeat_s;
+    const double unregistered_after = ps->restored_step ? dead_after : ps->startup_timeout;
     for (int r = 0; r < ps->num_workers; r++) {
         worker_state *w = &ps->workers[r];
         if (w->done || w->dead) continue;
         char why[160];
         if (w->registered) {
-            if (now - w->last_seen <= dead_after || tfps_policy_held_count(ps->pol, r) > 0) continue;
+            if (now - w->last_seen <= dead_after || waits_here(ps, r, now)) continue;
             snprintf(why, sizeof(why), "no call for %.1f s (3 x --heartbeat-secs %g)", now - w->last_seen,
                      ps->heartbeat_s);
         } else {
-            if (now - ps->t_start <= ps->startup_timeout) continue;
-            snprintf(why, sizeof(why), "not registered %.0f s after this ps started (--startup-timeout)",
-                     now - ps->t_start);
+            if (now - ps->t_start <= unregistered_after) continue;
+            snprintf(why, sizeof(why), "not registered %.1f s after this ps started (%s)", now - ps->t_start,
+                     ps->restored_step ? "restored: 3 x --heartbeat-secs" : "--startup-timeout");
         }
         w->dead = 1;
         ps->st.workers_dead++;
@@ -621,10 +634,13 @@ static void check_liveness(tfps_ps *ps, double now) {
 static int check_idle(tfps_ps *ps, double now) {
     if (now - ps->last_replica_call < ps->idle_timeout) return 0;
     for (int r = 0; r < ps->num_workers; r++)
-        if (tfps_policy_held_count(ps->pol, r) > 0) return 0;
+        if (waits_here(ps, r, now)) return 0;
     const uint64_t v = tfps_policy_version(ps->pol);
     char where[TFPS_ERR_LEN] = "nothing new to save";
-    if (v != ps->last_ckpt_version && !tfps_saver_busy(ps->saver) && !ps->ckpt_token) {
+    if (v != ps->last_ckpt_version && tfps_ckpt_has_manifest(ps->ckpt_dir, v ? v : 1)) {
+        // never over a complete checkpoint of the chief's (its step numbers are ps 0's versions)
+        snprintf(where, sizeof(where), "step-%" PRIu64 " is a complete checkpoint already: not overwritten", v);
+    } else if (v != ps->last_ckpt_version && !tfps_saver_busy(ps->saver) && !ps->ckpt_token) {
         char err[TFPS_ERR_LEN];
         tfps_saver_result r;
         if (start_checkpoint(ps, v ? v : 1, err, sizeof(err)) == TFPS_OK) {

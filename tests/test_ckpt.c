@@ -364,8 +364,9 @@ static void test_restore_across_plans(void) {
                     CU_ASSERT_EQUAL(bad, 0);
                     CU_ASSERT_EQUAL(info.step, 1200);
                     CU_ASSERT_EQUAL(info.num_ps, 2);
-                    CU_ASSERT_EQUAL(info.updates, 3 * 1200 + 1);
-                    /* its own shard's version only under the plan that wrote it */
+                    /* its own shard's version and update count only under the plan that wrote it; else
+                     * the step and the most updates any shard had */
+                    CU_ASSERT_EQUAL(info.updates, rp.digest == wp.digest ? 3 * 1200 + (uint64_t)ps : 3 * 1200 + 1);
                     CU_ASSERT_EQUAL(info.version, rp.digest == wp.digest ? 2 * 1200 + (uint64_t)ps : 1200);
                     checked++;
                 }
@@ -647,22 +648,32 @@ static void test_prune(void) {
     write_all(path, "x", 1);
     snprintf(path, sizeof(path), "%s/step-04", dir);
     mkdir(path, 0755);
-    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 3), 5);
+    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 3, NULL, -1), 5);
     for (uint64_t s = 1; s <= 9; s++) CU_ASSERT_EQUAL(exists(dir, s), s == 5 || s == 6 || s == 8 || s == 9);
     CU_ASSERT_EQUAL(access(path, F_OK), 0);
     snprintf(path, sizeof(path), "%s/notes", dir);
     CU_ASSERT_EQUAL(access(path, F_OK), 0);
-    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 3), 0);
+    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 3, NULL, -1), 0);
     /* 10 complete: 9 is now an incomplete one older than it */
     write_ckpt(dir, &l, &p, TFPS_OPT_SGD, 10, 1);
-    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 3), 2);
+    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 3, NULL, -1), 2);
     for (uint64_t s = 1; s <= 10; s++) CU_ASSERT_EQUAL(exists(dir, s), s == 6 || s == 8 || s == 10);
-    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 0), 2);   // keep < 1 keeps the newest
+    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir, 0, NULL, -1), 2);   // keep < 1 keeps the newest
     CU_ASSERT_EQUAL(exists(dir, 10), 1);
     tfps_ckpt_info info;
     CU_ASSERT_EQUAL(restore_all(dir, &l, TFPS_OPT_SGD, &info), TFPS_OK);
     CU_ASSERT_EQUAL(info.step, 10);
-    CU_ASSERT_EQUAL(tfps_ckpt_prune("/tmp/tfps-ckpt-no-such-dir", 3), 0);
+    CU_ASSERT_EQUAL(tfps_ckpt_prune("/tmp/tfps-ckpt-no-such-dir", 3, NULL, -1), 0);
+    /* another run's checkpoints (adam, newer steps) never count toward keep: this run's (sgd) stay */
+    char dir2[64];
+    mktmp(dir2);
+    for (uint64_t s = 50; s <= 60; s += 10) write_ckpt(dir2, &l, &p, TFPS_OPT_ADAM, s, 1);
+    for (uint64_t s = 1; s <= 3; s++) write_ckpt(dir2, &l, &p, TFPS_OPT_SGD, s, 1);
+    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir2, 2, &l, TFPS_OPT_SGD), 1);
+    for (uint64_t s = 1; s <= 60; s++) CU_ASSERT_EQUAL(exists(dir2, s), s == 2 || s == 3 || s == 50 || s == 60);
+    tfps_layout l2 = mk_layout(200);   /* nor another layout's */
+    CU_ASSERT_EQUAL(tfps_ckpt_prune(dir2, 1, &l2, TFPS_OPT_SGD), 0);
+    rm_rf(dir2);
     /* path errors */
     char longdir[1200];
     memset(longdir, 'a', sizeof(longdir) - 1);
@@ -752,7 +763,7 @@ static void crash_writer(const char *dir, const tfps_layout *l, const tfps_shard
             fprintf(stderr, "crash writer: step %" PRIu64 ": %s\n", s, err);
             _exit(1);
         }
-        tfps_ckpt_prune(dir, CRASH_KEEP);
+        tfps_ckpt_prune(dir, CRASH_KEEP, NULL, -1);
         if (write(fd, &s, sizeof(s)) != sizeof(s)) _exit(1);
     }
 }

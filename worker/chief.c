@@ -22,8 +22,10 @@ static int wait_for_workers(tfps_cluster_ctx *x, tfps_wire_heartbeat_resp *hb) {
     for (;;) {
         if (tfps_loop_stop_signal) return 128 + (int)tfps_loop_stop_signal;
         if (tfps_psclient_heartbeat(&x->pc, steps, 0, 1, hb, o->rpc_timeout, err, sizeof(err)) != TFPS_OK) {
-            if (!tfps_psclient_recoverable(&x->pc) || tfps_cluster_recover(x, err, err, sizeof(err)) != TFPS_OK) {
-                tfps_error("waiting for the workers: %s", err);
+            char why[TFPS_ERR_LEN];
+            if (tfps_loop_stop_signal) continue;
+            if (!tfps_psclient_recoverable(&x->pc) || tfps_cluster_recover(x, err, why, sizeof(why)) != TFPS_OK) {
+                tfps_error("waiting for the workers: %s", tfps_psclient_recoverable(&x->pc) ? why : err);
                 return TFPS_EXIT_FAIL;
             }
             continue;
@@ -46,16 +48,25 @@ static int finish(tfps_cluster_ctx *x) {
     char err[TFPS_ERR_LEN], path[TFPS_PATH_LEN + 64];
     tfps_wire_heartbeat_resp hb = {0};
     int rc = wait_for_workers(x, &hb);
-    if (rc != TFPS_EXIT_OK) return rc;
+    if (rc != TFPS_EXIT_OK) {
+        if (tfps_loop_stop_signal) tfps_cluster_checkpoint(x, "signal", 5.0);   // what the ps have now, if quick
+        return rc;
+    }
     if (hb.workers_dead > 0)
         tfps_warn("finishing without %" PRIu32 " dead worker%s: the model has the steps the ps applied",
                   hb.workers_dead, hb.workers_dead == 1 ? "" : "s");
     const double train_s = tfps_now() - lp->t_train;
     tfps_wire_status_resp st;
-    if (tfps_psclient_round(&x->pc, NULL, 0, 0, 0, lp->params, o->rpc_timeout, err, sizeof(err)) != TFPS_OK ||
-        tfps_psclient_status(&x->pc, 0, &st, o->rpc_timeout, err, sizeof(err)) != TFPS_OK) {
-        tfps_error("final pull: %s", err);
-        return TFPS_EXIT_FAIL;
+    for (int tries = 0;; tries++) {   // a ps that failed since: once more after registering again
+        if (tfps_psclient_round(&x->pc, NULL, 0, 0, 0, lp->params, o->rpc_timeout, err, sizeof(err)) == TFPS_OK &&
+            tfps_psclient_status(&x->pc, 0, &st, o->rpc_timeout, err, sizeof(err)) == TFPS_OK)
+            break;
+        char why[TFPS_ERR_LEN];
+        if (tries > 0 || tfps_loop_stop_signal || !tfps_psclient_recoverable(&x->pc) ||
+            tfps_cluster_recover(x, err, why, sizeof(why)) != TFPS_OK) {
+            tfps_error("final pull: %s", err);
+            return TFPS_EXIT_FAIL;
+        }
     }
     tfps_cluster_checkpoint(x, "final", o->rpc_timeout);   // before anything else can fail
     double acc = 0.0;

@@ -40,15 +40,15 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
         tfps_error("--checkpoint-dir: the path is too long");
         return TFPS_EXIT_USAGE;
     }
+    x->pc.consistency = o->consistency;
+    x->pc.replicas_to_aggregate = o->replicas_to_aggregate;
+    x->pc.num_workers = c->num_workers;
     tfps_info("registering with %d ps (waiting up to %.0fs for them to come up)", c->num_ps, o->startup_timeout);
     if (tfps_psclient_register(&x->pc, &x->reg, o->startup_timeout, "--startup-timeout", &refused, err,
                                sizeof(err)) != TFPS_OK) {
         tfps_error("register: %s", err);
         return refused ? TFPS_EXIT_USAGE : TFPS_EXIT_FAIL;
     }
-    x->pc.consistency = o->consistency;
-    x->pc.replicas_to_aggregate = o->replicas_to_aggregate;
-    x->pc.num_workers = c->num_workers;
     tfps_info("registered with %d ps as worker id %" PRIu32 "; model %d-%d-%d-%d, %s plan %016" PRIx64 ", %s backend; "
               "%s, %s", c->num_ps, x->pc.worker_id, l->in, l->h1, l->h2, l->out,
               tfps_shard_strategy_name(x->plan.strategy), x->plan.digest, lp->be->name,
@@ -92,7 +92,7 @@ void tfps_cluster_ctx_close(tfps_cluster_ctx *x) {
 static int cluster_begin(void *ctx, float *params, tfps_loop_info *info, char *err, size_t errlen) {
     tfps_cluster_ctx *x = ctx;
     char why[TFPS_ERR_LEN];
-    x->last_ckpt_t = tfps_now();
+    if (x->last_ckpt_t == 0) x->last_ckpt_t = tfps_now();   // the first begin (not a re-pull after a recovery)
     for (;;) {
         if (tfps_psclient_round(&x->pc, NULL, 0, 0, 0, params, x->o->rpc_timeout, why, sizeof(why)) == TFPS_OK) break;
         if (!tfps_psclient_recoverable(&x->pc) || tfps_cluster_recover(x, why, err, errlen) != TFPS_OK)
@@ -108,7 +108,7 @@ int tfps_cluster_checkpoint(tfps_cluster_ctx *x, const char *why, double timeout
     // the global step: ps 0's version as of our last pull (sync: a step boundary on every ps)
     const uint64_t step = x->pc.version[0];
     char err[TFPS_ERR_LEN], stepdir[1200];
-    if (step == 0 || tfps_ckpt_has_manifest(x->ckpt_dir, step)) return TFPS_OK;   // nothing new to save
+    if (step == 0 || step == x->last_ckpt_step) return TFPS_OK;   // nothing new to save
     tfps_wire_checkpoint_resp *resp = calloc((size_t)m, sizeof(*resp));
     tfps_ckpt_entry *e = calloc((size_t)m, sizeof(*e));
     int rc = TFPS_ERR;
@@ -120,8 +120,10 @@ int tfps_cluster_checkpoint(tfps_cluster_ctx *x, const char *why, double timeout
     if (tfps_psclient_checkpoint(&x->pc, step, o->consistency == TFPS_CONSISTENCY_SYNC, timeout_s, resp, err,
                                  sizeof(err)) != TFPS_OK) {
         // sync with backup workers: a ps already past our version asks for another try at the next step
-        if (x->pc.failed_status == TFPS_RPC_ABORTED) tfps_debug("checkpoint step %" PRIu64 ": %s", step, err);
-        else tfps_warn("checkpoint step %" PRIu64 " (%s) failed: %s", step, why, err);
+        if (x->pc.failed_status == TFPS_RPC_ABORTED && strcmp(why, "final") != 0 && strcmp(why, "signal") != 0)
+            tfps_debug("checkpoint step %" PRIu64 ": %s", step, err);
+        else
+            tfps_warn("checkpoint step %" PRIu64 " (%s) failed: %s", step, why, err);
         goto done;
     }
     double pause = 0, write = 0, mb = 0;
@@ -136,7 +138,7 @@ int tfps_cluster_checkpoint(tfps_cluster_ctx *x, const char *why, double timeout
         tfps_warn("checkpoint step %" PRIu64 ": MANIFEST: %s", step, err);
         goto done;
     }
-    const int pruned = tfps_ckpt_prune(x->ckpt_dir, o->keep_checkpoints);
+    const int pruned = tfps_ckpt_prune(x->ckpt_dir, o->keep_checkpoints, &x->lp->l, o->optimizer);
     const double took = tfps_now() - t0;
     x->checkpoints++;
     x->last_ckpt_step = step;
@@ -222,6 +224,8 @@ int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
         from = o->consistency == TFPS_CONSISTENCY_SYNC ? "the restored global step"
                                                        : "the restored global step over the training replicas";
     }
+    if (x->pc.restored_step && x->pc.restored_step == x->pc.version[0])
+        x->last_ckpt_step = x->pc.restored_step;   // the ps hold that checkpoint's state: saved already
     int rc = tfps_loop_prepare(lp, x->rank, c->num_workers, first);
     if (rc != TFPS_EXIT_OK) return rc;
     if (from) tfps_info("resuming at step %lld of %lld: %s", lp->first_step, lp->total_steps, from);
@@ -250,10 +254,15 @@ int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
                   tfps_consistency_name(o->consistency), lp->totals.dropped, lp->steps,
                   lp->steps ? 100.0 * (double)lp->totals.dropped / (double)lp->steps : 0.0, lp->totals.wait_s);
     if (c->is_chief) return TFPS_EXIT_OK;
-    if (tfps_psclient_heartbeat(&x->pc, (uint64_t)(lp->first_step + lp->steps), (uint64_t)lp->examples, 1, NULL,
-                                o->rpc_timeout, err, sizeof(err)) != TFPS_OK) {
-        tfps_error("reporting done: %s", err);
-        return TFPS_EXIT_FAIL;
+    for (;;) {   // a ps that failed meanwhile: register again and say it again
+        if (tfps_psclient_heartbeat(&x->pc, (uint64_t)(lp->first_step + lp->steps), (uint64_t)lp->examples, 1, NULL,
+                                    o->rpc_timeout, err, sizeof(err)) == TFPS_OK)
+            return TFPS_EXIT_OK;
+        char why[TFPS_ERR_LEN];
+        if (!tfps_psclient_recoverable(&x->pc) || tfps_loop_stop_signal ||
+            tfps_cluster_recover(x, err, why, sizeof(why)) != TFPS_OK) {
+            tfps_error("reporting done: %s", tfps_psclient_recoverable(&x->pc) && !tfps_loop_stop_signal ? why : err);
+            return TFPS_EXIT_FAIL;
+        }
     }
-    return TFPS_EXIT_OK;
 }

@@ -11,6 +11,10 @@ int tfps_evaluator_run(tfps_cluster_ctx *x) {
     double best = 0.0;
     int evals = 0;
     for (;;) {
+        if (tfps_loop_stop_signal) {
+            tfps_info("signal %d: %d evaluations, best test accuracy %.4f", (int)tfps_loop_stop_signal, evals, best);
+            return 128 + (int)tfps_loop_stop_signal;
+        }
         if (tfps_psclient_round(&x->pc, NULL, 0, 0, 0, lp->params, 5.0, err, sizeof(err)) != TFPS_OK) {
             tfps_info("ps unreachable (%s): training is over; %d evaluations, best test accuracy %.4f", err, evals,
                       best);

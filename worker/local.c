@@ -22,6 +22,7 @@ typedef struct {
     char ckpt_dir[TFPS_PATH_LEN + 32];
     uint64_t plan_digest;                /* of a one-ps plan: local mode writes what one ps would */
     double last_ckpt_t;
+    uint64_t last_step;                  /* of the last checkpoint written */
     int checkpoints;
     double ckpt_max_s;
 } local_mode;
@@ -46,7 +47,7 @@ static int local_begin(void *ctx, float *params, tfps_loop_info *info, char *err
 static void local_checkpoint(local_mode *lm, const char *why) {
     const uint64_t step = lm->updates;
     char err[TFPS_ERR_LEN], stepdir[1200];
-    if (step == 0 || tfps_ckpt_has_manifest(lm->ckpt_dir, step)) return;
+    if (step == 0 || step == lm->last_step) return;   // written already (the final one after a periodic one)
     const double t0 = tfps_now();
     const tfps_ckpt_range all = {0, lm->l->total, 0};
     tfps_ckpt_shard sh = {.layout = lm->l, .num_ps = 1, .ps_index = 0, .strategy = TFPS_SHARD_BALANCED,
@@ -60,9 +61,10 @@ static void local_checkpoint(local_mode *lm, const char *why) {
         tfps_ckpt_write_manifest(stepdir, step, lm->l, 1, &e, err, sizeof(err)) != TFPS_OK) {
         tfps_warn("checkpoint step %llu (%s) failed: %s", (unsigned long long)step, why, err);
     } else {
-        tfps_ckpt_prune(lm->ckpt_dir, lm->o->keep_checkpoints);
+        tfps_ckpt_prune(lm->ckpt_dir, lm->o->keep_checkpoints, lm->l, lm->opt.kind);
         const double took = tfps_now() - t0;
         lm->checkpoints++;
+        lm->last_step = step;
         if (took > lm->ckpt_max_s) lm->ckpt_max_s = took;
         tfps_info("checkpoint step %llu (%s): %.2f MB in %s, %.1f ms", (unsigned long long)step, why, e.bytes / 1e6,
                   stepdir, took * 1e3);
@@ -129,7 +131,10 @@ int tfps_local_train(const tfps_options *o) {
         goto done;
     }
     lm.restored = r == TFPS_OK;
-    if (lm.restored) lm.updates = info.updates;
+    if (lm.restored) {
+        lm.updates = info.updates;
+        lm.last_step = info.step;   // that state is saved already
+    }
     rc = tfps_loop_prepare(&lp, 0, 1, lm.restored ? (long long)info.step : 0);
     if (rc != TFPS_EXIT_OK) goto done;
     if (lm.restored)
@@ -152,7 +157,8 @@ int tfps_local_train(const tfps_options *o) {
     if (tfps_loop_evaluate(&lp, &acc) != TFPS_OK) goto done;
     const double wall_s = tfps_now() - lp.t0;
     char mpath[TFPS_PATH_LEN + 64];
-    if (tfps_export_model(o, l, lp.params, (uint64_t)lp.steps, mpath, sizeof(mpath)) != TFPS_OK) goto done;
+    if (tfps_export_model(o, l, lp.params, (uint64_t)(lp.first_step + lp.steps), mpath, sizeof(mpath)) != TFPS_OK)
+        goto done;
     const tfps_loop_result sum = {.mode = "local", .model = mpath, .test_accuracy = acc,
                                   .steps = (double)(lp.first_step + lp.steps),
                               .examples = (double)lp.examples, .train_s = lp.train_s, .wall_s = wall_s};

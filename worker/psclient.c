@@ -115,8 +115,8 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
 
 /* One Register attempt with the ps not registered yet (todo[k]), waiting at
  * most timeout_s for them to come up. */
-static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, double timeout_s, int *refused,
-                         char *err, size_t errlen) {
+static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, uint64_t *clocks, double timeout_s,
+                         int *refused, char *err, size_t errlen) {
     int n = 0, at[TFPS_MAX_PS];
     for (int k = 0; k < pc->num_ps; k++)
         if (todo[k]) {
@@ -141,6 +141,7 @@ static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, dou
             pc->worker_id = r.worker_id;
             pc->version[k] = r.version;
             if (r.clock > pc->clock) pc->clock = r.clock;   // a restarted worker resumes its clock
+            clocks[k] = r.clock;
             if (r.clock > pc->resume_clock) pc->resume_clock = r.clock;
             if (k == 0) pc->restored_step = r.restored_step;
             todo[k] = 0;
@@ -158,6 +159,7 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
                            int *refused, char *err, size_t errlen) {
     tfps_buf body = {0};
     int todo[TFPS_MAX_PS], rc = TFPS_ERR;
+    uint64_t clocks[TFPS_MAX_PS] = {0};   /* each ps's count of our pushes */
     *refused = 0;
     tfps_wire_register_req q = *req;
     q.clock = pc->clock;   // a re-registration: the pushes so far (a restored ps adopts them)
@@ -174,8 +176,8 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
             tfps_seterr(err, errlen, "interrupted by a signal");
             break;
         }
-        rc = register_some(pc, &body, todo, left < TFPS_PSCLIENT_WAIT_LOG_S ? left : TFPS_PSCLIENT_WAIT_LOG_S, refused,
-                           err, errlen);
+        rc = register_some(pc, &body, todo, clocks, left < TFPS_PSCLIENT_WAIT_LOG_S ? left : TFPS_PSCLIENT_WAIT_LOG_S,
+                           refused, err, errlen);
         if (rc == TFPS_OK || *refused) break;
         char who[400];
         size_t j = 0;
@@ -188,6 +190,16 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
         else
             tfps_seterr(err, errlen, "%s did not answer within %.0f s (%s); last: %s", who, timeout_s, what,
                         pc->failed_status ? tfps_rpc_status_name(pc->failed_status) : "no answer");
+    }
+    // ssp: a ps restored from a checkpoint knows fewer of our pushes than another: tell it our clock, or our
+    // pulls would be ahead of it (refused)
+    int behind = 0;
+    for (int k = 0; rc == TFPS_OK && k < pc->num_ps; k++)
+        behind += todo[k] = pc->consistency == TFPS_CONSISTENCY_SSP && clocks[k] < pc->clock;
+    if (behind) {
+        q.clock = pc->clock;
+        if (tfps_wire_pack_register_req(&q, &body) != TFPS_OK) rc = tfps_seterr(err, errlen, "out of memory");
+        else rc = register_some(pc, &body, todo, clocks, timeout_s, refused, err, errlen);
     }
     tfps_buf_free(&body);
     if (rc == TFPS_OK) rc = pack_pulls(pc, WAIT_NONE, 0, err, errlen);

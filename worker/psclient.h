@@ -58,7 +58,7 @@ typedef struct {
     tfps_rpc_result *res;            /* [2 * num_ps] */
     uint64_t version_sum;            /* sum of the versions of the last pull */
     uint64_t *version;               /* [num_ps] version of the last pull from each ps */
-    int consistency;                 /* tfps_consistency: set after init (default async) */
+    int consistency;                 /* tfps_consistency: set before register (default async) */
     int replicas_to_aggregate;       /* sync: set after init (0 = every worker) */
     int num_workers;                 /* training replicas: set after init */
     uint64_t clock;                  /* pushes sent */
