@@ -83,10 +83,9 @@ void tfps_policy_get_stats(const tfps_policy *p, tfps_policy_stats *s) {
 
 static int required(const tfps_policy *p) { return p->r2a < p->nlive ? p->r2a : p->nlive; }
 
-/* sync: enough gradients for the current version? Then their mean, summed in
- * rank order, is one update. */
-static void maybe_aggregate(tfps_policy *p) {
-    if (p->mode != TFPS_CONSISTENCY_SYNC || p->nin == 0 || p->nin < required(p)) return;
+/* sync: the mean of the gradients in (nin > 0), summed in rank order, is one
+ * update. */
+static void aggregate(tfps_policy *p) {
     const size_t n = p->store->nelems;
     float *sum = NULL;
     for (int r = 0; r < p->num_workers; r++) {
@@ -107,6 +106,12 @@ static void maybe_aggregate(tfps_policy *p) {
     p->version++;
     memset(p->in, 0, (size_t)p->num_workers);
     p->nin = 0;
+}
+
+/* sync: enough gradients for the current version? Then one update. */
+static void maybe_aggregate(tfps_policy *p) {
+    if (p->mode != TFPS_CONSISTENCY_SYNC || p->nin == 0 || p->nin < required(p)) return;
+    aggregate(p);
 }
 
 int tfps_policy_push(tfps_policy *p, int rank, const tfps_push *g, char *msg, size_t msglen) {
@@ -156,6 +161,22 @@ void tfps_policy_set_live(tfps_policy *p, int rank, int live) {
     p->live[rank] = (uint8_t)live;
     p->nlive += live ? 1 : -1;
     maybe_aggregate(p);   // a replica that leaves may complete the step it was holding up
+}
+
+int tfps_policy_close_stuck_step(tfps_policy *p, double held_before) {
+    if (p->mode != TFPS_CONSISTENCY_SYNC || p->r2a >= p->num_workers || p->nin == 0 || p->nin >= required(p))
+        return 0;
+    for (int r = 0; r < p->num_workers; r++) {
+        if (!p->live[r] || p->in[r]) continue;
+        int waits = 0;   // a pull of r held here since before held_before, for the end of this step
+        for (int i = 0; i < p->nheld && !waits; i++)
+            waits = p->held[i].rank == r && p->held[i].pull.min_version == p->version + 1 &&
+                    p->held[i].t_held < held_before;
+        if (!waits) return 0;   // r may still push into this step
+    }
+    const int nin = p->nin;
+    aggregate(p);
+    return nin;
 }
 
 void tfps_policy_set_version(tfps_policy *p, uint64_t version) { p->version = version; }

@@ -65,6 +65,16 @@ void tfps_policy_set_live(tfps_policy *p, int rank, int live);
  * for the caller to answer (pop_rank). */
 void tfps_policy_restart(tfps_policy *p, int rank);
 
+/* sync with backup workers (replicas_to_aggregate < workers): a step that
+ * has gradients in but fewer than required, while every live rank without a
+ * gradient in has a pull held here for the end of this step since before
+ * held_before (tfps_now() time), can never fill: a member of ps 0's step
+ * that died (or restarted) after its push to ps 0 and before its push here
+ * leaves the step short, and the ranks waiting are not its members. Such a
+ * step is closed with the gradients it has (a late member's push is then
+ * dropped as stale here). Returns the gradients of the step closed, or 0. */
+int tfps_policy_close_stuck_step(tfps_policy *p, double held_before);
+
 /* A ps restored from a checkpoint continues from its version. */
 void tfps_policy_set_version(tfps_policy *p, uint64_t version);
 /* A re-registering rank's clock (its pushes so far): taken when larger, so a

@@ -665,6 +665,12 @@ int tfps_ps_tick(tfps_ps *ps) {
     const double now = tfps_now();
     poll_saver(ps);
     check_liveness(ps, now);
+    // a heartbeat interval, less than the 3 after which ps 0 would think the waiting workers dead
+    const uint64_t v = tfps_policy_version(ps->pol);
+    const int nin = tfps_policy_close_stuck_step(ps->pol, now - ps->heartbeat_s);
+    if (nin > 0)
+        tfps_warn("sync step %" PRIu64 " closed with %d gradient%s: every other live worker waits for it (a member of "
+                  "ps 0's step died or restarted before its push here)", v, nin, nin == 1 ? "" : "s");
     release_ready(ps);   // a dead worker may complete a sync step
     if (!ps->idle_exit && check_idle(ps, now)) return 1;
     const tfps_held *h = tfps_policy_oldest(ps->pol);

@@ -630,6 +630,49 @@ static void test_dead_worker_and_idle(void) {
     CU_ASSERT(system(cmd) == 0);
 }
 
+/* Backup workers over 2 ps (psclient.h): a member of ps 0's step that dies
+ * after its push to ps 0 and before its push to ps 1 leaves ps 1's step one
+ * gradient short, and the live worker waiting there is not a member: once
+ * the dead one is marked dead and the other waits a heartbeat interval, ps 1
+ * closes the step with what it has (before: held until the calls' deadline). */
+static void test_backup_member_dead_between_ps(void) {
+    const char *args[] = {"--consistency", "sync", "--replicas-to-aggregate", "2", "--heartbeat-secs", "0.1", NULL};
+    cluster c;
+    cluster_init(&c, 2, 3, args);
+    register_all(&c);
+    float g[64];
+    fill(g, c.l.total, 0.1f);
+    int applied = -1;
+    reply_box r0 = {0}, r1 = {0}, box = {0};
+    // ps 0's step 0: ranks 2 and 0 are its members, rank 1 is dropped
+    CU_ASSERT_EQUAL(push(&c, 0, 2, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(applied, 0);
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
+    // rank 0 pushes to ps 1 and waits there for the step; rank 2 is killed before its push to ps 1
+    CU_ASSERT_EQUAL(push(&c, 1, 0, 0, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 1, 1, 1, 1, &r0), TFPS_PS_HELD);
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 1, 1, &box), TFPS_RPC_OK);
+    // rank 1, a member of ps 0's step 1, waits for ps 1 to finish step 0 before it pushes there
+    CU_ASSERT_EQUAL(push(&c, 0, 1, 1, g, &applied), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(pull(&c, 1, 2, 1, 2, &r1), TFPS_PS_HELD);
+    nap_ms(150);
+    CU_ASSERT_EQUAL(tfps_ps_tick(c.ps[1]), 0);
+    CU_ASSERT_FALSE(r0.answered);   // rank 2 may still push: 0.15 s < 3 x 0.1 s
+    nap_ms(200);
+    CU_ASSERT_EQUAL(tfps_ps_tick(c.ps[1]), 0);
+    CU_ASSERT_EQUAL(stats(&c, 1).workers_dead, 1);
+    CU_ASSERT_EQUAL(stats(&c, 1).version, 1);
+    CU_ASSERT_EQUAL(stats(&c, 1).aggregated, 1);
+    CU_ASSERT_TRUE(r0.answered && r0.status == TFPS_RPC_OK);
+    CU_ASSERT_TRUE(r1.answered && r1.status == TFPS_RPC_OK);
+    box_clear(&r0);
+    box_clear(&r1);
+    box_clear(&box);
+    cluster_destroy(&c);
+}
+
 /* Register refuses a worker whose consistency or optimizer differs, naming both. */
 static void test_register_checks_semantics(void) {
     const char *args[] = {"--consistency", "sync", "--optimizer", "adam", "--learning-rate", "0.001", NULL};
@@ -1246,6 +1289,8 @@ int main(void) {
     CU_add_test(s, "checkpoint: only the chief, at its version; restores onto 1 and 3 ps",
                 test_checkpoint_restore_other_ps_counts);
     CU_add_test(s, "a silent worker is marked dead, the barrier goes on; idle stops the ps", test_dead_worker_and_idle);
+    CU_add_test(s, "backup workers over 2 ps: a member dead between ps 0 and ps 1 holds no step",
+                test_backup_member_dead_between_ps);
     CU_add_test(s, "fuzz: random schedules vs a flat reference", test_fuzz_against_flat_reference);
     CU_add_test(s, "fuzz: backup workers over 2-3 ps, every request its own event", test_fuzz_backup_workers_many_ps);
     CU_add_test(s, "fuzz: ... and the old protocol's deadlock is found", test_fuzz_backup_old_protocol_deadlocks);
