@@ -69,10 +69,11 @@ static void rpc_gpr_log(gpr_log_func_args *a) {
              a->file, a->line);
 }
 
-static volatile sig_atomic_t interrupts;
+static volatile sig_atomic_t interrupted;
 
-void tfps_rpc_interrupt(void) { interrupts = interrupts + 1; }
-int tfps_rpc_interrupts(void) { return (int)interrupts; }
+void tfps_rpc_interrupt(void) { interrupted = 1; }
+void tfps_rpc_resume(void) { interrupted = 0; }
+int tfps_rpc_interrupted(void) { return interrupted != 0; }
 
 void tfps_rpc_init(void) {
     /* ~1 MB buffers per call: keep them in the heap instead of mmap/munmap
@@ -787,7 +788,6 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
     }
     const double t_end = tfps_now() + timeout_s;
     const gpr_timespec deadline = rpc_after(timeout_s);
-    const sig_atomic_t gen = interrupts;
     int active = n, cut = 0;
     for (int k = 0; k < n; k++) {
         rpc_ccall *x = &xs[k];
@@ -798,6 +798,21 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
         if (x->state == CC_DONE) active--;
     }
     while (active > 0) {
+        if (interrupted && !cut) {   // a signal: every call of this batch ends now
+            cut = 1;
+            for (int k = 0; k < n; k++) {
+                rpc_ccall *x = &xs[k];
+                if (x->state == CC_RUNNING) {
+                    grpc_call_cancel_with_status(x->call, GRPC_STATUS_CANCELLED, "interrupted by a signal", NULL);
+                } else if (x->state == CC_BACKOFF) {
+                    results[k] = (tfps_rpc_result){.status = TFPS_RPC_CANCELLED};
+                    snprintf(results[k].details, sizeof(results[k].details), "interrupted by a signal");
+                    x->state = CC_DONE;
+                    active--;
+                }
+            }
+        }
+        if (active == 0) break;
         double wake = tfps_now() + 1.0;   /* calls end by their deadline; the timeout only paces the loop */
         for (int k = 0; k < n; k++)
             if (xs[k].state == CC_BACKOFF && xs[k].retry_at < wake) wake = xs[k].retry_at;
@@ -831,20 +846,6 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
                 attempt_end(x);
                 x->state = CC_DONE;
                 active--;
-            }
-        }
-        if (interrupts != gen && !cut) {   // a signal: every call of this batch ends now
-            cut = 1;
-            for (int k = 0; k < n; k++) {
-                rpc_ccall *x = &xs[k];
-                if (x->state == CC_RUNNING) {
-                    grpc_call_cancel_with_status(x->call, GRPC_STATUS_CANCELLED, "interrupted by a signal", NULL);
-                } else if (x->state == CC_BACKOFF) {
-                    results[k] = (tfps_rpc_result){.status = TFPS_RPC_CANCELLED};
-                    snprintf(results[k].details, sizeof(results[k].details), "interrupted by a signal");
-                    x->state = CC_DONE;
-                    active--;
-                }
             }
         }
         double now = tfps_now();

@@ -59,11 +59,12 @@ const char *tfps_rpc_status_name(int status);   /* "UNAVAILABLE", ... */
 void tfps_rpc_init(void);
 void tfps_rpc_shutdown(void);
 /* Async-signal-safe (a daemon's SIGTERM handler): every client call in
- * flight now ends CANCELLED "interrupted" within about a second; calls
- * started afterwards run normally (a last checkpoint). tfps_rpc_interrupts
- * counts the requests so far, so a loop of calls can tell it was cut. */
+ * flight ends CANCELLED "interrupted by a signal" within about a second,
+ * and every call started afterwards at once, until tfps_rpc_resume (a last
+ * checkpoint on the way out asks for it explicitly). */
 void tfps_rpc_interrupt(void);
-int tfps_rpc_interrupts(void);
+void tfps_rpc_resume(void);
+int tfps_rpc_interrupted(void);
 
 /* ---- server --------------------------------------------------------------- */
 typedef struct tfps_rpc_server tfps_rpc_server;

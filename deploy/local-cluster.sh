@@ -168,14 +168,20 @@ for k in "${kills[@]+"${kills[@]}"}"; do
 done
 
 # Wait for every task and backoff timer. A task that exits non-zero is
-# restarted (on-failure, a timer's end) or stops the rest.
+# restarted (on-failure, a timer's end) or stops the rest. Polled, not
+# `wait -n`: bash's wait -n can miss a child that ended while the script was
+# busy elsewhere (seen: a task killed during another's restart was never
+# noticed). bash reaps every child as it ends and keeps its status for `wait`.
 while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
   finished=
+  for p in "${pid_of[@]}" "${!timer_of[@]}"; do
+    kill -0 "$p" 2>/dev/null || { finished=$p; break; }
+  done
+  if [ -z "$finished" ]; then sleep 0.2; continue; fi
   set +e
-  wait -n -p finished "${pid_of[@]}" "${!timer_of[@]}" 2>/dev/null   # not bash's own "Killed" line: ours says it
+  wait "$finished" 2>/dev/null   # not bash's own "Killed" line: ours says it
   rc=$?
   set -e
-  [ -n "$finished" ] || break
   if [ -n "${timer_of[$finished]:-}" ]; then   # a backoff ended: start the task again
     name=${timer_of[$finished]}
     unset "timer_of[$finished]"

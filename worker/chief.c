@@ -49,7 +49,10 @@ static int finish(tfps_cluster_ctx *x) {
     tfps_wire_heartbeat_resp hb = {0};
     int rc = wait_for_workers(x, &hb);
     if (rc != TFPS_EXIT_OK) {
-        if (tfps_loop_stop_signal) tfps_cluster_checkpoint(x, "signal", 5.0);   // what the ps have now, if quick
+        if (tfps_loop_stop_signal) {   // what the ps have now, if quick (calls fail at once after a signal unless asked)
+            tfps_rpc_resume();
+            tfps_cluster_checkpoint(x, "signal", 5.0);
+        }
         return rc;
     }
     if (hb.workers_dead > 0)

@@ -244,6 +244,7 @@ int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
                             .progress = cluster_progress};
     rc = tfps_loop_run(lp, &mode);
     if (tfps_loop_stop_signal && c->is_chief) {   // SIGTERM: save what the ps have if it takes no more than a few seconds
+        tfps_rpc_resume();   // calls fail at once after a signal: this one is asked for
         tfps_cluster_checkpoint(x, "signal", 5.0);
     }
     if (rc != TFPS_EXIT_OK) return rc;

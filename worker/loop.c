@@ -1,7 +1,6 @@
 /* loop.c -- see loop.h. */
 #include "loop.h"
 #include "log.h"
-#include "rpc.h"
 #include "tfps.h"
 
 #include <cJSON.h>
@@ -213,7 +212,6 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
         if (tfps_loop_stop_signal) {
             tfps_warn("signal %d: stopping at step %lld of %lld", (int)tfps_loop_stop_signal, step, total);
             failed = 128 + (int)tfps_loop_stop_signal;
-            tfps_rpc_interrupt();   // the exchange in flight may have started after the handler's interrupt
             goto stop;
         }
         if (step + 1 < total && tfps_feeder_prefetch(feed) != TFPS_OK) {

@@ -167,12 +167,11 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
     for (int k = 0; k < pc->num_ps; k++) todo[k] = 1;
     pc->worker_id = 0;
     const double t0 = tfps_now(), t_end = t0 + timeout_s;
-    const int gen = tfps_rpc_interrupts();
     // short attempts, so the wait says every few seconds which ps it waits for
     for (;;) {
         const double left = t_end - tfps_now();
         if (left <= 0) break;
-        if (tfps_rpc_interrupts() != gen) {
+        if (tfps_rpc_interrupted()) {
             tfps_seterr(err, errlen, "interrupted by a signal");
             break;
         }
