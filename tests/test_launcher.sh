@@ -27,7 +27,7 @@ launch() {   # out-dir args...: runs the launcher, stderr into out.err; returns 
 }
 has() { grep -qF -- "$2" "$1" || fail "$1 lacks \"$2\""; }
 
-# 1. restarts: --kill at 1.5 s, and a kill -9 from the pids file at ~3 s; training lasts ~6 s
+# 1. restarts: --kill at 2.5 s, then (once worker-1 is back) a kill -9 of worker-0 from the pids file; training lasts ~6 s
 o=$tmp/restart; mkdir -p "$o/logs"
 t0=$(date +%s.%N)
 launch "$o" --restart on-failure --steps 300 --slow-step-ms 20 --kill worker-1 2.5 &
