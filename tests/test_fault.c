@@ -234,7 +234,7 @@ static void test_worker_restarted_resumes(void) {
     CU_ASSERT(wait_log(&j, 2, "resuming at step ", 30));
     const long long first = last_number_after(&j, 2, "resuming at step ");
     printf("\n  the restarted worker resumed at step %lld", first);
-    CU_ASSERT(first >= 60);
+    CU_ASSERT(first >= 59);   // "step 60/" is logged once push 60 is sent (--overlap 1): 59 are answered
     CU_ASSERT(first < 250);   // 2 epochs of its slice are 250 steps
     for (int t = 0; t < 3; t++) CU_ASSERT_EQUAL(job_wait(&j, t, 120), 0);
     CU_ASSERT(summary_num(&j, "test_accuracy") >= 0.85);
@@ -321,7 +321,7 @@ static void test_ps_never_back(void) {
     printf("\n  workers exited %.1f s after the kill (rpc 3 s + recovery 6 s), the other ps %.1f s", workers_s,
            now_s() - t0);
     CU_ASSERT_EQUAL(rc, 1);
-    CU_ASSERT(workers_s < 3 + 6 + 5);
+    CU_ASSERT(workers_s < 3 + 6 + 8);   // rpc-timeout + recovery-timeout, with room for a loaded machine
     CU_ASSERT(log_has(&j, 3, "ps 1 (127.0.0.1:"));
     CU_ASSERT(log_has(&j, 3, "did not come back"));
     CU_ASSERT(log_has(&j, 0, "--idle-timeout") || log_has(&j, 0, "(the job failed)"));
@@ -383,7 +383,7 @@ static void test_no_ps_at_start(void) {
     CU_ASSERT_EQUAL(job_wait(&j, 2, 30), 1);
     const double took = now_s() - t0;
     printf("\n  gave up after %.1f s", took);
-    CU_ASSERT(took < 12);
+    CU_ASSERT(took < 15);   // --startup-timeout 6 plus loading the data (slow under ASan and load)
     CU_ASSERT(log_has(&j, 2, "waiting for ps 0 (127.0.0.1:"));
     CU_ASSERT(log_has(&j, 2, "--startup-timeout"));
     CU_ASSERT(log_has(&j, 2, "did not answer within 6 s"));
