@@ -146,6 +146,9 @@ trap 'echo "local-cluster: interrupted, stopping every task" >&2; stop_all; exit
 trap 'stop_helpers' EXIT
 
 echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator"); cluster $cluster; logs in $out/logs$([ $restart = on-failure ] && echo "; --restart on-failure, at most $max_restarts per task")" >&2
+if compgen -G "$out/checkpoints/step-*/MANIFEST" >/dev/null; then
+  echo "local-cluster: $out/checkpoints holds checkpoints: the ps restore the newest and training resumes from it (as TF's MonitoredTrainingSession; a new --output-dir starts over)" >&2
+fi
 for t in "${tasks[@]}"; do : >"$(log_of "$t")"; restarts[$t]=0; done
 for t in "${tasks[@]}"; do start "$t"; done
 
