@@ -274,6 +274,7 @@ static void ps_killed_restarted(const char *cons) {
     job_start_all(&j);
     CU_ASSERT_FATAL(wait_log(&j, 2, "checkpoint step ", 90));
     CU_ASSERT_FATAL(wait_log(&j, 2, "step 150/", 90));
+    CU_ASSERT_FATAL(wait_log(&j, 3, "step 10/", 60));   // registered: not in its start-up wait
     const long long saved = last_number_after(&j, 2, "checkpoint step ");
     const long long at_kill = last_number_until(&j, 2, "step ", '/');   // the chief's last progress line
     kill(j.pid[1], SIGKILL);
@@ -306,7 +307,9 @@ static void test_ps_never_back(void) {
     job j;
     job_init(&j, "ps-gone", 2, 2, args);
     job_start_all(&j);
+    // both workers past registration: one still in its start-up wait would rightly wait --startup-timeout
     CU_ASSERT_FATAL(wait_log(&j, 2, "step 20/", 60));
+    CU_ASSERT_FATAL(wait_log(&j, 3, "step 10/", 60));
     kill(j.pid[1], SIGKILL);
     CU_ASSERT_EQUAL(job_wait(&j, 1, 5), 128 + SIGKILL);
     const double t0 = now_s();
@@ -461,6 +464,9 @@ int main(void) {
     if (!mkdtemp(root)) return 1;
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("fault", NULL, NULL);
+    // TFPS_TEST_ONLY=substring runs only the tests whose name holds it (to rerun one under load)
+    const char *only = getenv("TFPS_TEST_ONLY");
+#define CU_add_test(s, name, fn) ((!only || strstr(name, only)) ? CU_add_test(s, name, fn) : NULL)
     CU_add_test(s, "no ps at start: a logged, bounded wait", test_no_ps_at_start);
     CU_add_test(s, "chief: unwritable --output-dir exits 2 at once; no ps outlives the job", test_chief_bad_output_dir);
     CU_add_test(s, "worker killed (async): the chief finishes without it", test_worker_killed_async);
