@@ -38,6 +38,10 @@ void tfps_log_raw(int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* One line per message, whatever a client sent: a newline, carriage
+     * return or terminal escape in a name or reason cannot forge a line. */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     size_t off = strftime(stamp, sizeof(stamp), "%d %b %H:%M:%S", &tm);

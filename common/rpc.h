@@ -51,6 +51,7 @@ enum {
     TFPS_RPC_UNIMPLEMENTED = 12,
     TFPS_RPC_INTERNAL = 13,
     TFPS_RPC_UNAVAILABLE = 14,
+    TFPS_RPC_UNAUTHENTICATED = 16,
 };
 const char *tfps_rpc_status_name(int status);   /* "UNAVAILABLE", ... */
 

@@ -43,6 +43,9 @@ int tfps_fsync_dir(const char *dir, char *err, size_t errlen);
 /* tfps_fsync_dir of the directory that holds path ("." for a bare name). */
 int tfps_fsync_parent(const char *path, char *err, size_t errlen);
 /* Monotonic seconds. */
+/* n bytes from the kernel's random source (getrandom, else /dev/urandom):
+ * session tokens. TFPS_ERR only if neither works. */
+int tfps_random_bytes(void *buf, size_t n);
 double tfps_now(void);
 /* Sleeps s seconds (s >= 0); a signal may cut it short. */
 void tfps_sleep(double s);

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,27 @@ int tfps_seterr(char *err, size_t errlen, const char *fmt, ...) {
         va_end(ap);
     }
     return TFPS_ERR;
+}
+
+int tfps_random_bytes(void *buf, size_t n) {
+    unsigned char *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r > 0) got += (size_t)r;
+        else if (r < 0 && errno != EINTR) break;
+    }
+    if (got == n) return TFPS_OK;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return TFPS_ERR;
+    got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r > 0) got += (size_t)r;
+        else if (r == 0 || errno != EINTR) break;
+    }
+    close(fd);
+    return got == n ? TFPS_OK : TFPS_ERR;
 }
 
 /* Longest path these helpers build (the kernel's PATH_MAX). */

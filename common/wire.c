@@ -100,6 +100,35 @@ static Tfps__V1__Tensor **tensors_to_pb(const tfps_wire_tensor *ts, int n, tenso
     return s->ptrs;
 }
 
+int tfps_session_is_set(const tfps_session *s) {
+    uint8_t any = 0;
+    for (int i = 0; i < TFPS_SESSION_LEN; i++) any |= s->b[i];
+    return any != 0;
+}
+
+int tfps_session_equal(const tfps_session *a, const tfps_session *b) {
+    uint8_t d = 0;
+    for (int i = 0; i < TFPS_SESSION_LEN; i++) d |= (uint8_t)(a->b[i] ^ b->b[i]);
+    return d == 0;
+}
+
+int tfps_secret_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
+    // the time depends on the lengths only, not on where the bytes differ
+    uint8_t d = alen != blen;
+    for (size_t i = 0; i < alen && i < blen; i++) d |= (uint8_t)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* A session as `bytes`: absent (empty) when all zero. Points into s. */
+static ProtobufCBinaryData session_to_pb(const tfps_session *s) {
+    ProtobufCBinaryData d = {0, NULL};
+    if (tfps_session_is_set(s)) {
+        d.len = TFPS_SESSION_LEN;
+        d.data = (uint8_t *)s->b;   /* protobuf-c only reads it */
+    }
+    return d;
+}
+
 static char *str_to_pb(const char *s) {
     return (char *)(s ? s : "");   /* protobuf-c only reads it */
 }
@@ -126,6 +155,12 @@ int tfps_wire_pack_register_req(const tfps_wire_register_req *m, tfps_buf *out) 
     p.optimizer = str_to_pb(m->optimizer);
     p.optimizer_digest = m->optimizer_digest;
     p.clock = m->clock;
+    if (m->job_secret_len) {
+        assert(m->job_secret && m->job_secret_len <= TFPS_WIRE_MAX_SECRET);
+        p.job_secret.len = m->job_secret_len;
+        p.job_secret.data = (uint8_t *)m->job_secret;   /* only read */
+    }
+    p.session = session_to_pb(&m->session);
     return pack_msg(&p.base, out);
 }
 
@@ -136,6 +171,7 @@ int tfps_wire_pack_register_resp(const tfps_wire_register_resp *m, tfps_buf *out
     p.ps_index = m->ps_index;
     p.clock = m->clock;
     p.restored_step = m->restored_step;
+    p.session = session_to_pb(&m->session);
     return pack_msg(&p.base, out);
 }
 
@@ -154,6 +190,7 @@ int tfps_wire_pack_pull_req(const tfps_wire_pull_req *m, tfps_buf *out) {
     p.worker_id = m->worker_id;
     p.min_version = m->min_version;
     p.clock = m->clock;
+    p.session = session_to_pb(&m->session);
     p.n_ranges = (size_t)m->nranges;
     p.ranges = ptrs;
     return pack_msg(&p.base, out);
@@ -177,6 +214,7 @@ int tfps_wire_pack_push_req(const tfps_wire_push_req *m, tfps_buf *out) {
     p.step = m->step;
     p.loss = m->loss;
     p.batch_size = m->batch_size;
+    p.session = session_to_pb(&m->session);
     p.gradients = tensors_to_pb(m->gradients, m->ntensors, &s);
     p.n_gradients = (size_t)m->ntensors;
     return pack_msg(&p.base, out);
@@ -195,6 +233,7 @@ int tfps_wire_pack_heartbeat_req(const tfps_wire_heartbeat_req *m, tfps_buf *out
     p.step = m->step;
     p.examples = m->examples;
     p.done = m->done != 0;
+    p.session = session_to_pb(&m->session);
     return pack_msg(&p.base, out);
 }
 
@@ -237,6 +276,7 @@ int tfps_wire_pack_status_resp(const tfps_wire_status_resp *m, tfps_buf *out) {
     p.last_checkpoint_step = m->last_checkpoint_step;
     p.restored_step = m->restored_step;
     p.checkpoint_pause_s = m->checkpoint_pause_s;
+    p.unauthenticated = m->unauthenticated;
     return pack_msg(&p.base, out);
 }
 
@@ -244,6 +284,8 @@ int tfps_wire_pack_shutdown_req(const tfps_wire_shutdown_req *m, tfps_buf *out) 
     Tfps__V1__ShutdownRequest p = TFPS__V1__SHUTDOWN_REQUEST__INIT;
     p.reason = str_to_pb(m->reason);
     p.failed = m->failed != 0;
+    p.worker_id = m->worker_id;
+    p.session = session_to_pb(&m->session);
     return pack_msg(&p.base, out);
 }
 
@@ -256,6 +298,7 @@ int tfps_wire_pack_checkpoint_req(const tfps_wire_checkpoint_req *m, tfps_buf *o
     p.worker_id = m->worker_id;
     p.step = m->step;
     p.version = m->version;
+    p.session = session_to_pb(&m->session);
     return pack_msg(&p.base, out);
 }
 int tfps_wire_pack_checkpoint_resp(const tfps_wire_checkpoint_resp *m, tfps_buf *out) {
@@ -353,6 +396,17 @@ static void tensors_from_pb(Tfps__V1__Tensor *const *ts, size_t n, tfps_wire_ten
     }
 }
 
+/* A `bytes` session field: empty (none) or exactly 16 bytes. */
+static int session_from_pb(ProtobufCBinaryData d, const char *field, tfps_session *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof(*out));
+    if (d.len == 0) return TFPS_OK;
+    if (d.len != TFPS_SESSION_LEN)
+        return tfps_seterr(err, errlen, "%s: %zu bytes: expected the %d bytes of RegisterResponse.session, or none",
+                           field, d.len, TFPS_SESSION_LEN);
+    memcpy(out->b, d.data, TFPS_SESSION_LEN);
+    return TFPS_OK;
+}
+
 static const char *str_from_pb(const char *s) {
     return s ? s : "";   /* proto3 strings come back as "" when absent; defensive */
 }
@@ -360,8 +414,17 @@ static const char *str_from_pb(const char *s) {
 int tfps_wire_unpack_register_req(const uint8_t *data, size_t len, tfps_wire_register_req *m, void **owner, char *err,
                                   size_t errlen) {
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__register_request__descriptor, data, len, owner, err, errlen);
-    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    if (!msg) return TFPS_ERR;
     const Tfps__V1__RegisterRequest *p = (const Tfps__V1__RegisterRequest *)msg;
+    if (p->job_secret.len > TFPS_WIRE_MAX_SECRET) {
+        tfps_seterr(err, errlen, "RegisterRequest.job_secret: %zu bytes: expected at most %d", p->job_secret.len,
+                    TFPS_WIRE_MAX_SECRET);
+        return fail(msg);
+    }
+    if (session_from_pb(p->session, "RegisterRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
+    if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    m->job_secret = p->job_secret.len ? p->job_secret.data : NULL;
+    m->job_secret_len = p->job_secret.len;
     m->task_type = str_from_pb(p->task_type);
     m->task_index = p->task_index;
     m->worker_rank = p->worker_rank;
@@ -388,8 +451,10 @@ int tfps_wire_unpack_register_req(const uint8_t *data, size_t len, tfps_wire_reg
 int tfps_wire_unpack_register_resp(const uint8_t *data, size_t len, tfps_wire_register_resp *m, void **owner,
                                    char *err, size_t errlen) {
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__register_response__descriptor, data, len, owner, err, errlen);
-    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    if (!msg) return TFPS_ERR;
     const Tfps__V1__RegisterResponse *p = (const Tfps__V1__RegisterResponse *)msg;
+    if (session_from_pb(p->session, "RegisterResponse.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
+    if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->worker_id = p->worker_id;
     m->version = p->version;
     m->ps_index = p->ps_index;
@@ -406,6 +471,7 @@ int tfps_wire_unpack_pull_req(const uint8_t *data, size_t len, tfps_wire_pull_re
     if (check_count(p->n_ranges, "PullRequest.ranges", "ranges", err, errlen) != TFPS_OK) return fail(msg);
     for (size_t i = 0; i < p->n_ranges; i++)
         if (check_range(p->ranges[i], "PullRequest.ranges", i, err, errlen) != TFPS_OK) return fail(msg);
+    if (session_from_pb(p->session, "PullRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->worker_id = p->worker_id;
     m->min_version = p->min_version;
@@ -439,6 +505,7 @@ int tfps_wire_unpack_push_req(const uint8_t *data, size_t len, tfps_wire_push_re
     const Tfps__V1__PushRequest *p = (const Tfps__V1__PushRequest *)msg;
     if (check_tensors(p->gradients, p->n_gradients, "PushRequest.gradients", err, errlen) != TFPS_OK)
         return fail(msg);
+    if (session_from_pb(p->session, "PushRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->worker_id = p->worker_id;
     m->base_version = p->base_version;
@@ -463,8 +530,10 @@ int tfps_wire_unpack_push_resp(const uint8_t *data, size_t len, tfps_wire_push_r
 int tfps_wire_unpack_heartbeat_req(const uint8_t *data, size_t len, tfps_wire_heartbeat_req *m, void **owner,
                                    char *err, size_t errlen) {
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__heartbeat_request__descriptor, data, len, owner, err, errlen);
-    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    if (!msg) return TFPS_ERR;
     const Tfps__V1__HeartbeatRequest *p = (const Tfps__V1__HeartbeatRequest *)msg;
+    if (session_from_pb(p->session, "HeartbeatRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
+    if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->worker_id = p->worker_id;
     m->step = p->step;
     m->examples = p->examples;
@@ -518,15 +587,20 @@ int tfps_wire_unpack_status_resp(const uint8_t *data, size_t len, tfps_wire_stat
     m->last_checkpoint_step = p->last_checkpoint_step;
     m->restored_step = p->restored_step;
     m->checkpoint_pause_s = p->checkpoint_pause_s;
+    m->unauthenticated = p->unauthenticated;
     return TFPS_OK;
 }
 
 int tfps_wire_unpack_shutdown_req(const uint8_t *data, size_t len, tfps_wire_shutdown_req *m, void **owner, char *err,
                                   size_t errlen) {
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__shutdown_request__descriptor, data, len, owner, err, errlen);
-    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
-    m->reason = str_from_pb(((const Tfps__V1__ShutdownRequest *)msg)->reason);
-    m->failed = ((const Tfps__V1__ShutdownRequest *)msg)->failed != 0;
+    if (!msg) return TFPS_ERR;
+    const Tfps__V1__ShutdownRequest *p = (const Tfps__V1__ShutdownRequest *)msg;
+    if (session_from_pb(p->session, "ShutdownRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
+    if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    m->reason = str_from_pb(p->reason);
+    m->failed = p->failed != 0;
+    m->worker_id = p->worker_id;
     return TFPS_OK;
 }
 
@@ -538,8 +612,11 @@ int tfps_wire_unpack_shutdown_resp(const uint8_t *data, size_t len, void **owner
 int tfps_wire_unpack_checkpoint_req(const uint8_t *data, size_t len, tfps_wire_checkpoint_req *m, void **owner,
                                     char *err, size_t errlen) {
     ProtobufCMessage *msg = unpack_msg(&tfps__v1__checkpoint_request__descriptor, data, len, owner, err, errlen);
-    if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    if (!msg) return TFPS_ERR;
     const Tfps__V1__CheckpointRequest *p = (const Tfps__V1__CheckpointRequest *)msg;
+    if (session_from_pb(p->session, "CheckpointRequest.session", &m->session, err, errlen) != TFPS_OK)
+        return fail(msg);
+    if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->worker_id = p->worker_id;
     m->step = p->step;
     m->version = p->version;

@@ -20,6 +20,18 @@
 #include <stdint.h>
 
 #define TFPS_WIRE_MAX_TENSORS 64
+#define TFPS_SESSION_LEN 16        /* bytes of a session token */
+#define TFPS_WIRE_MAX_SECRET 1024  /* bytes of a job secret */
+
+/* A session: 16 random bytes a ps hands out at Register; all zero = none
+ * (the field absent on the wire). */
+typedef struct {
+    uint8_t b[TFPS_SESSION_LEN];
+} tfps_session;
+int tfps_session_is_set(const tfps_session *s);
+/* Constant-time comparisons (no early exit on the first differing byte). */
+int tfps_session_equal(const tfps_session *a, const tfps_session *b);
+int tfps_secret_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 
 typedef struct {
     uint8_t *data;
@@ -54,6 +66,9 @@ typedef struct {
     const char *optimizer;     /* tfps_optim_describe text */
     uint64_t optimizer_digest;
     uint64_t clock;            /* a re-registering worker's pushes so far */
+    const uint8_t *job_secret; /* job_secret_len bytes (at most TFPS_WIRE_MAX_SECRET); NULL/0: none */
+    size_t job_secret_len;
+    tfps_session session;      /* a re-registration: the session this process holds */
 } tfps_wire_register_req;
 
 typedef struct {
@@ -62,12 +77,14 @@ typedef struct {
     uint32_t ps_index;
     uint64_t clock;            /* pushes this ps has from the rank */
     uint64_t restored_step;    /* the checkpoint this ps restored at start (0: none) */
+    tfps_session session;      /* carried by every later call to this ps */
 } tfps_wire_register_resp;
 
 typedef struct {
     uint32_t worker_id;
     uint64_t min_version;
     uint64_t clock;            /* ssp: steps this worker has pushed */
+    tfps_session session;
     int nranges;
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
 } tfps_wire_pull_req;
@@ -85,6 +102,7 @@ typedef struct {
     uint64_t step;
     float loss;
     uint32_t batch_size;
+    tfps_session session;
     int ntensors;
     tfps_wire_tensor gradients[TFPS_WIRE_MAX_TENSORS];
 } tfps_wire_push_req;
@@ -99,6 +117,7 @@ typedef struct {
     uint64_t step;
     uint64_t examples;
     int done;                  /* this worker finished training */
+    tfps_session session;
 } tfps_wire_heartbeat_req;
 
 typedef struct {
@@ -124,12 +143,14 @@ typedef struct {
     uint32_t workers_dead;     /* replicas that stopped calling */
     uint64_t checkpoints, last_checkpoint_step, restored_step;
     double checkpoint_pause_s; /* the longest snapshot pause */
+    uint64_t unauthenticated;  /* calls refused for a missing or wrong session or job secret */
 } tfps_wire_status_resp;
 
 typedef struct {
     uint32_t worker_id;
     uint64_t step;             /* global step: the shard goes to step-<step>/ */
     uint64_t version;          /* sync: snapshot at this version; 0: now */
+    tfps_session session;      /* the chief's */
 } tfps_wire_checkpoint_req;
 
 typedef struct {
@@ -142,6 +163,8 @@ typedef struct {
 typedef struct {
     const char *reason;
     int failed;                /* the job failed: the ps exits 1 */
+    uint32_t worker_id;        /* the chief's (1) */
+    tfps_session session;      /* the chief's: only the chief may stop a ps */
 } tfps_wire_shutdown_req;
 
 /* Pack into out (out->len set; previous contents replaced). TFPS_OK/TFPS_ERR (OOM). */

@@ -90,6 +90,9 @@ static const opt_def opts[] = {
      "ps: a replica with no call for 3 intervals is marked dead (sync stops waiting for it, the chief too)"},
     {"idle-timeout", OPT_FLOAT, OFF(idle_timeout), "600", 1, 1e9, NULL,
      "ps: with no live training replica for this long, checkpoint and exit 1 (no ps outlives its job)"},
+    {"job-secret-file", OPT_PATH, OFF(job_secret_file), NULL, 0, 0, NULL,
+     "a file holding the job's shared secret (1..1024 bytes; one trailing newline ignored): the ps then accept only "
+     "Registers that carry it. The secret itself may come from TFPS_JOB_SECRET instead. Give every task the same"},
     {"export-checkpoint", OPT_PATH, OFF(export_checkpoint), NULL, 0, 0, NULL,
      "tfps-worker: write <output-dir>/model from this checkpoint (a step-N folder, or a checkpoint folder: its "
      "newest complete one), evaluate it and exit"},
@@ -184,6 +187,42 @@ bad:
     return tfps_seterr(err, errlen, "%s: invalid value \"%.200s\": expected %s", source, text, expected);
 }
 
+/* The job secret: from --job-secret-file (TFPS_JOB_SECRET_FILE), else from
+ * TFPS_JOB_SECRET itself; both is a mistake (which one was meant?). */
+static int load_job_secret(tfps_options *o, char *err, size_t errlen) {
+    const char *env = getenv("TFPS_JOB_SECRET");
+    o->job_secret_len = 0;
+    if (o->job_secret_file[0] && env)
+        return tfps_seterr(err, errlen, "--job-secret-file %.200s and TFPS_JOB_SECRET are both set: expected one of "
+                           "them", o->job_secret_file);
+    if (env) {
+        size_t n = strlen(env);
+        if (n == 0 || n > TFPS_JOB_SECRET_MAX)
+            return tfps_seterr(err, errlen, "TFPS_JOB_SECRET: %zu bytes: expected 1..%d", n, TFPS_JOB_SECRET_MAX);
+        memcpy(o->job_secret, env, n);
+        o->job_secret_len = n;
+        return TFPS_OK;
+    }
+    if (!o->job_secret_file[0]) return TFPS_OK;
+    FILE *f = fopen(o->job_secret_file, "rb");
+    if (!f)
+        return tfps_seterr(err, errlen, "--job-secret-file %.200s: %s: expected a readable file holding the secret",
+                           o->job_secret_file, strerror(errno));
+    uint8_t buf[TFPS_JOB_SECRET_MAX + 3];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad) return tfps_seterr(err, errlen, "--job-secret-file %.200s: read error", o->job_secret_file);
+    if (n && buf[n - 1] == '\n') n--;   // the newline an editor or echo adds
+    if (n && buf[n - 1] == '\r') n--;
+    if (n == 0 || n > TFPS_JOB_SECRET_MAX)
+        return tfps_seterr(err, errlen, "--job-secret-file %.200s: %s: expected 1..%d bytes of secret",
+                           o->job_secret_file, n ? "too long" : "empty", TFPS_JOB_SECRET_MAX);
+    memcpy(o->job_secret, buf, n);
+    o->job_secret_len = n;
+    return TFPS_OK;
+}
+
 int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t errlen) {
     memset(o, 0, sizeof(*o));
     for (size_t i = 0; i < NOPTS; i++)   // no default (NULL): stays empty, the code picks (see the help)
@@ -218,7 +257,7 @@ int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t
         snprintf(source, sizeof(source), "--%s", d->name);
         if (set_option(o, d, val, source, err, errlen) != TFPS_OK) return TFPS_ERR;
     }
-    return TFPS_OK;
+    return load_job_secret(o, err, errlen);
 }
 
 void tfps_options_usage(FILE *f, const char *prog, const char *what) {

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #define TFPS_PATH_LEN 1024
+#define TFPS_JOB_SECRET_MAX 1024   /* = TFPS_WIRE_MAX_SECRET */
 
 typedef enum { TFPS_DEVICE_AUTO = 0, TFPS_DEVICE_CPU, TFPS_DEVICE_CUDA } tfps_device;
 /* --consistency: how the ps combine the replicas' gradients (README, "Consistency"). */
@@ -58,6 +59,10 @@ typedef struct {
     double heartbeat_secs;      /* ps: 3 intervals without a call = dead */
     double idle_timeout;        /* ps: no live replica this long = checkpoint and exit */
     char export_checkpoint[TFPS_PATH_LEN];   /* worker action: checkpoint -> model files */
+    char job_secret_file[TFPS_PATH_LEN];     /* --job-secret-file */
+    /* the job secret (--job-secret-file or TFPS_JOB_SECRET; never in summary.json); 0 bytes: none */
+    uint8_t job_secret[TFPS_JOB_SECRET_MAX];
+    size_t job_secret_len;
     int slow_step_ms;           /* testing: sleep after each step (a straggler) */
     /* actions, flags only */
     int print_cluster, help, version;

@@ -26,6 +26,7 @@ int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, si
     out->worker_id = m.worker_id;
     out->min_version = m.min_version;
     out->clock = m.clock;
+    out->session = m.session;
     out->n = 0;
     if (m.nranges == 0) {   // everything this ps owns
         for (int i = 0; i < s->nown && i < TFPS_WIRE_MAX_TENSORS; i++) {
@@ -59,6 +60,7 @@ int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, si
     out->owner = NULL;
     if (tfps_wire_unpack_push_req(req, len, &out->m, &out->owner, msg, msglen) != TFPS_OK) {
         out->m.worker_id = 0;
+        memset(&out->m.session, 0, sizeof(out->m.session));
         return TFPS_RPC_INVALID_ARGUMENT;
     }
     const tfps_wire_push_req *m = &out->m;

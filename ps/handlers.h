@@ -20,14 +20,16 @@
 typedef struct {
     uint32_t worker_id;
     uint64_t min_version, clock;
+    tfps_session session;
     int n;
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
     size_t at[TFPS_WIRE_MAX_TENSORS];
 } tfps_pull;
 
 /* A checked Push: m.gradients point into owner; at[i] is gradient i's offset
- * in the store. When the push is refused, m.worker_id still names its sender
- * (0 when the bytes did not parse), so the caller can tell that worker. */
+ * in the store. When the push is refused, m.worker_id and m.session still
+ * name its sender (0 when the bytes did not parse), so the caller can tell
+ * that worker. */
 typedef struct {
     tfps_wire_push_req m;
     size_t at[TFPS_WIRE_MAX_TENSORS];

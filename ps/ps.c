@@ -20,6 +20,7 @@
 
 #define PS_LOG_EVERY_S 10.0
 #define PS_HELD_LOG_AFTER_S 10.0
+#define PS_REFUSAL_LOG_S 10.0
 
 typedef struct {
     int registered, done;
@@ -28,6 +29,7 @@ typedef struct {
     uint64_t step, pushes, dropped;
     double wait_s;          /* seconds its pulls were held */
     int push_refused;       /* its last push was refused: its next pull is not held for it */
+    tfps_session session;   /* from its last Register: every call of it must carry it */
 } worker_state;
 
 struct tfps_ps {
@@ -45,6 +47,11 @@ struct tfps_ps {
     tfps_policy *pol;
     worker_state *workers;   /* [num_workers], by rank */
     int observers;
+    tfps_session observer_session;   /* handed to every evaluator: it may pull and heartbeat, not push */
+    uint8_t secret[TFPS_JOB_SECRET_MAX];   /* the job secret Register must carry (secret_len 0: none) */
+    size_t secret_len;
+    double last_refusal_log;         /* refused calls are logged at most every PS_REFUSAL_LOG_S */
+    uint64_t refusals_unlogged;
     tfps_ps_stats st;        /* refused, bytes, examples, workers, wait_s; the rest comes from store and policy */
     double t_start, last_log, last_held_log;
     uint64_t last_logged_version;
@@ -113,6 +120,12 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     ps->rpc_timeout = o->rpc_timeout;
     if (!(ps->saver = tfps_saver_new())) {
         tfps_seterr(err, errlen, "ps: out of memory");
+        goto fail;
+    }
+    memcpy(ps->secret, o->job_secret, o->job_secret_len);
+    ps->secret_len = o->job_secret_len;
+    if (tfps_random_bytes(ps->observer_session.b, TFPS_SESSION_LEN) != TFPS_OK) {
+        tfps_seterr(err, errlen, "ps: no random source for session tokens (getrandom and /dev/urandom failed)");
         goto fail;
     }
     ps->reply = reply ? reply : rpc_reply;
@@ -192,13 +205,21 @@ static void seen(tfps_ps *ps, int rank) {
     tfps_info("worker %d called again after being marked dead: it is waited for again", rank + 1);
 }
 
-/* Worker id -> rank, or -1 (message set) when it is not a registered training
- * replica; the evaluator's id gives num_workers when allowed. */
-static int worker_rank(const tfps_ps *ps, uint32_t id, int allow_observer, char *msg, size_t msglen) {
-    if (allow_observer && id == TFPS_OBSERVER_ID && ps->observers > 0) return ps->num_workers;
-    if (id >= 1 && id <= (uint32_t)ps->num_workers && ps->workers[id - 1].registered) return (int)id - 1;
-    snprintf(msg, msglen, "unknown worker id %" PRIu32 ": call Register first (this ps has %d worker slots)", id,
-             ps->num_workers);
+/* The rank of a call that says it comes from worker id `id` with session
+ * s: a registered training replica whose current session s is, or (when
+ * allowed) the evaluator with the observer session: num_workers. Else -1
+ * with msg set: the call is refused UNAUTHENTICATED. The message says
+ * nothing about which part was wrong. */
+static int caller_rank(const tfps_ps *ps, uint32_t id, const tfps_session *s, int allow_observer, char *msg,
+                       size_t msglen) {
+    if (allow_observer && id == TFPS_OBSERVER_ID && ps->observers > 0 &&
+        tfps_session_equal(s, &ps->observer_session))
+        return ps->num_workers;
+    if (id >= 1 && id <= (uint32_t)ps->num_workers && ps->workers[id - 1].registered &&
+        tfps_session_equal(s, &ps->workers[id - 1].session))
+        return (int)id - 1;
+    snprintf(msg, msglen, "worker id %" PRIu32 " has no session on ps %d with this token: call Register first (a "
+             "restarted ps, or a newer registration of the rank, ends a session)", id, ps->ps_index);
     return -1;
 }
 
@@ -239,99 +260,172 @@ static void release_ready(tfps_ps *ps) {
     while (tfps_policy_pop_ready(ps->pol, &h)) answer_held(ps, &h, TFPS_RPC_OK, NULL);
 }
 
+/* A call refused for who sent it: a warning, at most one per
+ * PS_REFUSAL_LOG_S (a flood of them cannot flood the log), with the count of
+ * those not logged since. */
+static void log_refusal(tfps_ps *ps, int method, int status, const char *msg) {
+    const double now = tfps_now();
+    if (ps->last_refusal_log && now - ps->last_refusal_log < PS_REFUSAL_LOG_S) {
+        ps->refusals_unlogged++;
+        tfps_debug("%s refused %s: %s", tfps_method_paths[method], tfps_rpc_status_name(status), msg);
+        return;
+    }
+    char more[80] = "";
+    if (ps->refusals_unlogged)
+        snprintf(more, sizeof(more), " (and %" PRIu64 " more refused since the last such line)", ps->refusals_unlogged);
+    tfps_warn("%s refused %s: %s%s", tfps_method_paths[method], tfps_rpc_status_name(status), msg, more);
+    ps->last_refusal_log = now;
+    ps->refusals_unlogged = 0;
+}
+
+/* The rank part of Register (the request fits this ps). */
+static int register_rank(tfps_ps *ps, const tfps_wire_register_req *m, const char *task, char *msg, size_t msglen) {
+    worker_state *w = &ps->workers[m->worker_rank];
+    const int rank = (int)m->worker_rank;
+    const int same = w->registered && tfps_session_is_set(&m->session) && tfps_session_equal(&m->session, &w->session);
+    if (w->registered && w->done && !same) {
+        snprintf(msg, msglen, "rank %d (%s %" PRIu32 ") already finished its training on ps %d: a second task with "
+                 "the same TF_CONFIG task?", rank, task, m->task_index, ps->ps_index);
+        log_refusal(ps, TFPS_M_REGISTER, TFPS_RPC_FAILED_PRECONDITION, msg);
+        return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
+    }
+    if (w->registered && !w->dead && !same) {
+        snprintf(msg, msglen, "rank %d (%s %" PRIu32 ") is held by a live process on ps %d (last call %.1f s ago): a "
+                 "second task with the same TF_CONFIG task? A restarted task is taken once the old one is marked dead "
+                 "(no call for 3 x --heartbeat-secs = %.1f s)", rank, task, m->task_index, ps->ps_index,
+                 tfps_now() - w->last_seen, 3 * ps->heartbeat_s);
+        log_refusal(ps, TFPS_M_REGISTER, TFPS_RPC_ALREADY_EXISTS, msg);
+        return refuse(ps, TFPS_RPC_ALREADY_EXISTS);
+    }
+    tfps_session session;
+    if (tfps_random_bytes(session.b, TFPS_SESSION_LEN) != TFPS_OK) {
+        snprintf(msg, msglen, "ps: no random source for a session token");
+        return TFPS_RPC_INTERNAL;
+    }
+    if (w->registered) {
+        tfps_info("worker %d (%s %" PRIu32 ") registered again (%s): its pending gradient and held pulls are dropped",
+                  rank + 1, task, m->task_index, same ? "the same process, after a failure" : "restarted");
+        tfps_held h;
+        while (tfps_policy_pop_rank(ps->pol, rank, &h))
+            answer_held(ps, &h, TFPS_RPC_ABORTED, "this worker registered again (a newer process has its rank)");
+        tfps_policy_restart(ps->pol, rank);
+    } else {
+        ps->st.workers_registered++;
+    }
+    if (w->done) ps->st.workers_done--;   // the same process registering again trains on
+    if (w->dead) ps->st.workers_dead--;
+    *w = (worker_state){.registered = 1, .session = session};
+    seen(ps, rank);
+    tfps_policy_set_live(ps->pol, rank, 1);
+    tfps_policy_adopt_clock(ps->pol, rank, m->clock);
+    tfps_debug("registered %s %" PRIu32 " as worker %d", task, m->task_index, rank + 1);
+    tfps_wire_register_resp r = {.worker_id = (uint32_t)rank + 1, .version = tfps_policy_version(ps->pol),
+                                 .ps_index = (uint32_t)ps->ps_index, .clock = tfps_policy_clock(ps->pol, rank),
+                                 .restored_step = ps->restored_step, .session = session};
+    return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
+}
+
+/* A Register that does not fit this ps: what differs, the caller's values
+ * and the hint. The ps's own values go to its log, and to the caller only
+ * when it proved it belongs to the job (the job secret): an unauthenticated
+ * caller learns nothing about this ps's seed, learning rate or plan. */
+static int register_mismatch(tfps_ps *ps, const char *what, const char *theirs, const char *ours, const char *hint,
+                             int trusted, char *msg, size_t msglen) {
+    char full[TFPS_ERR_LEN];
+    snprintf(full, sizeof(full), "%s differs: worker has %s, this ps has %s: %s", what, theirs, ours, hint);
+    log_refusal(ps, TFPS_M_REGISTER, TFPS_RPC_FAILED_PRECONDITION, full);
+    if (trusted) snprintf(msg, msglen, "%s differs: worker has %s, ps %d has %s: %s", what, theirs, ps->ps_index, ours, hint);
+    else snprintf(msg, msglen, "%s differs: worker has %s; ps %d has other values (in its log): %s", what, theirs,
+                  ps->ps_index, hint);
+    return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
+}
+
+/* Register: the job secret first (a caller without it learns nothing), then
+ * the model, plan and options, then the rank: a rank held by a live process
+ * is refused (ALREADY_EXISTS) unless the call carries that process's own
+ * session (a re-registration after a failure); a finished rank is not taken
+ * again. Each accepted registration gets a new random session; the rank's
+ * previous one stops working. */
 static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
     (void)token;
     tfps_wire_register_req m;
     void *owner = NULL;
     int rc = tfps_handlers_register(req, len, &m, &owner, msg, msglen);
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    if (ps->secret_len && !tfps_secret_equal(m.job_secret, m.job_secret_len, ps->secret, ps->secret_len)) {
+        snprintf(msg, msglen, "Register refused: %s job secret: expected the job's (--job-secret-file or "
+                 "TFPS_JOB_SECRET, the same for every task)", m.job_secret_len ? "a wrong" : "no");
+        tfps_wire_release(owner);
+        return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
+    }
+    const int trusted = ps->secret_len > 0;
     const tfps_layout *l = &ps->layout;
-    char task[64], theirs[160];
+    char task[64], theirs[300], ours[300];
     tfps_handlers_sanitize(task, sizeof(task), m.task_type);
-    tfps_handlers_sanitize(theirs, sizeof(theirs), m.optimizer);
     const uint32_t their_r2a = m.replicas_to_aggregate ? m.replicas_to_aggregate : m.num_workers;
     if (m.input != (uint32_t)l->in || m.h1 != (uint32_t)l->h1 || m.h2 != (uint32_t)l->h2 ||
         m.classes != (uint32_t)l->out || m.layout_digest != ps->layout_digest) {
-        snprintf(msg, msglen,
-                 "model layout differs: worker has %" PRIu32 "-%" PRIu32 "-%" PRIu32 "-%" PRIu32 " (digest %016" PRIx64
-                 "), ps %d has %d-%d-%d-%d (digest %016" PRIx64 "): give every task the same "
-                 "--first-layer-neurons and --second-layer-neurons",
-                 m.input, m.h1, m.h2, m.classes, m.layout_digest, ps->ps_index, l->in, l->h1, l->h2, l->out,
+        snprintf(theirs, sizeof(theirs), "%" PRIu32 "-%" PRIu32 "-%" PRIu32 "-%" PRIu32 " (digest %016" PRIx64 ")",
+                 m.input, m.h1, m.h2, m.classes, m.layout_digest);
+        snprintf(ours, sizeof(ours), "%d-%d-%d-%d (digest %016" PRIx64 ")", l->in, l->h1, l->h2, l->out,
                  ps->layout_digest);
+        rc = register_mismatch(ps, "model layout", theirs, ours,
+                               "give every task the same --first-layer-neurons and --second-layer-neurons", trusted,
+                               msg, msglen);
     } else if (m.shard_plan_digest != ps->plan_digest || m.num_ps != (uint32_t)ps->num_ps) {
         char strat[32];
         tfps_handlers_sanitize(strat, sizeof(strat), m.shard_strategy);
-        snprintf(msg, msglen,
-                 "shard plan differs: worker has %s over %" PRIu32 " ps (digest %016" PRIx64 "), ps %d has %s over %d "
-                 "ps (digest %016" PRIx64 "): give every task the same TF_CONFIG cluster and --shard-strategy",
-                 strat, m.num_ps, m.shard_plan_digest, ps->ps_index, tfps_shard_strategy_name(ps->strategy),
+        snprintf(theirs, sizeof(theirs), "%s over %" PRIu32 " ps (digest %016" PRIx64 ")", strat, m.num_ps,
+                 m.shard_plan_digest);
+        snprintf(ours, sizeof(ours), "%s over %d ps (digest %016" PRIx64 ")", tfps_shard_strategy_name(ps->strategy),
                  ps->num_ps, ps->plan_digest);
+        rc = register_mismatch(ps, "shard plan", theirs, ours,
+                               "give every task the same TF_CONFIG cluster and --shard-strategy", trusted, msg, msglen);
     } else if (m.seed != ps->seed || m.learning_rate != ps->lr) {
-        snprintf(msg, msglen,
-                 "training options differ: worker has --seed %" PRIu64 " --learning-rate %g, ps %d has --seed %" PRIu64
-                 " --learning-rate %g: give every task the same options",
-                 m.seed, m.learning_rate, ps->ps_index, ps->seed, ps->lr);
+        snprintf(theirs, sizeof(theirs), "--seed %" PRIu64 " --learning-rate %.17g", m.seed, m.learning_rate);
+        snprintf(ours, sizeof(ours), "--seed %" PRIu64 " --learning-rate %.17g", ps->seed, ps->lr);
+        rc = register_mismatch(ps, "training options", theirs, ours, "give every task the same options", trusted, msg,
+                               msglen);
     } else if (strcmp(m.consistency, tfps_consistency_name(ps->consistency)) != 0 ||
                (ps->consistency == TFPS_CONSISTENCY_SYNC && their_r2a != (uint32_t)ps->r2a) ||
                (ps->consistency == TFPS_CONSISTENCY_SSP && m.staleness != (uint32_t)ps->staleness)) {
         char cons[16];
         tfps_handlers_sanitize(cons, sizeof(cons), m.consistency);
-        snprintf(msg, msglen,
-                 "consistency differs: worker has --consistency %s (--replicas-to-aggregate %" PRIu32 ", --staleness %"
-                 PRIu32 "), ps %d has --consistency %s (--replicas-to-aggregate %d, --staleness %d): give every task "
-                 "the same --consistency options", cons, their_r2a, m.staleness, ps->ps_index,
+        snprintf(theirs, sizeof(theirs), "--consistency %s (--replicas-to-aggregate %" PRIu32 ", --staleness %" PRIu32
+                 ")", cons, their_r2a, m.staleness);
+        snprintf(ours, sizeof(ours), "--consistency %s (--replicas-to-aggregate %d, --staleness %d)",
                  tfps_consistency_name(ps->consistency), ps->r2a, ps->staleness);
+        rc = register_mismatch(ps, "consistency", theirs, ours, "give every task the same --consistency options",
+                               trusted, msg, msglen);
     } else if (m.optimizer_digest != ps->opt_digest) {
-        snprintf(msg, msglen, "optimizer differs: worker has %s, ps %d has %s: give every task the same --optimizer "
-                 "and its options", theirs, ps->ps_index, ps->opt_desc);
+        tfps_handlers_sanitize(theirs, sizeof(theirs), m.optimizer);
+        rc = register_mismatch(ps, "optimizer", theirs, ps->opt_desc,
+                               "give every task the same --optimizer and its options", trusted, msg, msglen);
     } else if (strcmp(m.task_type, "evaluator") == 0) {
         ps->observers++;
         tfps_wire_release(owner);
         tfps_wire_register_resp r = {.worker_id = TFPS_OBSERVER_ID, .version = tfps_policy_version(ps->pol),
-                                     .ps_index = (uint32_t)ps->ps_index};
+                                     .ps_index = (uint32_t)ps->ps_index, .session = ps->observer_session};
         return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
     } else if (m.num_workers != (uint32_t)ps->num_workers || m.worker_rank >= m.num_workers) {
-        snprintf(msg, msglen,
-                 "cluster differs: worker (%s %" PRIu32 ") has rank %" PRIu32 " of %" PRIu32 " training tasks, ps %d "
-                 "expects %d: give every task the same TF_CONFIG cluster",
-                 task, m.task_index, m.worker_rank, m.num_workers, ps->ps_index, ps->num_workers);
+        snprintf(theirs, sizeof(theirs), "rank %" PRIu32 " of %" PRIu32 " training tasks (%s %" PRIu32 ")",
+                 m.worker_rank, m.num_workers, task, m.task_index);
+        snprintf(ours, sizeof(ours), "%d training tasks", ps->num_workers);
+        rc = register_mismatch(ps, "cluster", theirs, ours, "give every task the same TF_CONFIG cluster", trusted, msg,
+                               msglen);
     } else {
-        worker_state *w = &ps->workers[m.worker_rank];
-        const int rank = (int)m.worker_rank;
-        if (w->registered) {
-            tfps_info("worker %d (%s %" PRIu32 ") registered again (restarted?): its pending gradient and held pulls "
-                      "are dropped", rank + 1, task, m.task_index);
-            tfps_held h;
-            while (tfps_policy_pop_rank(ps->pol, rank, &h))
-                answer_held(ps, &h, TFPS_RPC_ABORTED, "this worker registered again (a newer process has its rank)");
-            tfps_policy_restart(ps->pol, rank);
-        } else {
-            ps->st.workers_registered++;
-        }
-        if (w->done) ps->st.workers_done--;   // a restarted worker trains again
-        if (w->dead) ps->st.workers_dead--;
-        *w = (worker_state){.registered = 1};
-        seen(ps, rank);
-        tfps_policy_set_live(ps->pol, rank, 1);
-        tfps_policy_adopt_clock(ps->pol, rank, m.clock);
-        tfps_debug("registered %s %" PRIu32 " as worker %" PRIu32, task, m.task_index, m.worker_rank + 1);
-        tfps_wire_register_resp r = {.worker_id = m.worker_rank + 1, .version = tfps_policy_version(ps->pol),
-                                     .ps_index = (uint32_t)ps->ps_index, .clock = tfps_policy_clock(ps->pol, rank),
-                                     .restored_step = ps->restored_step};
-        tfps_wire_release(owner);
-        return tfps_wire_pack_register_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
+        rc = register_rank(ps, &m, task, msg, msglen);
     }
-    tfps_warn("Register refused: %s", msg);
     tfps_wire_release(owner);
-    return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
+    return rc;
 }
 
 static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
     tfps_pull q;
     int rc = tfps_handlers_pull(&ps->store, ps->ps_index, req, len, &q, msg, msglen);
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
-    int rank = worker_rank(ps, q.worker_id, 1, msg, msglen);
-    if (rank < 0) return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
+    int rank = caller_rank(ps, q.worker_id, &q.session, 1, msg, msglen);
+    if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
     if (rank == ps->num_workers) rank = -1;   // the evaluator: never held by the ssp rule
     seen(ps, rank);
     int ready = tfps_policy_pull_ready(ps->pol, rank, &q, msg, msglen);
@@ -355,9 +449,9 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     tfps_push g;
     int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
     if (rc != TFPS_RPC_OK) {
-        // the pull of the same round would wait for this push: tell it now (a registered sender only)
+        // the pull of the same round would wait for this push: tell it now (its own sender only)
         char ignore[8];
-        rank = worker_rank(ps, g.m.worker_id, 0, ignore, sizeof(ignore));
+        rank = caller_rank(ps, g.m.worker_id, &g.m.session, 0, ignore, sizeof(ignore));
         goto refused;
     }
     if (g.m.worker_id == TFPS_OBSERVER_ID) {
@@ -365,8 +459,8 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
         rc = TFPS_RPC_PERMISSION_DENIED;
         goto refused;
     }
-    if ((rank = worker_rank(ps, g.m.worker_id, 0, msg, msglen)) < 0) {
-        rc = TFPS_RPC_FAILED_PRECONDITION;
+    if ((rank = caller_rank(ps, g.m.worker_id, &g.m.session, 0, msg, msglen)) < 0) {
+        rc = TFPS_RPC_UNAUTHENTICATED;
         goto refused;
     }
     seen(ps, rank);
@@ -404,9 +498,9 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *t
     void *owner = NULL;
     int rc = tfps_handlers_heartbeat(req, len, &m, &owner, msg, msglen);
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
-    int rank = worker_rank(ps, m.worker_id, 1, msg, msglen);
+    int rank = caller_rank(ps, m.worker_id, &m.session, 1, msg, msglen);
     tfps_wire_release(owner);
-    if (rank < 0) return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
+    if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
     if (rank < ps->num_workers) {
         worker_state *w = &ps->workers[rank];
         seen(ps, rank);
@@ -440,7 +534,8 @@ static int handle_status(tfps_ps *ps, const uint8_t *req, size_t len, void *toke
                                .dropped = s.dropped, .wait_s = s.wait_s, .max_lead = s.max_lead, .held = s.held,
                                .aggregated = s.aggregated, .workers_dead = s.workers_dead,
                                .checkpoints = s.checkpoints, .last_checkpoint_step = s.last_checkpoint_step,
-                               .restored_step = s.restored_step, .checkpoint_pause_s = s.checkpoint_pause_s};
+                               .restored_step = s.restored_step, .checkpoint_pause_s = s.checkpoint_pause_s,
+                               .unauthenticated = s.unauthenticated};
     return tfps_wire_pack_status_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
@@ -450,6 +545,14 @@ static int handle_shutdown(tfps_ps *ps, const uint8_t *req, size_t len, void *to
     void *owner = NULL;
     int rc = tfps_handlers_shutdown(req, len, &m, &owner, msg, msglen);
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    const int rank = caller_rank(ps, m.worker_id, &m.session, 0, msg, msglen);
+    if (rank != 0) {
+        tfps_wire_release(owner);
+        if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
+        snprintf(msg, msglen, "only the chief (worker id 1) may stop a ps; this call came from worker id %" PRIu32,
+                 m.worker_id);
+        return refuse(ps, TFPS_RPC_PERMISSION_DENIED);
+    }
     char reason[200];
     tfps_handlers_sanitize(reason, sizeof(reason), m.reason);
     tfps_info("shutdown requested%s: %s", m.failed ? " (the job failed)" : "", reason[0] ? reason : "(no reason given)");
@@ -510,9 +613,11 @@ static int handle_checkpoint(tfps_ps *ps, const uint8_t *req, size_t len, void *
     tfps_wire_checkpoint_req m;
     int rc = tfps_handlers_checkpoint(req, len, &m, msg, msglen);
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
-    if (m.worker_id != 1 || !ps->workers[0].registered) {
-        snprintf(msg, msglen, "only the chief (worker id 1, registered) may ask for a checkpoint; this call came "
-                 "from worker id %" PRIu32, m.worker_id);
+    const int rank = caller_rank(ps, m.worker_id, &m.session, 0, msg, msglen);
+    if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
+    if (rank != 0) {
+        snprintf(msg, msglen, "only the chief (worker id 1) may ask for a checkpoint; this call came from worker id %"
+                 PRIu32, m.worker_id);
         return refuse(ps, TFPS_RPC_PERMISSION_DENIED);
     }
     seen(ps, 0);
@@ -565,6 +670,9 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
         *resp = ps->out.data;
         *resp_len = ps->out.len;
         ps->st.bytes_out += ps->out.len;
+    } else if (rc == TFPS_RPC_UNAUTHENTICATED || rc == TFPS_RPC_PERMISSION_DENIED) {
+        if (rc == TFPS_RPC_UNAUTHENTICATED) ps->st.unauthenticated++;
+        log_refusal(ps, method, rc, msg);
     } else if (rc != TFPS_PS_HELD && method != TFPS_M_REGISTER) {
         tfps_debug("%s refused: %s", tfps_method_paths[method], msg);
     }

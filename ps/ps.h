@@ -33,6 +33,7 @@ typedef struct {
     double wait_s, uptime_s;
     uint64_t checkpoints, last_checkpoint_step, restored_step;
     double checkpoint_pause_s;   /* the longest snapshot */
+    uint64_t unauthenticated;    /* calls refused for a missing or wrong session or job secret */
 } tfps_ps_stats;
 
 /* How a held call is answered later: status TFPS_RPC_OK with resp (len

@@ -28,6 +28,7 @@ static int ps_pid;
 static char target[64], logpath[] = "/tmp/tfps-test-ps-XXXXXX";
 static tfps_rpc_client *cli;
 static uint32_t worker_id;
+static tfps_session session;   /* from Register: every later call carries it */
 static size_t OWN;   /* elements ps 0 owns */
 
 static int call(int method, const uint8_t *body, size_t len, tfps_rpc_result *r) {
@@ -51,7 +52,7 @@ static tfps_wire_register_req reg_req(void) {
 /* Pulls everything ps 0 owns into a malloc'd array. */
 static float *pull_all(void) {
     tfps_buf b = {0};
-    tfps_wire_pull_req q = {.worker_id = worker_id, .nranges = 1, .ranges = {{0, OWN}}};
+    tfps_wire_pull_req q = {.worker_id = worker_id, .nranges = 1, .ranges = {{0, OWN}}, .session = session};
     tfps_wire_pack_pull_req(&q, &b);
     tfps_rpc_result r;
     CU_ASSERT_EQUAL_FATAL(call(TFPS_M_PULL, b.data, b.len, &r), TFPS_RPC_OK);
@@ -124,13 +125,13 @@ static void test_register_and_init(void) {
     tfps_buf b = {0};
     tfps_rpc_result r;
     char err[512];
-    // a layout that differs is refused, naming both sides
+    // a layout that differs is refused, naming the caller's (the ps's own only in its log: no job secret here)
     tfps_wire_register_req q = reg_req();
     q.h1 = 256;
     tfps_wire_pack_register_req(&q, &b);
     CU_ASSERT_EQUAL(call(TFPS_M_REGISTER, b.data, b.len, &r), TFPS_RPC_FAILED_PRECONDITION);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.details, "784-256-100-10"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(r.details, "784-300-100-10"));
+    CU_ASSERT_PTR_NULL(strstr(r.details, "784-300-100-10"));
     tfps_rpc_result_clear(&r);
     q = reg_req();
     q.shard_plan_digest ^= 1;
@@ -146,7 +147,9 @@ static void test_register_and_init(void) {
     void *owner = NULL;
     CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(r.resp, r.resp_len, &m, &owner, err, sizeof(err)) == 0);
     worker_id = m.worker_id;
+    session = m.session;
     CU_ASSERT_EQUAL(worker_id, 1);
+    CU_ASSERT(tfps_session_is_set(&session));
     CU_ASSERT_EQUAL(m.ps_index, 0);
     tfps_wire_release(owner);
     tfps_rpc_result_clear(&r);
@@ -164,7 +167,7 @@ static void test_register_and_init(void) {
 
 static uint8_t *push_bytes(uint32_t wid, uint64_t begin, uint64_t end, const float *g, size_t *len, tfps_buf *b) {
     tfps_wire_push_req q = {.worker_id = wid, .step = 1, .batch_size = 64, .ntensors = 1,
-                            .gradients = {{{begin, end}, g}}};
+                            .gradients = {{{begin, end}, g}}, .session = session};
     tfps_wire_pack_push_req(&q, b);
     *len = b->len;
     return b->data;
@@ -204,7 +207,8 @@ static void test_bad_requests(void) {
     p = push_bytes(worker_id, OWN - 5, OWN + 5, g, &len, &b);        // straddles the boundary
     expect_refused("range straddling", TFPS_M_PUSH, p, len, TFPS_RPC_OUT_OF_RANGE, "not owned", before);
     p = push_bytes(7, 0, 10, g, &len, &b);
-    expect_refused("unknown worker", TFPS_M_PUSH, p, len, TFPS_RPC_FAILED_PRECONDITION, "unknown worker id 7", before);
+    expect_refused("unknown worker", TFPS_M_PUSH, p, len, TFPS_RPC_UNAUTHENTICATED, "worker id 7 has no session",
+                   before);
     g[3] = NAN;
     p = push_bytes(worker_id, 0, 10, g, &len, &b);
     expect_refused("NaN", TFPS_M_PUSH, p, len, TFPS_RPC_INVALID_ARGUMENT, "non-finite", before);
@@ -214,7 +218,7 @@ static void test_bad_requests(void) {
     g[3] = 0.5f;
     p = push_bytes(TFPS_OBSERVER_ID, 0, 10, g, &len, &b);
     expect_refused("observer push", TFPS_M_PUSH, p, len, TFPS_RPC_PERMISSION_DENIED, "may pull but not push", before);
-    tfps_wire_pull_req q = {.worker_id = worker_id, .nranges = 1, .ranges = {{OWN, OWN + 1}}};
+    tfps_wire_pull_req q = {.worker_id = worker_id, .nranges = 1, .ranges = {{OWN, OWN + 1}}, .session = session};
     tfps_wire_pack_pull_req(&q, &b);
     expect_refused("pull not owned", TFPS_M_PULL, b.data, b.len, TFPS_RPC_OUT_OF_RANGE, "not owned", before);
     expect_refused("malformed register", TFPS_M_REGISTER, garbage, sizeof(garbage), TFPS_RPC_INVALID_ARGUMENT, NULL,
@@ -264,7 +268,13 @@ static void test_health_and_shutdown(void) {
     CU_ASSERT_EQUAL(r.status, TFPS_RPC_UNIMPLEMENTED);
     tfps_rpc_result_clear(&r);
     tfps_buf b = {0};
-    tfps_wire_shutdown_req q = {.reason = "test"};
+    // a Shutdown without the chief's session: refused, the ps serves on
+    tfps_wire_shutdown_req q = {.reason = "test\nfake line", .worker_id = 1};
+    tfps_wire_pack_shutdown_req(&q, &b);
+    CU_ASSERT_EQUAL(call(TFPS_M_SHUTDOWN, b.data, b.len, &r), TFPS_RPC_UNAUTHENTICATED);
+    tfps_rpc_result_clear(&r);
+    CU_ASSERT_EQUAL(status_now().unauthenticated, 2);   // this and test_bad_requests' worker 7
+    q.session = session;
     tfps_wire_pack_shutdown_req(&q, &b);
     CU_ASSERT_EQUAL(call(TFPS_M_SHUTDOWN, b.data, b.len, &r), TFPS_RPC_OK);
     tfps_rpc_result_clear(&r);
@@ -272,7 +282,8 @@ static void test_health_and_shutdown(void) {
     CU_ASSERT_EQUAL(tu_wait(ps_pid, 20), 0);   // exits 0 on the chief's Shutdown
     ps_pid = 0;
     char *log = tu_read_file(logpath);
-    CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "shutdown requested: test"));
+    CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "shutdown requested: test?fake line"));   // one line, not two
+    CU_ASSERT_PTR_NULL(log && strstr(log, "\nfake line"));
     free(log);
 }
 

@@ -101,7 +101,14 @@ typedef struct {
     char opt_desc[160];
     int num_ps, num_workers;
     tfps_ps *ps[3];
+    tfps_session sess[3][8];   /* [ps][rank]: from each Register */
 } cluster;
+
+/* The session a call of worker_id to ps k carries: its registration's. */
+static tfps_session sess_of(const cluster *c, int k, uint32_t worker_id) {
+    tfps_session none = {{0}};
+    return worker_id >= 1 && worker_id <= 8 ? c->sess[k][worker_id - 1] : none;
+}
 
 /* A small model (8-4-3-2: 59 parameters) over P ps. */
 static void cluster_init(cluster *c, int P, int N, const char *const *args) {
@@ -136,24 +143,40 @@ static tfps_wire_register_req reg_req(const cluster *c, int rank) {
         .shard_strategy = "balanced", .seed = (uint64_t)c->o.seed, .learning_rate = c->o.learning_rate,
         .consistency = tfps_consistency_name(c->o.consistency),
         .replicas_to_aggregate = (uint32_t)c->o.replicas_to_aggregate, .staleness = (uint32_t)c->o.staleness,
-        .optimizer = c->opt_desc, .optimizer_digest = tfps_optim_digest(&c->opt)};
+        .optimizer = c->opt_desc, .optimizer_digest = tfps_optim_digest(&c->opt), .job_secret = c->o.job_secret,
+        .job_secret_len = c->o.job_secret_len};
+}
+
+/* Register of rank at ps k (with session s: a re-registration); the status,
+ * and on OK the new session in c. */
+static int register_one(cluster *c, int k, int rank, const tfps_session *s, reply_box *box) {
+    tfps_wire_register_req q = reg_req(c, rank);
+    if (s) q.session = *s;
+    tfps_buf b = {0};
+    tfps_wire_pack_register_req(&q, &b);
+    int rc = call(c->ps[k], TFPS_M_REGISTER, &b, box);
+    tfps_buf_free(&b);
+    if (rc != TFPS_RPC_OK) return rc;
+    tfps_wire_register_resp r;
+    void *owner = NULL;
+    CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(box->resp, box->len, &r, &owner, NULL, 0) == TFPS_OK);
+    CU_ASSERT(tfps_session_is_set(&r.session));
+    c->sess[k][rank] = r.session;
+    tfps_wire_release(owner);
+    return rc;
 }
 
 static void register_all(cluster *c) {
-    tfps_buf b = {0};
     reply_box box = {0};
-    for (int r = 0; r < c->num_workers; r++) {
-        tfps_wire_register_req q = reg_req(c, r);
-        tfps_wire_pack_register_req(&q, &b);
-        for (int k = 0; k < c->num_ps; k++) CU_ASSERT_EQUAL(call(c->ps[k], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);
-    }
+    for (int r = 0; r < c->num_workers; r++)
+        for (int k = 0; k < c->num_ps; k++) CU_ASSERT_EQUAL(register_one(c, k, r, NULL, &box), TFPS_RPC_OK);
     box_clear(&box);
-    tfps_buf_free(&b);
 }
 
 /* Push of rank's full gradient g [total] to ps k; returns the status, *applied. */
 static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied) {
-    tfps_wire_push_req q = {.worker_id = (uint32_t)rank + 1, .base_version = base, .step = 1, .batch_size = 4};
+    tfps_wire_push_req q = {.worker_id = (uint32_t)rank + 1, .base_version = base, .step = 1, .batch_size = 4,
+                            .session = sess_of(c, k, (uint32_t)rank + 1)};
     for (int r = 0; r < c->plan.nranges; r++)
         if (c->plan.ranges[r].ps == k)
             q.gradients[q.ntensors++] =
@@ -176,7 +199,8 @@ static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int 
 
 /* Sends a pull of everything ps k owns; the answer lands in box (now or later). */
 static int pull(cluster *c, int k, uint32_t worker_id, uint64_t min_version, uint64_t clock, reply_box *box) {
-    tfps_wire_pull_req q = {.worker_id = worker_id, .min_version = min_version, .clock = clock};
+    tfps_wire_pull_req q = {.worker_id = worker_id, .min_version = min_version, .clock = clock,
+                            .session = sess_of(c, k, worker_id)};
     tfps_buf b = {0};
     tfps_wire_pack_pull_req(&q, &b);
     int rc = call(c->ps[k], TFPS_M_PULL, &b, box);
@@ -212,11 +236,14 @@ static void pull_model(cluster *c, float *w) {
 }
 
 static void heartbeat_done(cluster *c, int rank) {
-    tfps_wire_heartbeat_req q = {.worker_id = (uint32_t)rank + 1, .step = 1, .done = 1};
     tfps_buf b = {0};
     reply_box box = {0};
-    tfps_wire_pack_heartbeat_req(&q, &b);
-    for (int k = 0; k < c->num_ps; k++) CU_ASSERT_EQUAL(call(c->ps[k], TFPS_M_HEARTBEAT, &b, &box), TFPS_RPC_OK);
+    for (int k = 0; k < c->num_ps; k++) {
+        tfps_wire_heartbeat_req q = {.worker_id = (uint32_t)rank + 1, .step = 1, .done = 1,
+                                     .session = sess_of(c, k, (uint32_t)rank + 1)};
+        tfps_wire_pack_heartbeat_req(&q, &b);
+        CU_ASSERT_EQUAL(call(c->ps[k], TFPS_M_HEARTBEAT, &b, &box), TFPS_RPC_OK);
+    }
     box_clear(&box);
     tfps_buf_free(&b);
 }
@@ -398,10 +425,15 @@ static void test_reregister(void) {
     reply_box held = {0}, box = {0};
     CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
     CU_ASSERT_EQUAL(pull(&c, 0, 1, 1, 1, &held), TFPS_PS_HELD);
-    tfps_wire_register_req q = reg_req(&c, 0);
-    tfps_buf b = {0};
-    tfps_wire_pack_register_req(&q, &b);
-    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);
+    // another process for the live rank 0 (no session, or a wrong one): refused, nothing changes
+    const tfps_session old = c.sess[0][0], wrong = {{1, 2, 3}};
+    CU_ASSERT_EQUAL(register_one(&c, 0, 0, NULL, &box), TFPS_RPC_ALREADY_EXISTS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "held by a live process"));
+    CU_ASSERT_EQUAL(register_one(&c, 0, 0, &wrong, &box), TFPS_RPC_ALREADY_EXISTS);
+    CU_ASSERT_FALSE(held.answered);
+    // the process itself registers again (after a failure it saw): its session is replaced
+    CU_ASSERT_EQUAL(register_one(&c, 0, 0, &old, &box), TFPS_RPC_OK);
+    CU_ASSERT_FALSE(tfps_session_equal(&old, &c.sess[0][0]));
     tfps_wire_register_resp r;
     void *owner = NULL;
     CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
@@ -416,9 +448,14 @@ static void test_reregister(void) {
     CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);
     CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
     CU_ASSERT_EQUAL(stats(&c, 0).aggregated, 2);
+    // the old session no longer works
+    tfps_session now = c.sess[0][0];
+    c.sess[0][0] = old;
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 1, g, &applied), TFPS_RPC_UNAUTHENTICATED);
+    c.sess[0][0] = now;
+    CU_ASSERT_EQUAL(stats(&c, 0).version, 1);
     box_clear(&held);
     box_clear(&box);
-    tfps_buf_free(&b);
     cluster_destroy(&c);
 }
 
@@ -431,7 +468,7 @@ static void test_pull_limits(void) {
     reply_box box = {0};
     tfps_buf b = {0};
     // the same range twice: refused (the reply would grow with each copy)
-    tfps_wire_pull_req q = {.worker_id = 1, .nranges = 2, .ranges = {{0, 10}, {5, 12}}};
+    tfps_wire_pull_req q = {.worker_id = 1, .nranges = 2, .ranges = {{0, 10}, {5, 12}}, .session = c.sess[0][0]};
     tfps_wire_pack_pull_req(&q, &b);
     CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_PULL, &b, &box), TFPS_RPC_INVALID_ARGUMENT);
     CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "overlaps"));
@@ -478,7 +515,7 @@ static void test_ssp_bound(void) {
     box_clear(&box);
     CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
     CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 2, &box), TFPS_PS_HELD);   // clock 2: 2 ahead
-    CU_ASSERT_EQUAL(pull(&c, 0, TFPS_OBSERVER_ID, 0, 0, &(reply_box){0}), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_EQUAL(pull(&c, 0, TFPS_OBSERVER_ID, 0, 0, &(reply_box){0}), TFPS_RPC_UNAUTHENTICATED);
     CU_ASSERT_EQUAL(push(&c, 0, 1, 0, g, &applied), TFPS_RPC_OK);   // the slow one moves to clock 1
     CU_ASSERT_TRUE(box.answered);
     CU_ASSERT_EQUAL(box.status, TFPS_RPC_OK);
@@ -500,7 +537,8 @@ static void test_ssp_bound(void) {
 /* ---- checkpoints, dead workers, idle ---- */
 
 static int checkpoint_call(cluster *c, int k, uint32_t worker_id, uint64_t step, uint64_t version, reply_box *box) {
-    tfps_wire_checkpoint_req q = {.worker_id = worker_id, .step = step, .version = version};
+    tfps_wire_checkpoint_req q = {.worker_id = worker_id, .step = step, .version = version,
+                                  .session = sess_of(c, k, worker_id)};
     tfps_buf b = {0};
     tfps_wire_pack_checkpoint_req(&q, &b);
     int rc = call(c->ps[k], TFPS_M_CHECKPOINT, &b, box);
@@ -673,9 +711,14 @@ static void test_backup_member_dead_between_ps(void) {
     cluster_destroy(&c);
 }
 
-/* Register refuses a worker whose consistency or optimizer differs, naming both. */
-static void test_register_checks_semantics(void) {
-    const char *args[] = {"--consistency", "sync", "--optimizer", "adam", "--learning-rate", "0.001", NULL};
+/* Register refuses a worker whose consistency or optimizer differs. To a
+ * caller that has not shown the job secret it names the caller's values
+ * only (the ps's seed, learning rate and plan are none of its business);
+ * with the secret, both sides. */
+static void register_checks_semantics(const char *secret_file) {
+    const char *args[] = {"--consistency", "sync", "--optimizer", "adam", "--learning-rate", "0.001",
+                          secret_file ? "--job-secret-file" : NULL, secret_file, NULL};
+    const int trusted = secret_file != NULL;
     cluster c;
     cluster_init(&c, 1, 2, args);
     tfps_buf b = {0};
@@ -685,23 +728,145 @@ static void test_register_checks_semantics(void) {
     tfps_wire_pack_register_req(&q, &b);
     CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
     CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--consistency async"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--consistency sync"));
+    CU_ASSERT_EQUAL(strstr(box.msg, "--consistency sync") != NULL, trusted);
     q = reg_req(&c, 0);
     q.optimizer = "sgd (lr 0.001)";
     q.optimizer_digest ^= 1;
     tfps_wire_pack_register_req(&q, &b);
     CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
     CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "worker has sgd (lr 0.001)"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "ps 0 has adam (lr 0.001, beta1 0.9"));
+    CU_ASSERT_EQUAL(strstr(box.msg, "ps 0 has adam (lr 0.001, beta1 0.9") != NULL, trusted);
     q = reg_req(&c, 0);
     q.replicas_to_aggregate = 1;
     tfps_wire_pack_register_req(&q, &b);
     CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
     CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--replicas-to-aggregate 1"));
+    // seed and learning rate: full precision (0.1 and 0.10000000000000002 must not print alike)
+    q = reg_req(&c, 0);
+    q.seed = 77;
+    q.learning_rate = 0.0010000000000000002;
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "--seed 77 --learning-rate 0.0010000000000000002"));
+    CU_ASSERT_EQUAL(strstr(box.msg, "--seed 1 --learning-rate 0.001") != NULL, trusted);
     q = reg_req(&c, 0);
     tfps_wire_pack_register_req(&q, &b);
     CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);
-    CU_ASSERT_EQUAL(stats(&c, 0).refused, 3);
+    CU_ASSERT_EQUAL(stats(&c, 0).refused, 4);
+    box_clear(&box);
+    tfps_buf_free(&b);
+    cluster_destroy(&c);
+}
+
+static char secret_path[] = "/tmp/tfps-secret-XXXXXX";
+
+static void write_secret(void) {
+    if (secret_path[strlen(secret_path) - 1] != 'X') return;   // made already
+    int fd = mkstemp(secret_path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(write(fd, "s3cret job\n", 11) == 11);
+    close(fd);
+}
+
+static void test_register_checks_semantics(void) { register_checks_semantics(NULL); }
+static void test_register_checks_semantics_trusted(void) {
+    write_secret();
+    register_checks_semantics(secret_path);
+}
+
+/* Calls that do not carry the session of a registered replica are refused
+ * (UNAUTHENTICATED, counted) and change nothing: a push as "worker 1" that
+ * never registered, a Heartbeat(done) for another worker, a Shutdown or a
+ * Checkpoint from a non-chief. Register needs the job secret. A finished
+ * rank is not taken again; a dead one is. */
+static void test_sessions_and_secret(void) {
+    write_secret();
+    const char *args[] = {"--consistency", "sync", "--job-secret-file", secret_path, "--heartbeat-secs", "0.1", NULL};
+    cluster c;
+    cluster_init(&c, 1, 3, args);
+    reply_box box = {0};
+    tfps_buf b = {0};
+    float g[64], w0[64], w1[64];
+    fill(g, c.l.total, -3e38f);
+    int applied = -1;
+    // Register without the secret, or with a wrong one: refused, nobody registered
+    tfps_wire_register_req q = reg_req(&c, 0);
+    q.job_secret = NULL;
+    q.job_secret_len = 0;
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_UNAUTHENTICATED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "no job secret"));
+    q.job_secret = (const uint8_t *)"s3cret jox";
+    q.job_secret_len = 10;
+    tfps_wire_pack_register_req(&q, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_UNAUTHENTICATED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "a wrong job secret"));
+    CU_ASSERT_PTR_NULL(strstr(box.msg, "s3cret"));
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_registered, 0);
+    // an unregistered push as worker 1: refused, weights unchanged
+    CU_ASSERT_EQUAL(pull(&c, 0, 1, 0, 0, &box), TFPS_RPC_UNAUTHENTICATED);
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_UNAUTHENTICATED);
+    register_all(&c);
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_registered, 3);
+    pull_model(&c, w0);
+    // a push with worker 1's id but worker 2's session, or none: refused
+    const tfps_session s1 = c.sess[0][0];
+    c.sess[0][0] = c.sess[0][1];
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_UNAUTHENTICATED);
+    memset(&c.sess[0][0], 0, sizeof(tfps_session));
+    CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_UNAUTHENTICATED);
+    c.sess[0][0] = s1;
+    // a forged Heartbeat(done) for worker 3 (no session, and worker 1's): refused, nobody done
+    tfps_session s3 = c.sess[0][2];
+    memset(&c.sess[0][2], 0, sizeof(tfps_session));
+    tfps_wire_heartbeat_req hb = {.worker_id = 3, .step = 9, .done = 1};
+    tfps_wire_pack_heartbeat_req(&hb, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_HEARTBEAT, &b, &box), TFPS_RPC_UNAUTHENTICATED);
+    hb.session = c.sess[0][1];
+    tfps_wire_pack_heartbeat_req(&hb, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_HEARTBEAT, &b, &box), TFPS_RPC_UNAUTHENTICATED);
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_done, 0);
+    c.sess[0][2] = s3;
+    // Shutdown: none from a stranger (no session), none from worker 2 (its own session); the chief may
+    tfps_wire_shutdown_req sd = {.reason = "stop\nfake log line", .worker_id = 1};
+    tfps_wire_pack_shutdown_req(&sd, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_SHUTDOWN, &b, &box), TFPS_RPC_UNAUTHENTICATED);
+    sd.worker_id = 2;
+    sd.session = c.sess[0][1];
+    tfps_wire_pack_shutdown_req(&sd, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_SHUTDOWN, &b, &box), TFPS_RPC_PERMISSION_DENIED);
+    CU_ASSERT_FALSE(tfps_ps_shutdown_requested(c.ps[0]));
+    // a Checkpoint from worker 2: not the chief
+    tfps_wire_checkpoint_req cq = {.worker_id = 2, .step = 1, .session = c.sess[0][1]};
+    tfps_wire_pack_checkpoint_req(&cq, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_CHECKPOINT, &b, &box), TFPS_RPC_PERMISSION_DENIED);
+    // nothing changed; each refusal counted
+    pull_model(&c, w1);
+    CU_ASSERT_EQUAL(memcmp(w0, w1, c.l.total * sizeof(float)), 0);
+    tfps_ps_stats st = stats(&c, 0);
+    CU_ASSERT_EQUAL(st.version, 0);
+    CU_ASSERT_EQUAL(st.applied, 0);
+    CU_ASSERT_EQUAL(st.unauthenticated, 9);
+    CU_ASSERT_EQUAL(st.workers_done, 0);
+    // worker 3 finishes; a second process for its rank is not taken (the chief would wait for it again)
+    heartbeat_done(&c, 2);
+    CU_ASSERT_EQUAL(register_one(&c, 0, 2, NULL, &box), TFPS_RPC_FAILED_PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "already finished"));
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_done, 1);
+    // worker 2 stops calling: once marked dead, a restarted process takes its rank at once
+    CU_ASSERT_EQUAL(register_one(&c, 0, 1, NULL, &box), TFPS_RPC_ALREADY_EXISTS);
+    for (int i = 0; i < 100 && stats(&c, 0).workers_dead == 0; i++) {
+        nap_ms(10);
+        tfps_ps_tick(c.ps[0]);
+    }
+    CU_ASSERT_EQUAL(register_one(&c, 0, 1, NULL, &box), TFPS_RPC_OK);
+    // the chief's Shutdown (a reason with a newline: one log line all the same)
+    CU_ASSERT_EQUAL(register_one(&c, 0, 0, NULL, &box), TFPS_RPC_OK);   // rank 0 was dead too by now
+    sd.worker_id = 1;
+    sd.session = c.sess[0][0];
+    tfps_wire_pack_shutdown_req(&sd, &b);
+    CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_SHUTDOWN, &b, &box), TFPS_RPC_OK);
+    CU_ASSERT_TRUE(tfps_ps_shutdown_requested(c.ps[0]));
     box_clear(&box);
     tfps_buf_free(&b);
     cluster_destroy(&c);
@@ -1053,7 +1218,8 @@ static void bw_deliver(cluster *c, const bw_event *e, bw_worker *w, const float 
     tfps_buf b = {0};
     int rc = 0;
     if (e->kind == EV_PUSH) {
-        tfps_wire_push_req q = {.worker_id = (uint32_t)e->w + 1, .base_version = e->v, .step = 1, .batch_size = 4};
+        tfps_wire_push_req q = {.worker_id = (uint32_t)e->w + 1, .base_version = e->v, .step = 1, .batch_size = 4,
+                                .session = sess_of(c, e->k, (uint32_t)e->w + 1)};
         for (int r = 0; r < c->plan.nranges; r++)
             if (c->plan.ranges[r].ps == e->k)
                 q.gradients[q.ntensors++] =
@@ -1063,7 +1229,8 @@ static void bw_deliver(cluster *c, const bw_event *e, bw_worker *w, const float 
     } else if (e->kind == EV_PULL) {
         rc = pull(c, e->k, (uint32_t)e->w + 1, e->v, 0, &w->pull[e->k]);
     } else {
-        tfps_wire_heartbeat_req q = {.worker_id = (uint32_t)e->w + 1, .step = 1, .done = 1};
+        tfps_wire_heartbeat_req q = {.worker_id = (uint32_t)e->w + 1, .step = 1, .done = 1,
+                                     .session = sess_of(c, e->k, (uint32_t)e->w + 1)};
         tfps_wire_pack_heartbeat_req(&q, &b);
         rc = call(c->ps[e->k], TFPS_M_HEARTBEAT, &b, &w->hb[e->k]);
     }
@@ -1284,8 +1451,12 @@ int main(void) {
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);
     CU_add_test(s, "ssp: reader held within the staleness", test_ssp_bound);
     CU_add_test(s, "a worker registering again: pending gradient dropped, held pull aborted", test_reregister);
+    CU_add_test(s, "sessions: unregistered push, forged done, non-chief shutdown refused; the job secret",
+                test_sessions_and_secret);
     CU_add_test(s, "pull limits: overlaps, ssp clock, held calls, refused push", test_pull_limits);
-    CU_add_test(s, "register refuses other semantics, naming both", test_register_checks_semantics);
+    CU_add_test(s, "register refuses other semantics, naming the caller's values only", test_register_checks_semantics);
+    CU_add_test(s, "register refuses other semantics, naming both to a caller with the job secret",
+                test_register_checks_semantics_trusted);
     CU_add_test(s, "checkpoint: only the chief, at its version; restores onto 1 and 3 ps",
                 test_checkpoint_restore_other_ps_counts);
     CU_add_test(s, "a silent worker is marked dead, the barrier goes on; idle stops the ps", test_dead_worker_and_idle);
@@ -1298,5 +1469,6 @@ int main(void) {
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());
     CU_cleanup_registry();
+    if (secret_path[strlen(secret_path) - 1] != 'X') unlink(secret_path);
     return failed;
 }

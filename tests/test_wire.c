@@ -835,11 +835,88 @@ static void test_fuzz_truncate_and_flip(void) {
     free(g);
 }
 
+/* Sessions travel as 16 bytes (absent when none) and come back equal; a
+ * session of any other length and a job secret over the limit are refused;
+ * the job secret round-trips byte for byte (NUL included). */
+static void test_session_and_secret(void) {
+    tfps_buf b = {0};
+    void *own = NULL;
+    char err[TFPS_ERR_LEN] = "";
+    tfps_session s = {{0}};
+    for (int i = 0; i < TFPS_SESSION_LEN; i++) s.b[i] = (uint8_t)(0xA0 + i);
+    CU_ASSERT_TRUE(tfps_session_is_set(&s));
+    {
+        tfps_wire_push_req in = {.worker_id = 2, .session = s}, out;
+        CU_ASSERT_FATAL(tfps_wire_pack_push_req(&in, &b) == TFPS_OK);
+        CU_ASSERT_FATAL(tfps_wire_unpack_push_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT_TRUE(tfps_session_equal(&out.session, &s));
+        tfps_wire_release(own);
+        const size_t with = b.len;
+        in.session = (tfps_session){{0}};   // none: not on the wire at all
+        CU_ASSERT_FATAL(tfps_wire_pack_push_req(&in, &b) == TFPS_OK);
+        CU_ASSERT_EQUAL(with - b.len, 2 + TFPS_SESSION_LEN);
+        CU_ASSERT_FATAL(tfps_wire_unpack_push_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT_FALSE(tfps_session_is_set(&out.session));
+        tfps_wire_release(own);
+    }
+    {
+        const uint8_t secret[5] = {'a', 0, 'b', '\n', 0xff};
+        tfps_wire_register_req in = {.task_type = "worker", .job_secret = secret, .job_secret_len = 5, .session = s},
+                               out;
+        CU_ASSERT_FATAL(tfps_wire_pack_register_req(&in, &b) == TFPS_OK);
+        CU_ASSERT_FATAL(tfps_wire_unpack_register_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT_EQUAL(out.job_secret_len, 5);
+        CU_ASSERT(out.job_secret && memcmp(out.job_secret, secret, 5) == 0);
+        CU_ASSERT_TRUE(tfps_secret_equal(out.job_secret, out.job_secret_len, secret, 5));
+        CU_ASSERT_FALSE(tfps_secret_equal(out.job_secret, out.job_secret_len, secret, 4));
+        CU_ASSERT_TRUE(tfps_session_equal(&out.session, &s));
+        tfps_wire_release(own);
+        tfps_wire_register_resp r = {.worker_id = 1, .session = s}, ro;
+        CU_ASSERT_FATAL(tfps_wire_pack_register_resp(&r, &b) == TFPS_OK);
+        CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(b.data, b.len, &ro, &own, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT_TRUE(tfps_session_equal(&ro.session, &s));
+        tfps_wire_release(own);
+    }
+    {
+        tfps_wire_shutdown_req in = {.reason = "r", .worker_id = 1, .session = s}, out;
+        CU_ASSERT_FATAL(tfps_wire_pack_shutdown_req(&in, &b) == TFPS_OK);
+        CU_ASSERT_FATAL(tfps_wire_unpack_shutdown_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT_EQUAL(out.worker_id, 1);
+        CU_ASSERT_TRUE(tfps_session_equal(&out.session, &s));
+        tfps_wire_release(own);
+    }
+    // HeartbeatRequest {worker_id 1, session: 3 bytes}: refused, naming the field
+    const uint8_t short_session[] = {0x08, 0x01, 0x2a, 0x03, 1, 2, 3};
+    tfps_wire_heartbeat_req hq;
+    own = NULL;
+    CU_ASSERT_EQUAL(tfps_wire_unpack_heartbeat_req(short_session, sizeof(short_session), &hq, &own, err, sizeof(err)),
+                    TFPS_ERR);
+    CU_ASSERT_PTR_NULL(own);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "HeartbeatRequest.session: 3 bytes"));
+    // RegisterRequest {job_secret (field 21): 1025 bytes}: refused
+    uint8_t big[1100];
+    memset(big, 'x', sizeof(big));
+    big[0] = 0xaa;   // field 21, wire type 2: (21 << 3) | 2 = 170 = 0xaa 0x01
+    big[1] = 0x01;
+    big[2] = 0x81;   // length 1025 = 0x81 0x08
+    big[3] = 0x08;
+    tfps_wire_register_req rq;
+    CU_ASSERT_EQUAL(tfps_wire_unpack_register_req(big, 4 + 1025, &rq, &own, err, sizeof(err)), TFPS_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "job_secret: 1025 bytes"));
+    CU_ASSERT_FATAL(tfps_wire_unpack_register_req(big, 4 + 1025 - 1, &rq, &own, err, sizeof(err)) == TFPS_ERR);
+    big[2] = 0x80;   // length 1024: accepted
+    CU_ASSERT_FATAL(tfps_wire_unpack_register_req(big, 4 + 1024, &rq, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_EQUAL(rq.job_secret_len, 1024);
+    tfps_wire_release(own);
+    tfps_buf_free(&b);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("wire", NULL, NULL);
     CU_add_test(s, "RegisterRequest round trip and field numbers", test_register);
     CU_add_test(s, "RegisterResponse round trip and field numbers", test_register_resp);
+    CU_add_test(s, "sessions and the job secret on the wire", test_session_and_secret);
     CU_add_test(s, "PullRequest with 64 ranges, field numbers", test_pull_req);
     CU_add_test(s, "PullResponse, one 266,610-float tensor, aligned and owned", test_pull_resp_big);
     CU_add_test(s, "PullResponse, 7 tensors including an empty one", test_pull_resp_many);

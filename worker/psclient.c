@@ -22,7 +22,9 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
     pc->reqs = calloc(2 * (size_t)m, sizeof(tfps_rpc_req));
     pc->res = calloc(2 * (size_t)m, sizeof(tfps_rpc_result));
     pc->version = calloc((size_t)m, sizeof(uint64_t));
-    if (!pc->pull_req || !pc->push_req || !pc->reqs || !pc->res || !pc->version) {
+    pc->ctl_req = calloc((size_t)m, sizeof(tfps_buf));
+    pc->session = calloc((size_t)m, sizeof(tfps_session));
+    if (!pc->pull_req || !pc->push_req || !pc->reqs || !pc->res || !pc->version || !pc->ctl_req || !pc->session) {
         tfps_psclient_destroy(pc);
         return tfps_seterr(err, errlen, "ps client: out of memory");
     }
@@ -38,12 +40,15 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
 void tfps_psclient_destroy(tfps_psclient *pc) {
     for (int k = 0; pc->pull_req && k < pc->num_ps; k++) tfps_buf_free(&pc->pull_req[k]);
     for (int k = 0; pc->push_req && k < pc->num_ps; k++) tfps_buf_free(&pc->push_req[k]);
+    for (int k = 0; pc->ctl_req && k < pc->num_ps; k++) tfps_buf_free(&pc->ctl_req[k]);
     for (int k = 0; pc->res && k < 2 * pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
     free(pc->pull_req);
     free(pc->push_req);
     free(pc->reqs);
     free(pc->res);
     free(pc->version);
+    free(pc->ctl_req);
+    free(pc->session);
     tfps_rpc_client_free(pc->rpc);
     memset(pc, 0, sizeof(*pc));
 }
@@ -65,9 +70,10 @@ static int call_batch(tfps_psclient *pc, const tfps_rpc_req *reqs, int n, double
 }
 
 int tfps_psclient_recoverable(const tfps_psclient *pc) {
-    // the ps is down or restarted (it no longer knows us), or a call outlived its deadline
+    // the ps is down or restarted (it no longer knows us or our session), or a call outlived its deadline
     const int s = pc->failed_status;
-    return s == TFPS_RPC_UNAVAILABLE || s == TFPS_RPC_DEADLINE_EXCEEDED || s == TFPS_RPC_FAILED_PRECONDITION;
+    return s == TFPS_RPC_UNAVAILABLE || s == TFPS_RPC_DEADLINE_EXCEEDED || s == TFPS_RPC_FAILED_PRECONDITION ||
+           s == TFPS_RPC_UNAUTHENTICATED;
 }
 
 enum { WAIT_NONE, WAIT_NEXT, WAIT_NEXT_OF_ONE, WAIT_STEP };
@@ -78,7 +84,7 @@ enum { WAIT_NONE, WAIT_NEXT, WAIT_NEXT_OF_ONE, WAIT_STEP };
  * WAIT_STEP the version after step `one` on every ps. */
 static int pack_pulls(tfps_psclient *pc, int wait, int64_t one, char *err, size_t errlen) {
     for (int k = 0; k < pc->num_ps; k++) {
-        tfps_wire_pull_req q = {.worker_id = pc->worker_id, .clock = pc->clock};
+        tfps_wire_pull_req q = {.worker_id = pc->worker_id, .clock = pc->clock, .session = pc->session[k]};
         if (pc->consistency == TFPS_CONSISTENCY_SYNC) {
             if (wait == WAIT_NEXT || (wait == WAIT_NEXT_OF_ONE && k == one)) q.min_version = pc->version[k] + 1;
             else if (wait == WAIT_STEP) q.min_version = (uint64_t)one + 1;
@@ -110,23 +116,35 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
         .shard_strategy = tfps_shard_strategy_name(plan->strategy), .seed = (uint64_t)o->seed,
         .learning_rate = o->learning_rate, .consistency = tfps_consistency_name(o->consistency),
         .replicas_to_aggregate = (uint32_t)o->replicas_to_aggregate, .staleness = (uint32_t)o->staleness,
-        .optimizer = desc, .optimizer_digest = tfps_optim_digest(&opt)};
+        .optimizer = desc, .optimizer_digest = tfps_optim_digest(&opt), .job_secret = o->job_secret,
+        .job_secret_len = o->job_secret_len};
 }
 
 /* One Register attempt with the ps not registered yet (todo[k]), waiting at
- * most timeout_s for them to come up. */
-static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, uint64_t *clocks, double timeout_s,
-                         int *refused, char *err, size_t errlen) {
+ * most timeout_s for them to come up. *taken: some ps said our rank is held
+ * by a live process. */
+static int register_some(tfps_psclient *pc, const tfps_wire_register_req *req, int *todo, uint64_t *clocks,
+                         double timeout_s, int *refused, int *taken, char *err, size_t errlen) {
     int n = 0, at[TFPS_MAX_PS];
     for (int k = 0; k < pc->num_ps; k++)
         if (todo[k]) {
+            tfps_wire_register_req q = *req;
+            q.session = pc->session[k];   // the same process again: this ps may give it its rank back
+            if (tfps_wire_pack_register_req(&q, &pc->ctl_req[k]) != TFPS_OK)
+                return tfps_seterr(err, errlen, "out of memory");
             at[n] = k;
-            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_REGISTER], body->data, body->len};
+            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_REGISTER], pc->ctl_req[k].data,
+                                           pc->ctl_req[k].len};
         }
     int rc = call_batch(pc, pc->reqs, n, timeout_s, 1, pc->res, err, errlen);
+    *taken = 0;
     for (int i = 0; i < n; i++) {
         const int k = at[i];
-        if (pc->res[i].status == TFPS_RPC_FAILED_PRECONDITION) *refused = 1;
+        const int st = pc->res[i].status;
+        if (st == TFPS_RPC_FAILED_PRECONDITION || st == TFPS_RPC_UNAUTHENTICATED ||
+            st == TFPS_RPC_INVALID_ARGUMENT)
+            *refused = 1;
+        if (st == TFPS_RPC_ALREADY_EXISTS) *taken = 1;
         if (pc->res[i].status != TFPS_RPC_OK) continue;
         tfps_wire_register_resp r;
         void *owner = NULL;
@@ -140,6 +158,7 @@ static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, uin
         if (one == TFPS_OK) {
             pc->worker_id = r.worker_id;
             pc->version[k] = r.version;
+            pc->session[k] = r.session;
             if (r.clock > pc->clock) pc->clock = r.clock;   // a restarted worker resumes its clock
             clocks[k] = r.clock;
             if (r.clock > pc->resume_clock) pc->resume_clock = r.clock;
@@ -157,16 +176,15 @@ static int register_some(tfps_psclient *pc, const tfps_buf *body, int *todo, uin
 
 int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, const char *what,
                            int *refused, char *err, size_t errlen) {
-    tfps_buf body = {0};
-    int todo[TFPS_MAX_PS], rc = TFPS_ERR;
+    int todo[TFPS_MAX_PS], rc = TFPS_ERR, taken = 0;
     uint64_t clocks[TFPS_MAX_PS] = {0};   /* each ps's count of our pushes */
     *refused = 0;
     tfps_wire_register_req q = *req;
     q.clock = pc->clock;   // a re-registration: the pushes so far (a restored ps adopts them)
-    if (tfps_wire_pack_register_req(&q, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
     for (int k = 0; k < pc->num_ps; k++) todo[k] = 1;
     pc->worker_id = 0;
     const double t0 = tfps_now(), t_end = t0 + timeout_s;
+    double last_log = t0;
     // short attempts, so the wait says every few seconds which ps it waits for
     for (;;) {
         const double left = t_end - tfps_now();
@@ -175,20 +193,27 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
             tfps_seterr(err, errlen, "interrupted by a signal");
             break;
         }
-        rc = register_some(pc, &body, todo, clocks, left < TFPS_PSCLIENT_WAIT_LOG_S ? left : TFPS_PSCLIENT_WAIT_LOG_S,
-                           refused, err, errlen);
+        const double t_try = tfps_now();
+        rc = register_some(pc, &q, todo, clocks, left < TFPS_PSCLIENT_WAIT_LOG_S ? left : TFPS_PSCLIENT_WAIT_LOG_S,
+                           refused, &taken, err, errlen);
         if (rc == TFPS_OK || *refused) break;
+        if (taken) {   // our rank's old process is not marked dead yet: ask again soon, not in a tight loop
+            const double pause = 0.5 - (tfps_now() - t_try);
+            if (pause > 0) tfps_sleep(pause < t_end - tfps_now() ? pause : t_end - tfps_now());
+        }
         char who[400];
         size_t j = 0;
         who[0] = '\0';
         for (int k = 0; k < pc->num_ps && j + 80 < sizeof(who); k++)
             if (todo[k]) j += (size_t)snprintf(who + j, sizeof(who) - j, "%sps %d (%s)", j ? ", " : "", k,
                                                tfps_rpc_client_target(pc->rpc, k));
-        if (tfps_now() < t_end)
-            tfps_info("waiting for %s: %.0f s of %.0f s (%s); last: %s", who, tfps_now() - t0, timeout_s, what, err);
-        else
+        if (tfps_now() >= t_end) {
             tfps_seterr(err, errlen, "%s did not answer within %.0f s (%s); last: %s", who, timeout_s, what,
                         pc->failed_status ? tfps_rpc_status_name(pc->failed_status) : "no answer");
+        } else if (tfps_now() - last_log >= TFPS_PSCLIENT_WAIT_LOG_S - 0.01) {
+            tfps_info("waiting for %s: %.0f s of %.0f s (%s); last: %s", who, tfps_now() - t0, timeout_s, what, err);
+            last_log = tfps_now();
+        }
     }
     // ssp: a ps restored from a checkpoint knows fewer of our pushes than another: tell it our clock, or our
     // pulls would be ahead of it (refused)
@@ -197,10 +222,8 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
         behind += todo[k] = pc->consistency == TFPS_CONSISTENCY_SSP && clocks[k] < pc->clock;
     if (behind) {
         q.clock = pc->clock;
-        if (tfps_wire_pack_register_req(&q, &body) != TFPS_OK) rc = tfps_seterr(err, errlen, "out of memory");
-        else rc = register_some(pc, &body, todo, clocks, timeout_s, refused, err, errlen);
+        rc = register_some(pc, &q, todo, clocks, timeout_s, refused, &taken, err, errlen);
     }
-    tfps_buf_free(&body);
     if (rc == TFPS_OK) rc = pack_pulls(pc, WAIT_NONE, 0, err, errlen);
     return rc;
 }
@@ -209,7 +232,7 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
 static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads, float loss, int batch, uint64_t step,
                     int *n, char *err, size_t errlen) {
     tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = base, .step = step, .loss = loss,
-                            .batch_size = (uint32_t)batch};
+                            .batch_size = (uint32_t)batch, .session = pc->session[k]};
     for (int r = 0; r < pc->plan->nranges; r++) {
         const tfps_shard_range *g = &pc->plan->ranges[r];
         if (g->ps != k) continue;
@@ -366,13 +389,14 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
 
 int tfps_psclient_heartbeat(tfps_psclient *pc, uint64_t step, uint64_t examples, int done,
                             tfps_wire_heartbeat_resp *resp0, double timeout_s, char *err, size_t errlen) {
-    tfps_buf body = {0};
-    tfps_wire_heartbeat_req q = {.worker_id = pc->worker_id, .step = step, .examples = examples, .done = done};
-    if (tfps_wire_pack_heartbeat_req(&q, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
-    for (int k = 0; k < pc->num_ps; k++)
-        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_HEARTBEAT], body.data, body.len};
+    for (int k = 0; k < pc->num_ps; k++) {
+        tfps_wire_heartbeat_req q = {.worker_id = pc->worker_id, .step = step, .examples = examples, .done = done,
+                                     .session = pc->session[k]};
+        if (tfps_wire_pack_heartbeat_req(&q, &pc->ctl_req[k]) != TFPS_OK)
+            return tfps_seterr(err, errlen, "out of memory");
+        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_HEARTBEAT], pc->ctl_req[k].data, pc->ctl_req[k].len};
+    }
     int rc = call_batch(pc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
-    tfps_buf_free(&body);
     if (rc == TFPS_OK && resp0) {
         void *owner = NULL;
         rc = tfps_wire_unpack_heartbeat_resp(pc->res[0].resp, pc->res[0].resp_len, resp0, &owner, err, errlen);
@@ -401,13 +425,14 @@ int tfps_psclient_status(tfps_psclient *pc, int ps, tfps_wire_status_resp *out, 
 
 int tfps_psclient_shutdown(tfps_psclient *pc, const char *reason, int failed, double timeout_s, char *err,
                            size_t errlen) {
-    tfps_buf body = {0};
-    tfps_wire_shutdown_req q = {.reason = reason, .failed = failed};
-    if (tfps_wire_pack_shutdown_req(&q, &body) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
-    for (int k = 0; k < pc->num_ps; k++)
-        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_SHUTDOWN], body.data, body.len};
+    for (int k = 0; k < pc->num_ps; k++) {
+        tfps_wire_shutdown_req q = {.reason = reason, .failed = failed, .worker_id = pc->worker_id,
+                                    .session = pc->session[k]};
+        if (tfps_wire_pack_shutdown_req(&q, &pc->ctl_req[k]) != TFPS_OK)
+            return tfps_seterr(err, errlen, "out of memory");
+        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_SHUTDOWN], pc->ctl_req[k].data, pc->ctl_req[k].len};
+    }
     int rc = call_batch(pc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
-    tfps_buf_free(&body);
     for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
     return rc;
 }
@@ -418,7 +443,7 @@ int tfps_psclient_checkpoint(tfps_psclient *pc, uint64_t step, int at_version, d
     int n = 0, at[TFPS_MAX_PS];
     for (int k = 0; k < pc->num_ps; k++) {
         const tfps_wire_checkpoint_req q = {.worker_id = pc->worker_id, .step = step,
-                                            .version = at_version ? pc->version[k] : 0};
+                                            .version = at_version ? pc->version[k] : 0, .session = pc->session[k]};
         if (tfps_wire_pack_checkpoint_req(&q, &body[k]) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
         at[k] = n;
         pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_CHECKPOINT], body[k].data, body[k].len};

@@ -54,6 +54,8 @@ typedef struct {
     int num_ps;
     uint32_t worker_id;
     tfps_buf *pull_req, *push_req;   /* [num_ps] */
+    tfps_buf *ctl_req;               /* [num_ps] register, heartbeat, shutdown: one body per ps (its session) */
+    tfps_session *session;           /* [num_ps] from each ps's RegisterResponse: carried by every later call */
     tfps_rpc_req *reqs;              /* [2 * num_ps] */
     tfps_rpc_result *res;            /* [2 * num_ps] */
     uint64_t version_sum;            /* sum of the versions of the last pull */
@@ -81,12 +83,15 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
                                                   const tfps_shard_plan *plan, const char *task_type, int task_index,
                                                   int rank, int num_workers, char *desc, size_t desclen);
 
-/* Registers with every ps (again after a failure: it carries the clock),
- * waiting for those not up yet until timeout_s and logging every
+/* Registers with every ps (again after a failure: it carries the clock and
+ * the sessions it holds, so each ps knows it is the same process), waiting
+ * for those not up yet until timeout_s and logging every
  * TFPS_PSCLIENT_WAIT_LOG_S which ps it waits for (`what` names the timeout's
- * flag). A refusal (layout, plan, options differ) comes back as TFPS_ERR
- * with the ps's message; *refused is then 1 (a user mistake). version[k]
- * gets each ps's version. */
+ * flag). A ps whose rank is still held by a live process (ALREADY_EXISTS:
+ * the old process of a restarted task, until the ps marks it dead) is asked
+ * again every half second. A refusal (layout, plan, options differ, a wrong
+ * job secret) comes back as TFPS_ERR with the ps's message; *refused is then
+ * 1 (a user mistake). version[k] and session[k] get each ps's. */
 #define TFPS_PSCLIENT_WAIT_LOG_S 5.0
 int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, const char *what,
                            int *refused, char *err, size_t errlen);
