@@ -23,6 +23,10 @@
 # restarted. --kill TASK SECONDS (repeatable) kill -9s TASK that many seconds
 # after the start, once per --kill, to try faults (a killed task exits 137 and
 # counts as a failure).
+#
+# Each run gets a random job secret (TFPS_JOB_SECRET, in the tasks'
+# environment only) unless TFPS_JOB_SECRET, TFPS_JOB_SECRET_FILE or
+# --job-secret-file is given.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -100,6 +104,14 @@ cluster="{\"worker\": [$worker_list], \"ps\": [$ps_list]}"
 
 mkdir -p "$out/logs"
 pidfile=$out/logs/pids
+# A job secret of its own for this run (README, Security), unless one was given: another process on
+# this machine that finds a ps port cannot join the job or call it.
+given_secret=${TFPS_JOB_SECRET_FILE:-}
+for a in "${args[@]+"${args[@]}"}"; do case "$a" in --job-secret-file|--job-secret-file=*) given_secret=1;; esac; done
+if [ -z "${TFPS_JOB_SECRET:-}" ] && [ -z "$given_secret" ]; then
+  TFPS_JOB_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+  export TFPS_JOB_SECRET
+fi
 # Two processes per core or more: one OpenBLAS thread each unless asked otherwise.
 export TFPS_THREADS=${TFPS_THREADS:-1}
 declare -A pid_of=()     # running task -> pid
