@@ -120,8 +120,9 @@ static const char *exposed_address(const tfps_cluster *c, const tfps_options *o,
             return o->bind;
         }
     }
-    for (int j = 0; j < TFPS_JOB_COUNT; j++)
-        for (int i = 0; i < c->jobs[j].nslots; i++) {
+    static const tfps_job order[] = {TFPS_JOB_PS, TFPS_JOB_CHIEF, TFPS_JOB_MASTER, TFPS_JOB_WORKER, TFPS_JOB_EVALUATOR};
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)   // the ps first: theirs are the open ports
+        for (int i = 0, j = order[k]; i < c->jobs[j].nslots; i++) {
             const char *a = c->jobs[j].addr[i];
             if (!a) continue;
             addr_host(a, host, sizeof(host));
