@@ -238,8 +238,16 @@ static void test_tls_flags(void) {
     snprintf(cmd, sizeof(cmd),
              "set -e; tf='{\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": [\"127.0.0.1:5003\"]}}';"
              "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out %s/a --days 2 \"$tf\" 2>/dev/null;"
-             "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out %s/b --days 2 \"$tf\" 2>/dev/null",
-             certs, certs);
+             "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out %s/b --days 2 \"$tf\" 2>/dev/null;"
+             // with the ps's key, signed by CA a: expired yesterday; and one for servers only
+             "cd %s/a; openssl req -new -key ps-0.key -subj /CN=old -out x.csr;"
+             "printf 'extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=IP:127.0.0.1\\n' >both.ext;"
+             "printf 'extendedKeyUsage=serverAuth\\nsubjectAltName=IP:127.0.0.1\\n' >server.ext;"
+             "openssl x509 -req -in x.csr -CA ca.pem -CAkey ca.key -set_serial 9 -days -1 -extfile both.ext "
+             "-out expired.pem 2>/dev/null;"
+             "openssl x509 -req -in x.csr -CA ca.pem -CAkey ca.key -set_serial 10 -days 2 -extfile server.ext "
+             "-out server-only.pem 2>/dev/null",
+             certs, certs, certs);
     CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
     const char *tfp = "{\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": [\"127.0.0.1:5003\"]}, "
                       "\"task\": {\"type\": \"ps\", \"index\": 0}}";
@@ -266,6 +274,15 @@ static void test_tls_flags(void) {
     const char *key_as_ca[] = {"--tls-cert", cert("a", "ps-0.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
                                cert("a", "ps-0.key"), "--idle-timeout", "1", NULL};
     free(run_args(PS, tfp, key_as_ca, 2, "--tls-ca", 1));
+    const char *expired[] = {"--tls-cert", cert("a", "expired.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
+                             cert("a", "ca.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, expired, 2, "expired.pem: the certificate expired on", 1));
+    // serverAuth only: a ps may serve with it, a worker may not present it
+    const char *server_only[] = {"--tls-cert", cert("a", "server-only.pem"), "--tls-key", cert("a", "ps-0.key"),
+                                 "--tls-ca", cert("a", "ca.pem"), "--print-cluster", NULL};
+    free(run_args(PS, tfp, server_only, 0, NULL, 0));
+    free(run_args(WORKER, tfw, server_only, 2, "is not for a TLS client (tfps-worker): its extendedKeyUsage lacks "
+                  "clientAuth", 1));
     // good files: accepted (on --print-cluster, which checks them too, and exits 0)
     const char *good[] = {"--tls-cert", cert("a", "ps-0.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
                           cert("a", "ca.pem"), "--print-cluster", NULL};
