@@ -304,6 +304,81 @@ static void test_tls_flags(void) {
     CU_ASSERT(system(cmd) == 0);
 }
 
+/* Runs a shell command line; returns its exit code and stdout+stderr (caller frees). */
+static int sh(const char *cmd, char **out) {
+    const char *argv[] = {"/bin/bash", "-c", cmd, NULL};
+    char *o = NULL, *e = NULL;
+    int rc = tu_run(argv, NULL, &o, &e);
+    size_t n = strlen(o ? o : "") + strlen(e ? e : "") + 1;
+    *out = malloc(n);
+    snprintf(*out, n, "%s%s", o ? o : "", e ? e : "");
+    free(o);
+    free(e);
+    return rc;
+}
+
+static void test_make_certs(void) {
+    char dir[] = "/tmp/tfps-cli-certs-XXXXXX", cmd[2048], *out = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    // a file holding TF_CONFIG: a name, an IPv4 and an IPv6 address, a sparse job, an evaluator
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && printf '%%s' '{\"cluster\": {\"chief\": [\"h0.example:2222\"], \"worker\": {\"1\": "
+             "\"10.1.2.3:2222\"}, \"ps\": [\"[fd00::5]:2222\"], \"evaluator\": [\"h4:1\"]}}' >tf.json && "
+             "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out c --days 3 tf.json 2>/dev/null && ls c | tr '\\n' ' ' && "
+             "stat -c %%a c/ps-0.key && openssl verify -CAfile c/ca.pem c/chief-0.pem c/worker-1.pem c/ps-0.pem "
+             "c/evaluator-0.pem && for t in chief-0 worker-1 ps-0; do "
+             "openssl x509 -noout -ext subjectAltName,extendedKeyUsage -in c/$t.pem | tr -d '\\n'; echo; done && "
+             "openssl x509 -noout -enddate -in c/ps-0.pem",
+             dir);
+    int rc = sh(cmd, &out);
+    if (rc != 0) printf("\n  make-certs: %s", out);
+    CU_ASSERT_EQUAL(rc, 0);
+    const char *want[] = {
+        "ca.key ca.pem chief-0.key chief-0.pem evaluator-0.key evaluator-0.pem ps-0.key ps-0.pem worker-1.key "
+        "worker-1.pem",
+        " 600\n", "c/worker-1.pem: OK", "c/ps-0.pem: OK", "c/evaluator-0.pem: OK",
+        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "DNS:h0.example, DNS:localhost, IP Address:127.0.0.1",
+        "IP Address:10.1.2.3, DNS:localhost, IP Address:127.0.0.1",
+        "IP Address:FD00:0:0:0:0:0:0:5, DNS:localhost, IP Address:127.0.0.1"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        if (!strstr(out, want[i])) printf("\n  make-certs output lacks \"%s\":\n%s", want[i], out);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, want[i]));
+    }
+    free(out);
+    // again into the same folder: the CA is kept, new certificates still verify against it
+    snprintf(cmd, sizeof(cmd), "cd %s && sum=$(sha256sum c/ca.pem) && bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh "
+             "--out c tf.json && [ \"$sum\" = \"$(sha256sum c/ca.pem)\" ] && openssl verify -CAfile c/ca.pem c/ps-0.pem",
+             dir);
+    CU_ASSERT_EQUAL(rc = sh(cmd, &out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "reusing the CA"));
+    if (rc != 0) printf("\n  make-certs again: %s", out);
+    free(out);
+    // bad input: exit 2, one line, nothing written
+    const char *bad[][2] = {
+        {"--days 0 '{\"cluster\": {\"ps\": [\"a:1\"]}}'", "--days \"0\": expected an integer in 1..36500"},
+        {"'{\"cluster\": {\"ps\": [\"a:1\"],}}'", "TF_CONFIG: invalid JSON"},
+        {"'{\"cluster\": {}}'", "no \"cluster\" object with tasks"},
+        {"'{\"cluster\": {\"ps\": [\"a:1\"], \"boss\": [\"b:1\"]}}'", "cluster.boss: unknown job"},
+        {"'{\"cluster\": {\"ps\": [\"no-port\"]}}'", "cluster.ps[0] \"no-port\": expected host:port"},
+        {"nosuchfile.json", "neither a file nor TF_CONFIG JSON"},
+        {"--bogus x", "unknown option \"--bogus\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "cd %s && TF_CONFIG= bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out bad %s",
+                 dir, bad[i][0]);
+        rc = sh(cmd, &out);
+        if (rc != 2 || !strstr(out, bad[i][1]) || tu_count_lines(out) != 1)
+            printf("\n  make-certs %s: exit %d: %s", bad[i][0], rc, out);
+        CU_ASSERT_EQUAL(rc, 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, bad[i][1]));
+        CU_ASSERT_EQUAL(tu_count_lines(out), 1);
+        free(out);
+    }
+    snprintf(cmd, sizeof(cmd), "test ! -e %s/bad && rm -rf %s", dir, dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
 static int tcp_connect(const char *ip, int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -372,6 +447,7 @@ int main(void) {
     CU_add_test(s, "local mode user errors", test_local_user_errors);
     CU_add_test(s, "--tls-cert/--tls-key/--tls-ca checked at start: exit 2, one line", test_tls_flags);
     CU_add_test(s, "the ps binds its TF_CONFIG address or --bind; bad --bind exits 2", test_bind);
+    CU_add_test(s, "deploy/make-certs.sh: CA, a certificate per task with its SANs; bad input exits 2", test_make_certs);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());
