@@ -92,6 +92,57 @@ void tfps_rpc_shutdown(void) {
     grpc_shutdown();
 }
 
+/* ---- transport security: the setting new servers and clients copy -------- */
+
+static char *tls_cert, *tls_key, *tls_ca;   /* NULL, NULL, NULL: plaintext */
+
+int tfps_rpc_set_tls(const char *cert_pem, const char *key_pem, const char *ca_pem, char *err, size_t errlen) {
+    const int pair = cert_pem && key_pem;
+    if (!cert_pem != !key_pem || ((cert_pem || key_pem) && !ca_pem))
+        return tfps_seterr(err, errlen, "rpc: TLS needs a certificate, its key and the CA together (or the CA alone "
+                                        "for a client without a certificate; or none of them for plaintext)");
+    char *c = pair ? strdup(cert_pem) : NULL, *k = pair ? strdup(key_pem) : NULL, *a = ca_pem ? strdup(ca_pem) : NULL;
+    if ((pair && (!c || !k)) || (ca_pem && !a)) {
+        free(c);
+        free(k);
+        free(a);
+        return tfps_seterr(err, errlen, "rpc: out of memory copying the TLS credentials");
+    }
+    free(tls_cert);
+    if (tls_key) memset(tls_key, 0, strlen(tls_key));   /* the key does not linger in freed memory */
+    free(tls_key);
+    free(tls_ca);
+    tls_cert = c;
+    tls_key = k;
+    tls_ca = a;
+    return TFPS_OK;
+}
+
+int tfps_rpc_tls_mode(void) {
+    return tls_cert ? 1 : tls_ca ? 2 : 0;
+}
+
+/* The server's credentials of the moment (a new ref: release it); NULL with
+ * err when only a CA is set (a server needs a certificate of its own). */
+static grpc_server_credentials *server_creds(char *err, size_t errlen) {
+    if (!tls_ca) return grpc_insecure_server_credentials_create();
+    if (!tls_cert) {
+        tfps_seterr(err, errlen, "rpc server: TLS needs the server's certificate and key, not only a CA");
+        return NULL;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {tls_key, tls_cert};
+    return grpc_ssl_server_credentials_create_ex(tls_ca, &pair, 1,
+                                                 GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+}
+
+/* The channels' credentials of the moment (a new ref: release it). Always
+ * the CA given, never the system roots (a NULL root falls back to them). */
+static grpc_channel_credentials *client_creds(void) {
+    if (!tls_ca) return grpc_insecure_credentials_create();
+    grpc_ssl_pem_key_cert_pair pair = {tls_key, tls_cert};
+    return grpc_ssl_credentials_create(tls_ca, tls_cert ? &pair : NULL, NULL, NULL);
+}
+
 /* Absolute monotonic deadline s seconds from now (gRPC's clock, not tfps_now's). */
 static gpr_timespec rpc_after(double s) {
     if (s < 0) s = 0;
@@ -462,10 +513,11 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
     }
     int port = 0;
     if (!fail) {
-        grpc_server_credentials *cr = grpc_insecure_server_credentials_create();
-        port = grpc_server_add_http2_port(s->srv, addr, cr);
-        grpc_server_credentials_release(cr);
-        if (port == 0) {
+        grpc_server_credentials *cr = server_creds(err, errlen);
+        if (!cr) fail = addr;
+        else port = grpc_server_add_http2_port(s->srv, addr, cr);
+        if (cr) grpc_server_credentials_release(cr);
+        if (!fail && port == 0) {
             fail = addr;
             tfps_seterr(err, errlen,
                         "rpc server: cannot listen on %s: port in use or bad address (expected host:port, e.g. "
@@ -488,7 +540,8 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
         for (int k = 0; k < RPC_SLOTS_PER_METHOD; k++) request_slot(s, i);
     for (int k = 0; k < RPC_UNREG_SLOTS; k++) request_slot(s, -1);
     if (bound_port) *bound_port = port;
-    tfps_debug("rpc: serving %d methods on %s (port %d)", nmethods, addr, port);
+    tfps_debug("rpc: serving %d methods on %s (port %d, %s)", nmethods, addr, port,
+               tls_cert ? "mTLS" : "plaintext");
     return s;
 }
 
@@ -576,7 +629,7 @@ tfps_rpc_client *tfps_rpc_client_new(const char *const *targets, int ntargets, s
         args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, rpc_msg_limit(max_msg));
     }
     grpc_channel_args ca = {nargs, args};
-    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    grpc_channel_credentials *cr = client_creds();
     for (int i = 0; i < ntargets; i++) c->ch[i] = grpc_channel_create(c->targets[i], cr, &ca);
     grpc_channel_credentials_release(cr);
     c->n = ntargets;

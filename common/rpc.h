@@ -67,6 +67,32 @@ void tfps_rpc_interrupt(void);
 void tfps_rpc_resume(void);
 int tfps_rpc_interrupted(void);
 
+/* ---- transport security ---------------------------------------------------- */
+/* Process-wide TLS setting, copied into every server and client created
+ * afterwards (one already made keeps what it was made with, so a test may
+ * switch between making a server and a client). PEM text, not paths:
+ * tlscheck.h reads and checks the files first (a NULL key or certificate
+ * string would abort inside gRPC).
+ *
+ *   cert, key, ca all NULL   plaintext (the default)
+ *   cert, key, ca all given  mTLS: a server asks every client for a
+ *                            certificate signed by ca and refuses the
+ *                            handshake without one; a client presents
+ *                            cert/key and checks that the server's
+ *                            certificate is signed by ca and names the
+ *                            target's host in its SANs
+ *   only ca                  a client with no certificate of its own (probes,
+ *                            tests); a server made so fails in server_new
+ *
+ * A handshake that fails ends the client's calls UNAVAILABLE (retried until
+ * their deadline like any unreachable ps) and costs the server nothing but a
+ * log line. Not thread-safe: call it before the threads that make servers or
+ * clients. TFPS_ERR (setting unchanged) for any other combination or no
+ * memory. */
+int tfps_rpc_set_tls(const char *cert_pem, const char *key_pem, const char *ca_pem, char *err, size_t errlen);
+/* 0 plaintext, 1 mTLS, 2 a CA only (see above): what new servers and clients get. */
+int tfps_rpc_tls_mode(void);
+
 /* ---- server --------------------------------------------------------------- */
 typedef struct tfps_rpc_server tfps_rpc_server;
 typedef struct tfps_rpc_call tfps_rpc_call;   /* one incoming call; valid until replied */
@@ -81,7 +107,8 @@ typedef void (*tfps_rpc_handler)(void *ctx, tfps_rpc_call *call, int method, con
 typedef void (*tfps_rpc_tick)(void *ctx);
 
 /* Binds addr ("0.0.0.0:2222", "[::]:2222", "127.0.0.1:0" for a port chosen by
- * the kernel) and registers the methods (full paths such as
+ * the kernel; a name binds every address it resolves to) with the TLS
+ * setting of the moment (tfps_rpc_set_tls) and registers the methods (full paths such as
  * "/tfps.v1.ParameterServer/Pull"; the strings must outlive the server).
  * *bound_port gets the port. NULL with a message on failure (port in use...). */
 tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *methods, int nmethods, size_t max_msg,
@@ -111,7 +138,8 @@ typedef struct {
     size_t resp_len;
 } tfps_rpc_result;
 
-/* One channel per target ("host:port"); max_msg as for the server. */
+/* One channel per target ("host:port"); max_msg as for the server; the TLS
+ * setting of the moment (tfps_rpc_set_tls). */
 tfps_rpc_client *tfps_rpc_client_new(const char *const *targets, int ntargets, size_t max_msg, char *err,
                                      size_t errlen);
 void tfps_rpc_client_free(tfps_rpc_client *c);   /* NULL-safe */

@@ -1,15 +1,19 @@
 /* daemon.c -- see daemon.h. */
+#define _POSIX_C_SOURCE 200809L
 #include "daemon.h"
 #include "layout.h"
 #include "log.h"
+#include "rpc.h"
 #include "shard.h"
 #include "tfps.h"
+#include "tlscheck.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *daemon_names[] = {"tfps-ps", "tfps-worker"};
 
@@ -91,6 +95,103 @@ char *tfps_describe_cluster(const tfps_cluster *c, const tfps_options *o, char *
     return text;
 }
 
+/* The host of "host:port" or "[v6]:port" (brackets kept) into out. */
+static void addr_host(const char *addr, char *out, size_t n) {
+    const char *colon = strrchr(addr, ':');
+    size_t len = colon ? (size_t)(colon - addr) : strlen(addr);
+    if (len >= n) len = n - 1;
+    memcpy(out, addr, len);
+    out[len] = '\0';
+}
+
+static int host_is_loopback(const char *host) {
+    return strcasecmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0;
+}
+
+/* The first address of the cluster (or the ps's --bind) that is not loopback,
+ * named for the warning; NULL when all are. */
+static const char *exposed_address(const tfps_cluster *c, const tfps_options *o, tfps_daemon_kind kind, char *what,
+                                   size_t n) {
+    char host[TFPS_MAX_ADDR + 1];
+    if (kind == TFPS_DAEMON_PS && o->bind[0]) {
+        addr_host(o->bind, host, sizeof(host));
+        if (!host_is_loopback(host)) {
+            snprintf(what, n, "this ps listens on %s (--bind)", o->bind);
+            return o->bind;
+        }
+    }
+    static const tfps_job order[] = {TFPS_JOB_PS, TFPS_JOB_CHIEF, TFPS_JOB_MASTER, TFPS_JOB_WORKER, TFPS_JOB_EVALUATOR};
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)   // the ps first: theirs are the open ports
+        for (int i = 0, j = order[k]; i < c->jobs[j].nslots; i++) {
+            const char *a = c->jobs[j].addr[i];
+            if (!a) continue;
+            addr_host(a, host, sizeof(host));
+            if (!host_is_loopback(host)) {
+                snprintf(what, n, "cluster.%s[%d] %s", tfps_job_name((tfps_job)j), i, a);
+                return a;
+            }
+        }
+    return NULL;
+}
+
+/* --bind and --tls-*: checked in cluster mode (local mode has no network and
+ * ignores them); with apply, TLS is handed to the RPC module and the
+ * warnings are logged. TFPS_ERR with one line in err for a user mistake. */
+static int setup_transport(tfps_daemon_kind kind, const tfps_options *o, const tfps_cluster *c, int apply, char *err,
+                           size_t errlen) {
+    const int ntls = !!o->tls_cert[0] + !!o->tls_key[0] + !!o->tls_ca[0];
+    if (c->local) {
+        if (ntls || o->bind[0]) tfps_debug("local mode: --tls-cert, --tls-key, --tls-ca and --bind ignored");
+        return TFPS_OK;
+    }
+    if (o->bind[0]) {
+        char why[TFPS_ERR_LEN];
+        if (tfps_addr_check(o->bind, why, sizeof(why)) != TFPS_OK)
+            return tfps_seterr(err, errlen, "--bind: %s (e.g. 0.0.0.0:2222 for every interface)", why);
+        if (kind != TFPS_DAEMON_PS) tfps_debug("--bind %s: only tfps-ps listens; ignored", o->bind);
+    }
+    if (ntls > 0 && ntls < 3) {
+        char missing[64] = "";
+        if (!o->tls_cert[0]) strcat(missing, " --tls-cert");
+        if (!o->tls_key[0]) strcat(missing, " --tls-key");
+        if (!o->tls_ca[0]) strcat(missing, " --tls-ca");
+        return tfps_seterr(err, errlen, "TLS: missing%s: expected all three of --tls-cert, --tls-key and --tls-ca "
+                           "(PEM files; deploy/make-certs.sh makes them), or none for plaintext", missing);
+    }
+    const char *own = c->jobs[c->task_type].present && c->task_index < c->jobs[c->task_type].nslots
+                          ? c->jobs[c->task_type].addr[c->task_index]
+                          : NULL;   /* an evaluator may have no address */
+    if (ntls == 0) {
+        char what[TFPS_MAX_ADDR + 64];
+        if (apply && exposed_address(c, o, kind, what, sizeof(what)))
+            tfps_warn("plaintext: %s is not loopback; anyone who can reach the ps ports can read the model, push "
+                      "gradients and shut the ps down: use --tls-cert, --tls-key and --tls-ca (deploy/make-certs.sh)",
+                      what);
+        return TFPS_OK;
+    }
+    tfps_tls_files t;
+    if (tfps_tls_load(&t, o->tls_cert, o->tls_key, o->tls_ca, kind == TFPS_DAEMON_PS ? TFPS_TLS_SERVER : TFPS_TLS_CLIENT,
+                      err, errlen) != TFPS_OK)
+        return TFPS_ERR;
+    int rc = TFPS_OK;
+    if (apply) {
+        rc = tfps_rpc_set_tls(t.cert_pem, t.key_pem, t.ca_pem, err, errlen);
+        if (rc == TFPS_OK) {
+            tfps_info("mTLS: certificate \"%s\" (%s), valid until %s (%.0f days), CA %s", t.subject,
+                      t.sans[0] ? t.sans : "no SANs", t.not_after, t.days_left, o->tls_ca);
+            char host[TFPS_MAX_ADDR + 1];
+            if (own) addr_host(own, host, sizeof(host));
+            if (own && tfps_tls_names_host(t.cert_pem, host) == 0)
+                tfps_warn("mTLS: this task's TF_CONFIG host %s is not among --tls-cert %s's SANs (%s): %s", host,
+                          o->tls_cert, t.sans[0] ? t.sans : "none",
+                          kind == TFPS_DAEMON_PS ? "workers that reach it by that name will refuse the handshake"
+                                                 : "the certificate was made for another task?");
+        }
+    }
+    tfps_tls_files_destroy(&t);
+    return rc;
+}
+
 int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options *o, tfps_cluster *c) {
     char err[TFPS_ERR_LEN];
     const char *me = daemon_names[kind];
@@ -148,6 +249,10 @@ int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options
         return TFPS_EXIT_USAGE;
     }
     if (c->ignored) tfps_debug("TF_CONFIG: accepted and ignored: %s", c->ignored);
+    if (setup_transport(kind, o, c, !o->print_cluster, err, sizeof(err)) != TFPS_OK) {
+        fprintf(stderr, "%s: %s\n", me, err);
+        return TFPS_EXIT_USAGE;
+    }
     if (o->print_cluster) {
         char *text = tfps_describe_cluster(c, o, err, sizeof(err));
         if (!text) {

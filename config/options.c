@@ -98,6 +98,15 @@ static const opt_def opts[] = {
      "newest complete one), evaluate it and exit"},
     {"slow-step-ms", OPT_INT, OFF(slow_step_ms), "0", 0, 600000, NULL,
      "testing: a worker sleeps this long after each step (a straggler, for the fault and backup-worker tests)"},
+    {"tls-cert", OPT_PATH, OFF(tls_cert), NULL, 0, 0, NULL,
+     "mTLS: this task's PEM certificate (signed by --tls-ca; deploy/make-certs.sh makes them); with --tls-key and "
+     "--tls-ca, or none of the three for plaintext"},
+    {"tls-key", OPT_PATH, OFF(tls_key), NULL, 0, 0, NULL, "mTLS: the PEM private key of --tls-cert (no passphrase)"},
+    {"tls-ca", OPT_PATH, OFF(tls_ca), NULL, 0, 0, NULL,
+     "mTLS: the PEM certificate of the CA every task's certificate is signed by; peers without one are refused"},
+    {"bind", OPT_PATH, OFF(bind), NULL, 0, 0, NULL,
+     "tfps-ps: HOST:PORT to listen on instead of its TF_CONFIG address (e.g. 0.0.0.0:2222 in a container whose "
+     "address is a service name)"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 

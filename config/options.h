@@ -64,6 +64,10 @@ typedef struct {
     uint8_t job_secret[TFPS_JOB_SECRET_MAX];
     size_t job_secret_len;
     int slow_step_ms;           /* testing: sleep after each step (a straggler) */
+    char tls_cert[TFPS_PATH_LEN];   /* --tls-cert, --tls-key, --tls-ca: PEM files; all "" = plaintext */
+    char tls_key[TFPS_PATH_LEN];
+    char tls_ca[TFPS_PATH_LEN];
+    char bind[TFPS_PATH_LEN];   /* tfps-ps: HOST:PORT to listen on; "" = its TF_CONFIG address */
     /* actions, flags only */
     int print_cluster, help, version;
 } tfps_options;

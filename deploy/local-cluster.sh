@@ -3,7 +3,13 @@
 # chief), each a real process with its own TF_CONFIG, on free loopback ports.
 #
 #   deploy/local-cluster.sh [--ps M] [--workers N] [--evaluator] [--task-args TASK "ARGS"]...
-#                           [--restart never|on-failure] [--max-restarts R] [--kill TASK SECONDS]... [options...]
+#                           [--restart never|on-failure] [--max-restarts R] [--kill TASK SECONDS]... [--tls]
+#                           [options...]
+#
+# Each ps listens on its own 127.0.0.1 address (its TF_CONFIG address). With
+# --tls every task talks mTLS: deploy/make-certs.sh makes a CA and a
+# certificate per task into <output-dir>/tls, and each task gets
+# --tls-cert <output-dir>/tls/<task>.pem --tls-key ....key --tls-ca ca.pem.
 #
 # Options (e.g. --epochs 5 --output-dir out) go to every task; --task-args
 # adds ARGS to one task only (TASK as ps-0, worker-1, evaluator-0), e.g. a
@@ -34,13 +40,14 @@ bin=${TFPS_BIN:-$here/build/bin}
 num_ps=2
 num_workers=2
 evaluator=0
+tls=0
 out=outputs
 restart=never
 max_restarts=5
 args=()
 kills=()   # "TASK SECONDS" pairs
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 declare -A task_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,6 +57,7 @@ while [ $# -gt 0 ]; do
       if [ "$1" = --ps ]; then num_ps=$2; else num_workers=$2; fi
       shift 2;;
     --evaluator) evaluator=1; shift;;
+    --tls) tls=1; shift;;
     --task-args)
       [ $# -ge 3 ] && [[ "$2" =~ ^(ps|worker|evaluator)-[0-9]+$ ]] ||
         { echo "local-cluster: --task-args \"${2:-}\": expected --task-args ps-K|worker-K|evaluator-0 \"ARGS\"" >&2; exit 2; }
@@ -103,6 +111,11 @@ for i in $(seq 0 $((num_workers - 1))); do worker_list="$worker_list${worker_lis
 cluster="{\"worker\": [$worker_list], \"ps\": [$ps_list]}"
 
 mkdir -p "$out/logs"
+if [ $tls = 1 ]; then   # a new CA and certificates for these ports, every run
+  rm -rf "$out/tls"
+  "$here/deploy/make-certs.sh" --out "$out/tls" --days 30 "{\"cluster\": $cluster$([ $evaluator = 1 ] && echo ', "task": {"type": "evaluator", "index": 0}')}" 2>"$out/logs/make-certs.log" ||
+    { echo "local-cluster: --tls: deploy/make-certs.sh failed:" >&2; cat "$out/logs/make-certs.log" >&2; exit 1; }
+fi
 pidfile=$out/logs/pids
 # A job secret of its own for this run (README, Security), unless one was given: another process on
 # this machine that finds a ps port cannot join the job or call it.
@@ -133,6 +146,7 @@ start() {   # task (job-index)
   [ "$job" = ps ] && daemon=tfps-ps
   local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$job\", \"index\": $index}}"
   read -r -a extra <<<"${task_args[$1]:-}"
+  [ $tls = 1 ] && extra+=(--tls-cert "$out/tls/$1.pem" --tls-key "$out/tls/$1.key" --tls-ca "$out/tls/ca.pem")
   TF_CONFIG="$tf" "$bin/$daemon" "${args[@]}" "${extra[@]+"${extra[@]}"}" >>"$(log_of "$1")" 2>&1 &
   pid_of[$1]=$!
   write_pids
@@ -157,7 +171,7 @@ stop_all() {
 trap 'echo "local-cluster: interrupted, stopping every task" >&2; stop_all; exit 130' INT TERM
 trap 'stop_helpers' EXIT
 
-echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator"); cluster $cluster; logs in $out/logs$([ $restart = on-failure ] && echo "; --restart on-failure, at most $max_restarts per task")" >&2
+echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator")$([ $tls = 1 ] && echo ", mTLS (certificates in $out/tls)"); cluster $cluster; logs in $out/logs$([ $restart = on-failure ] && echo "; --restart on-failure, at most $max_restarts per task")" >&2
 if compgen -G "$out/checkpoints/step-*/MANIFEST" >/dev/null; then
   echo "local-cluster: $out/checkpoints holds checkpoints: the ps restore the newest and training resumes from it (as TF's MonitoredTrainingSession; a new --output-dir starts over)" >&2
 fi

@@ -1,8 +1,16 @@
 /* main.c -- tfps-ps: the parameter server daemon.
  *
  * Resolves TF_CONFIG, builds the shard plan, initialises its ranges, and
- * serves tfps.v1.ParameterServer (and grpc.health.v1.Health) on the port of
- * its TF_CONFIG address, on every interface, as TF's servers do. At start it
+ * serves tfps.v1.ParameterServer (and grpc.health.v1.Health) on its own
+ * TF_CONFIG address, host and port, and nowhere else: not on every interface
+ * as TF's servers do, so a ps whose address is 127.0.0.1 or a private
+ * network's is not reachable from the others. A name binds every address it
+ * resolves to (a Kubernetes headless service resolves to the pod's own);
+ * --bind HOST:PORT overrides it, e.g. 0.0.0.0:2222 in a container whose
+ * address is a service name no interface of its own has. With --tls-cert,
+ * --tls-key and --tls-ca it serves mTLS only (config/daemon.c checks the
+ * files and hands them to rpc.c); else plaintext, with a warning when an
+ * address is not loopback. At start it
  * restores the newest complete checkpoint under --checkpoint-dir. It exits 0
  * on the chief's Shutdown or on SIGTERM/SIGINT, after draining calls in
  * flight (a checkpoint being written is finished first); 1 on --idle-timeout
@@ -41,12 +49,6 @@ static void tick(void *ctx) {
     if (tfps_ps_tick(d->ps)) tfps_rpc_server_request_stop(d->server);
 }
 
-/* "host:port" -> "0.0.0.0:port" (or "[::]:port" for an IPv6 address). */
-static void bind_address(const char *addr, char *out, size_t n) {
-    const char *colon = strrchr(addr, ':');
-    snprintf(out, n, "%s:%s", addr[0] == '[' ? "[::]" : "0.0.0.0", colon + 1);
-}
-
 int main(int argc, char **argv) {
     tfps_options o;
     tfps_cluster c;
@@ -55,7 +57,7 @@ int main(int argc, char **argv) {
         tfps_cluster_destroy(&c);
         return rc;
     }
-    char err[TFPS_ERR_LEN], bind[300];
+    char err[TFPS_ERR_LEN];
     tfps_layout l;
     tfps_shard_plan plan = {0};
     ps_daemon d = {0};
@@ -86,15 +88,19 @@ int main(int argc, char **argv) {
     }
     tfps_rpc_init();
     const char *addr = c.jobs[TFPS_JOB_PS].addr[c.task_index];
-    bind_address(addr, bind, sizeof(bind));
+    const char *bind = o.bind[0] ? o.bind : addr;   // checked by tfps_daemon_setup
     // the largest message is a pull of the whole model (plus framing)
     const size_t max_msg = tfps_max_message_bytes(&l);
     int port = 0;
     d.server = tfps_rpc_server_new(bind, tfps_method_paths, TFPS_M_COUNT, max_msg, handle, tick, 100, &d, &port, err,
                                    sizeof(err));
     if (!d.server) {
-        fprintf(stderr, "tfps-ps: cannot serve %s (TF_CONFIG cluster.ps[%d] \"%s\"): %s\n", bind, c.task_index, addr,
-                err);
+        if (o.bind[0])
+            fprintf(stderr, "tfps-ps: cannot serve --bind %s: %s\n", bind, err);
+        else
+            fprintf(stderr, "tfps-ps: cannot serve its TF_CONFIG address cluster.ps[%d] %s: %s; no interface of this "
+                            "host has that address? --bind HOST:PORT listens elsewhere (e.g. 0.0.0.0:PORT)\n",
+                    c.task_index, addr, err);
         rc = TFPS_EXIT_USAGE;
         tfps_rpc_shutdown();
         goto done;
@@ -109,8 +115,9 @@ int main(int argc, char **argv) {
     char opt_desc[160];
     tfps_options_optim(&o, &opt);
     tfps_optim_describe(&opt, opt_desc, sizeof(opt_desc));
-    tfps_info("ps %d of %d serving %s (port %d): %zu parameters of %zu (%s plan %016llx), %d workers expected; "
-              "%s, %s", c.task_index, c.num_ps, bind, port, tfps_ps_owned(d.ps), l.total,
+    tfps_info("ps %d of %d serving %s (%s, port %d) over %s: %zu parameters of %zu (%s plan %016llx), %d workers "
+              "expected; %s, %s", c.task_index, c.num_ps, bind, o.bind[0] ? "--bind" : "its TF_CONFIG address", port,
+              tfps_rpc_tls_mode() ? "mTLS" : "plaintext", tfps_ps_owned(d.ps), l.total,
               tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest, c.num_workers,
               tfps_consistency_name(o.consistency), opt_desc);
     tfps_rpc_server_run(d.server);

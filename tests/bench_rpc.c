@@ -15,7 +15,12 @@
  * pack), and a tfps_psclient timing tfps_psclient_round (pack the gradient
  * slices, Push + Pull to every ps in parallel, unpack the weights into the
  * flat array). The last line divides its p50 by the bare push+pull echo
- * batch's: what tfps adds on top of the transport. */
+ * batch's: what tfps adds on top of the transport.
+ *
+ * The "mTLS" rows run the same cases again in the same process over mTLS
+ * (tfps_rpc_set_tls, certificates made by deploy/make-certs.sh in a temp
+ * folder; the handshake falls in the warm-up rounds), and a line gives each
+ * one's p50 over the plaintext one's. */
 #define _POSIX_C_SOURCE 200809L
 #include "layout.h"
 #include "log.h"
@@ -241,6 +246,31 @@ done:
     return p50;
 }
 
+/* ---- mTLS: certificates from deploy/make-certs.sh -------------------------- */
+static char *slurp(const char *dir, const char *name) {
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = calloc(1, 1 << 16);
+    if (buf && fread(buf, 1, (1 << 16) - 1, f) == 0) buf[0] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* TLS setting from dir/<name>.pem, .key and dir/ca.pem; TFPS_OK or TFPS_ERR. */
+static int use_cert(const char *dir, const char *name) {
+    char pem[64], key[64], err[TFPS_ERR_LEN];
+    snprintf(pem, sizeof(pem), "%s.pem", name);
+    snprintf(key, sizeof(key), "%s.key", name);
+    char *c = slurp(dir, pem), *k = slurp(dir, key), *a = slurp(dir, "ca.pem");
+    int rc = c && k && a ? tfps_rpc_set_tls(c, k, a, err, sizeof(err)) : TFPS_ERR;
+    free(c);
+    free(k);
+    free(a);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int calls = 300, only_echo = 0, rc = 0;
     for (int i = 1; i < argc; i++) {
@@ -283,8 +313,8 @@ int main(int argc, char **argv) {
         printf("%-*s %9s %9s %10s %10s\n", NAME_W, "case (client waits for each round)", "p50 us", "p90 us", "MB/s",
                "faults/rnd");
         tfps_rpc_req echo1k = {0, METHODS[M_ECHO], small, sizeof(small)};
-        run_case(c, "echo 1 KB", &echo1k, 1, calls, 2.0 * sizeof(small));
-        run_case(c, "echo 1,066,440 B (model each way)", &echo1m, 1, calls, 2.0 * MODEL_BYTES);
+        double e1k = run_case(c, "echo 1 KB", &echo1k, 1, calls, 2.0 * sizeof(small));
+        double e1m = run_case(c, "echo 1,066,440 B (model each way)", &echo1m, 1, calls, 2.0 * MODEL_BYTES);
         tfps_rpc_req step[2] = {{0, METHODS[M_PUSH], model, MODEL_BYTES}, {0, METHODS[M_PULL], small, 16}};
         double bare = run_case(c, "push 1 MB + pull 1 MB in one batch (a step)", step, 2, calls, 2.0 * MODEL_BYTES);
         tfps_options o;
@@ -295,6 +325,49 @@ int main(int argc, char **argv) {
             tfps1 = run_tfps_case("tfps step: Push + Pull through a real ps (wire, validation, SGD apply)", 1, calls,
                                   &o);
             tfps2 = run_tfps_case("tfps step, 2 ps (balanced plan): Push + Pull to both in parallel", 2, calls, &o);
+        }
+        /* the same over mTLS: a server with the ps's certificate, a client with a worker's */
+        double t1k = -1, t1m = -1, tbare = -1, ttfps1 = -1;
+        char tdir[] = "/tmp/tfps-bench-tls-XXXXXX", cmd[1024];
+        if (mkdtemp(tdir)) {
+            snprintf(cmd, sizeof(cmd), "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out %s --days 1 "
+                     "'{\"cluster\": {\"ps\": [\"127.0.0.1:1\"], \"worker\": [\"127.0.0.1:2\"]}}' 2>/dev/null",
+                     tdir);
+            tfps_rpc_server *ts = NULL;
+            tfps_rpc_client *tc = NULL;
+            pthread_t tth;
+            int tport = 0;
+            if (system(cmd) == 0 && use_cert(tdir, "ps-0") == TFPS_OK)
+                ts = tfps_rpc_server_new("127.0.0.1:0", METHODS, M_COUNT, 8u << 20, handler, NULL, 100, NULL, &tport,
+                                         err, sizeof(err));
+            if (ts && use_cert(tdir, "worker-0") == TFPS_OK) {
+                pthread_create(&tth, NULL, run_thread, ts);
+                char ttarget[64];
+                snprintf(ttarget, sizeof(ttarget), "127.0.0.1:%d", tport);
+                const char *tt[1] = {ttarget};
+                tc = tfps_rpc_client_new(tt, 1, 8u << 20, err, sizeof(err));
+            }
+            if (tc) {
+                t1k = run_case(tc, "mTLS: echo 1 KB", &echo1k, 1, calls, 2.0 * sizeof(small));
+                t1m = run_case(tc, "mTLS: echo 1,066,440 B (model each way)", &echo1m, 1, calls, 2.0 * MODEL_BYTES);
+                tbare = run_case(tc, "mTLS: push 1 MB + pull 1 MB in one batch (a step)", step, 2, calls,
+                                 2.0 * MODEL_BYTES);
+                if (tfps1 > 0)   // server and client of one process: the ps's certificate for both
+                    ttfps1 = use_cert(tdir, "ps-0") == TFPS_OK
+                                 ? run_tfps_case("mTLS: tfps step: Push + Pull through a real ps", 1, calls, &o)
+                                 : -1;
+            } else {
+                fprintf(stderr, "bench_rpc: mTLS rows not run: %s\n", ts ? err : "make-certs.sh or the server failed");
+            }
+            tfps_rpc_client_free(tc);
+            if (ts) {
+                tfps_rpc_server_request_stop(ts);
+                pthread_join(tth, NULL);
+                tfps_rpc_server_free(ts);
+            }
+            tfps_rpc_set_tls(NULL, NULL, NULL, err, sizeof(err));
+            snprintf(cmd, sizeof(cmd), "rm -rf %s", tdir);
+            if (system(cmd) != 0) fprintf(stderr, "bench_rpc: could not remove %s\n", tdir);
         }
         fflush(stdout);
         /* posix_spawn, not fork: gRPC's threads may hold locks. */
@@ -317,7 +390,12 @@ int main(int argc, char **argv) {
             printf("tfps step p50 / bare push+pull echo batch p50: n/a (a case failed)");
         if (bare > 0 && tfps2 > 0) printf(", %.2fx (2 ps)", tfps2 / bare);
         printf("\n");
-        if (bare <= 0 || tfps1 <= 0 || tfps2 <= 0) rc = 1;
+        if (t1k > 0 && t1m > 0 && tbare > 0 && ttfps1 > 0)
+            printf("mTLS p50 / plaintext p50: echo 1 KB %.2fx, echo 1 MB %.2fx, push+pull batch %.2fx, tfps step "
+                   "%.2fx\n", t1k / e1k, t1m / e1m, tbare / bare, ttfps1 / tfps1);
+        else
+            printf("mTLS p50 / plaintext p50: n/a (an mTLS case failed)\n");
+        if (bare <= 0 || tfps1 <= 0 || tfps2 <= 0 || t1k <= 0 || t1m <= 0 || tbare <= 0 || ttfps1 <= 0) rc = 1;
     }
     tfps_rpc_client_free(c);
     tfps_rpc_server_request_stop(s);

@@ -1,13 +1,21 @@
 /* test_cli.c -- the real tfps-ps and tfps-worker binaries: flags, errors,
- * --print-cluster, role checks. Every user mistake exits 2 with one line that
- * names what was wrong. */
+ * --print-cluster, role checks, --tls-* and --bind. Every user mistake exits
+ * 2 with one line that names what was wrong. */
+#define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
 #include <CUnit/Basic.h>
+#include <arpa/inet.h>
 #include <cJSON.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 static const char *PS = TFPS_BIN_DIR "/tfps-ps";
 static const char *WORKER = TFPS_BIN_DIR "/tfps-worker";
@@ -189,6 +197,246 @@ static void test_local_user_errors(void) {
     free(err);
 }
 
+/* Runs bin with argv (NULL-terminated, without bin) and TF_CONFIG tf (NULL:
+ * unset); asserts the exit code and that stderr holds needle (on one line
+ * when one_line); returns stderr (caller frees). */
+static char *run_args(const char *bin, const char *tf, const char *const *args, int want_rc, const char *needle,
+                      int one_line) {
+    const char *argv[24] = {bin};
+    int n = 1;
+    for (; args[n - 1] && n < 23; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    char envbuf[2048];
+    const char *env[] = {envbuf, "TFPS_LOG_LEVEL", "TFPS_TLS_CERT", "TFPS_TLS_KEY", "TFPS_TLS_CA", "TFPS_BIND", NULL};
+    if (tf) snprintf(envbuf, sizeof(envbuf), "TF_CONFIG=%s", tf);
+    else snprintf(envbuf, sizeof(envbuf), "TF_CONFIG");
+    char *err = NULL;
+    int rc = tu_run(argv, env, NULL, &err);
+    if (rc != want_rc || (needle && !strstr(err, needle)) || (one_line && tu_count_lines(err) != 1))
+        printf("\n  %s %s ... exited %d (expected %d with \"%s\"); stderr: %s", bin, args[0], rc, want_rc,
+               needle ? needle : "", err);
+    CU_ASSERT_EQUAL(rc, want_rc);
+    if (needle) CU_ASSERT_PTR_NOT_NULL(strstr(err, needle));
+    if (one_line) CU_ASSERT_EQUAL(tu_count_lines(err), 1);
+    return err;
+}
+
+static char certs[64];   /* made by deploy/make-certs.sh: certs/a (CA a), certs/b (CA b) */
+
+static const char *cert(const char *ca, const char *file) {
+    static char buf[8][128];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof(buf[k]), "%s/%s/%s", certs, ca, file);
+    return buf[k];
+}
+
+static void test_tls_flags(void) {
+    char cmd[2048];
+    snprintf(certs, sizeof(certs), "/tmp/tfps-cli-tls-XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(certs));
+    snprintf(cmd, sizeof(cmd),
+             "set -e; tf='{\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": [\"127.0.0.1:5003\"]}}';"
+             "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out %s/a --days 2 \"$tf\" 2>/dev/null;"
+             "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out %s/b --days 2 \"$tf\" 2>/dev/null;"
+             // with the ps's key, signed by CA a: expired yesterday; and one for servers only
+             "cd %s/a; openssl req -new -key ps-0.key -subj /CN=old -out x.csr;"
+             "printf 'extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=IP:127.0.0.1\\n' >both.ext;"
+             "printf 'extendedKeyUsage=serverAuth\\nsubjectAltName=IP:127.0.0.1\\n' >server.ext;"
+             "openssl x509 -req -in x.csr -CA ca.pem -CAkey ca.key -set_serial 9 -days -1 -extfile both.ext "
+             "-out expired.pem 2>/dev/null;"
+             "openssl x509 -req -in x.csr -CA ca.pem -CAkey ca.key -set_serial 10 -days 2 -extfile server.ext "
+             "-out server-only.pem 2>/dev/null",
+             certs, certs, certs);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    const char *tfp = "{\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": [\"127.0.0.1:5003\"]}, "
+                      "\"task\": {\"type\": \"ps\", \"index\": 0}}";
+    const char *tfw = "{\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": [\"127.0.0.1:5003\"]}, "
+                      "\"task\": {\"type\": \"worker\", \"index\": 0}}";
+    // a regression that let the daemons start would end quickly, not hang: idle and start-up timeouts of 1 s
+    const char *cert_only[] = {"--tls-cert", cert("a", "ps-0.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, cert_only, 2, "missing --tls-key --tls-ca", 1));
+    const char *no_file[] = {"--tls-cert", cert("a", "nope.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
+                             cert("a", "ca.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, no_file, 2, "nope.pem: cannot be read: No such file", 1));
+    const char *wrong_key[] = {"--tls-cert", cert("a", "ps-0.pem"), "--tls-key", cert("a", "worker-0.key"), "--tls-ca",
+                               cert("a", "ca.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, wrong_key, 2, "worker-0.key does not match --tls-cert", 1));
+    const char *other_ca[] = {"--tls-cert", cert("b", "ps-0.pem"), "--tls-key", cert("b", "ps-0.key"), "--tls-ca",
+                              cert("a", "ca.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, other_ca, 2, "is not signed by --tls-ca", 1));
+    const char *other_ca_w[] = {"--tls-cert", cert("b", "worker-0.pem"), "--tls-key", cert("b", "worker-0.key"),
+                                "--tls-ca", cert("a", "ca.pem"), "--startup-timeout", "1", NULL};
+    free(run_args(WORKER, tfw, other_ca_w, 2, "is not signed by --tls-ca", 1));
+    const char *swapped[] = {"--tls-cert", cert("a", "ps-0.key"), "--tls-key", cert("a", "ps-0.pem"), "--tls-ca",
+                             cert("a", "ca.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, swapped, 2, "no PEM certificate in it (it holds a private key)", 1));
+    const char *key_as_ca[] = {"--tls-cert", cert("a", "ps-0.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
+                               cert("a", "ps-0.key"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, key_as_ca, 2, "--tls-ca", 1));
+    const char *expired[] = {"--tls-cert", cert("a", "expired.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
+                             cert("a", "ca.pem"), "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, expired, 2, "expired.pem: the certificate expired on", 1));
+    // serverAuth only: a ps may serve with it, a worker may not present it
+    const char *server_only[] = {"--tls-cert", cert("a", "server-only.pem"), "--tls-key", cert("a", "ps-0.key"),
+                                 "--tls-ca", cert("a", "ca.pem"), "--print-cluster", NULL};
+    free(run_args(PS, tfp, server_only, 0, NULL, 0));
+    free(run_args(WORKER, tfw, server_only, 2, "is not for a TLS client (tfps-worker): its extendedKeyUsage lacks "
+                  "clientAuth", 1));
+    // good files: accepted (on --print-cluster, which checks them too, and exits 0)
+    const char *good[] = {"--tls-cert", cert("a", "ps-0.pem"), "--tls-key", cert("a", "ps-0.key"), "--tls-ca",
+                          cert("a", "ca.pem"), "--print-cluster", NULL};
+    free(run_args(PS, tfp, good, 0, NULL, 0));
+    // local mode ignores them
+    const char *local[] = {"--tls-cert", "/nonexistent", "--bind", "junk", "--print-cluster", NULL};
+    free(run_args(WORKER, NULL, local, 0, NULL, 0));
+    // the environment too: TFPS_TLS_CERT alone
+    const char *argv[] = {PS, "--idle-timeout", "1", NULL};
+    char tfenv[512], certenv[256];
+    snprintf(tfenv, sizeof(tfenv), "TF_CONFIG=%s", tfp);
+    snprintf(certenv, sizeof(certenv), "TFPS_TLS_CERT=%s", cert("a", "ps-0.pem"));
+    const char *env[] = {tfenv, certenv, "TFPS_TLS_KEY", "TFPS_TLS_CA", NULL};
+    char *err = NULL;
+    CU_ASSERT_EQUAL(tu_run(argv, env, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "missing --tls-key --tls-ca"));
+    free(err);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", certs);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* Runs a shell command line; returns its exit code and stdout+stderr (caller frees). */
+static int sh(const char *cmd, char **out) {
+    const char *argv[] = {"/bin/bash", "-c", cmd, NULL};
+    char *o = NULL, *e = NULL;
+    int rc = tu_run(argv, NULL, &o, &e);
+    size_t n = strlen(o ? o : "") + strlen(e ? e : "") + 1;
+    *out = malloc(n);
+    snprintf(*out, n, "%s%s", o ? o : "", e ? e : "");
+    free(o);
+    free(e);
+    return rc;
+}
+
+static void test_make_certs(void) {
+    char dir[] = "/tmp/tfps-cli-certs-XXXXXX", cmd[2048], *out = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    // a file holding TF_CONFIG: a name, an IPv4 and an IPv6 address, a sparse job, an evaluator
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && printf '%%s' '{\"cluster\": {\"chief\": [\"h0.example:2222\"], \"worker\": {\"1\": "
+             "\"10.1.2.3:2222\"}, \"ps\": [\"[fd00::5]:2222\"], \"evaluator\": [\"h4:1\"]}}' >tf.json && "
+             "bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out c --days 3 tf.json 2>/dev/null && ls c | tr '\\n' ' ' && "
+             "stat -c %%a c/ps-0.key && openssl verify -CAfile c/ca.pem c/chief-0.pem c/worker-1.pem c/ps-0.pem "
+             "c/evaluator-0.pem && for t in chief-0 worker-1 ps-0; do "
+             "openssl x509 -noout -ext subjectAltName,extendedKeyUsage -in c/$t.pem | tr -d '\\n'; echo; done && "
+             "openssl x509 -noout -enddate -in c/ps-0.pem",
+             dir);
+    int rc = sh(cmd, &out);
+    if (rc != 0) printf("\n  make-certs: %s", out);
+    CU_ASSERT_EQUAL(rc, 0);
+    const char *want[] = {
+        "ca.key ca.pem chief-0.key chief-0.pem evaluator-0.key evaluator-0.pem ps-0.key ps-0.pem worker-1.key "
+        "worker-1.pem",
+        " 600\n", "c/worker-1.pem: OK", "c/ps-0.pem: OK", "c/evaluator-0.pem: OK",
+        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "DNS:h0.example, DNS:localhost, IP Address:127.0.0.1",
+        "IP Address:10.1.2.3, DNS:localhost, IP Address:127.0.0.1",
+        "IP Address:FD00:0:0:0:0:0:0:5, DNS:localhost, IP Address:127.0.0.1"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        if (!strstr(out, want[i])) printf("\n  make-certs output lacks \"%s\":\n%s", want[i], out);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, want[i]));
+    }
+    free(out);
+    // again into the same folder: the CA is kept, new certificates still verify against it
+    snprintf(cmd, sizeof(cmd), "cd %s && sum=$(sha256sum c/ca.pem) && bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh "
+             "--out c tf.json && [ \"$sum\" = \"$(sha256sum c/ca.pem)\" ] && openssl verify -CAfile c/ca.pem c/ps-0.pem",
+             dir);
+    CU_ASSERT_EQUAL(rc = sh(cmd, &out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "reusing the CA"));
+    if (rc != 0) printf("\n  make-certs again: %s", out);
+    free(out);
+    // bad input: exit 2, one line, nothing written
+    const char *bad[][2] = {
+        {"--days 0 '{\"cluster\": {\"ps\": [\"a:1\"]}}'", "--days \"0\": expected an integer in 1..36500"},
+        {"'{\"cluster\": {\"ps\": [\"a:1\"],}}'", "TF_CONFIG: invalid JSON"},
+        {"'{\"cluster\": {}}'", "no \"cluster\" object with tasks"},
+        {"'{\"cluster\": {\"ps\": [\"a:1\"], \"boss\": [\"b:1\"]}}'", "cluster.boss: unknown job"},
+        {"'{\"cluster\": {\"ps\": [\"no-port\"]}}'", "cluster.ps[0] \"no-port\": expected host:port"},
+        {"nosuchfile.json", "neither a file nor TF_CONFIG JSON"},
+        {"--bogus x", "unknown option \"--bogus\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "cd %s && TF_CONFIG= bash " TFPS_SOURCE_DIR "/deploy/make-certs.sh --out bad %s",
+                 dir, bad[i][0]);
+        rc = sh(cmd, &out);
+        if (rc != 2 || !strstr(out, bad[i][1]) || tu_count_lines(out) != 1)
+            printf("\n  make-certs %s: exit %d: %s", bad[i][0], rc, out);
+        CU_ASSERT_EQUAL(rc, 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, bad[i][1]));
+        CU_ASSERT_EQUAL(tu_count_lines(out), 1);
+        free(out);
+    }
+    snprintf(cmd, sizeof(cmd), "test ! -e %s/bad && rm -rf %s", dir, dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+static int tcp_connect(const char *ip, int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
+static void test_bind(void) {
+    const char *junk[] = {"--bind", "junk", "--idle-timeout", "1", NULL};
+    const char *tfp = "{" CLUSTER2x2 ", \"task\": {\"type\": \"ps\", \"index\": 0}}";
+    free(run_args(PS, tfp, junk, 2, "--bind: address \"junk\": no port", 1));
+    const char *port0[] = {"--bind", "0.0.0.0:0", "--idle-timeout", "1", NULL};
+    free(run_args(PS, tfp, port0, 2, "--bind: address \"0.0.0.0:0\"", 1));
+
+    char dir[] = "/tmp/tfps-cli-bind-XXXXXX", tf[512], log[1200], bind[64];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    // an address no interface here has (TEST-NET-1): the ps says so and points at --bind
+    const int p = tu_free_port();
+    snprintf(tf, sizeof(tf), "{\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": [\"192.0.2.1:%d\"]}, "
+             "\"task\": {\"type\": \"ps\", \"index\": 0}}", p);
+    const char *elsewhere[] = {"--idle-timeout", "1", "--output-dir", dir, NULL};
+    free(run_args(PS, tf, elsewhere, 2, "--bind HOST:PORT", 0));
+    // --bind overrides it; the plaintext warning names the address that is not loopback
+    snprintf(bind, sizeof(bind), "127.0.0.1:%d", p);
+    const char *bound[] = {"--bind", bind, "--idle-timeout", "1", "--output-dir", dir, NULL};
+    char *err = run_args(PS, tf, bound, 1, "(--bind, port", 0);   // exit 1: --idle-timeout
+    char needle[128];
+    snprintf(needle, sizeof(needle), "plaintext: cluster.ps[0] 192.0.2.1:%d is not loopback", p);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, needle));
+    free(err);
+
+    // a ps listens on its own TF_CONFIG address only: 127.0.0.1, not 127.0.0.2 (every interface would take both)
+    snprintf(tf, sizeof(tf), "TF_CONFIG={\"cluster\": {\"worker\": [\"127.0.0.1:5001\"], \"ps\": "
+             "[\"127.0.0.1:%d\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}", p);
+    snprintf(log, sizeof(log), "%s/ps.log", dir);
+    const char *argv[] = {PS, "--idle-timeout", "20", "--output-dir", dir, NULL}, *env[] = {tf, NULL};
+    int pid = tu_spawn(argv, env, log), up = 0;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = tcp_connect("127.0.0.1", p) == 0;
+        if (!up) nanosleep(&(struct timespec){0, 100000000}, NULL);
+    }
+    CU_ASSERT(up);
+    int other = tcp_connect("127.0.0.2", p);
+    if (other != ECONNREFUSED) printf("\n  connect to 127.0.0.2:%d: %s (expected refused)", p, strerror(other));
+    CU_ASSERT_EQUAL(other, ECONNREFUSED);
+    kill(pid, SIGTERM);
+    CU_ASSERT_EQUAL(tu_wait(pid, 20), 0);
+    char *plog = tu_read_file(log);
+    snprintf(needle, sizeof(needle), "serving 127.0.0.1:%d (its TF_CONFIG address, port %d) over plaintext", p, p);
+    CU_ASSERT_PTR_NOT_NULL(plog && strstr(plog, needle));
+    CU_ASSERT(plog && !strstr(plog, "not loopback"));   // every address loopback: no warning
+    free(plog);
+    snprintf(log, sizeof(log), "rm -rf %s", dir);
+    CU_ASSERT(system(log) == 0);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("cli", NULL, NULL);
@@ -197,6 +445,9 @@ int main(void) {
     CU_add_test(s, "--print-cluster on both daemons", test_print_cluster);
     CU_add_test(s, "wrong daemon for the task, TF_CONFIG errors", test_roles_and_tf_config_errors);
     CU_add_test(s, "local mode user errors", test_local_user_errors);
+    CU_add_test(s, "--tls-cert/--tls-key/--tls-ca checked at start: exit 2, one line", test_tls_flags);
+    CU_add_test(s, "the ps binds its TF_CONFIG address or --bind; bad --bind exits 2", test_bind);
+    CU_add_test(s, "deploy/make-certs.sh: CA, a certificate per task with its SANs; bad input exits 2", test_make_certs);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());

@@ -4,8 +4,9 @@
  * >= 90% test accuracy, every process exits 0, the model and summary exist,
  * and the model file evaluated by the single-process code gives the same
  * accuracy. A worker with a different shard plan is refused with both
- * digests. A worker started before its ps still trains. Ports come from the
- * kernel; nothing is fixed. */
+ * digests. A worker started before its ps still trains. The 2 x 2 run again
+ * over mTLS, every task with its own certificate from deploy/make-certs.sh.
+ * Ports come from the kernel; nothing is fixed. */
 #define _POSIX_C_SOURCE 200809L
 #include "backend.h"
 #include "data.h"
@@ -31,12 +32,13 @@ static void nap(double s) {
     nanosleep(&ts, NULL);
 }
 
-static void test_two_by_two(void) {
+/* tls: every task with a certificate of its own (local-cluster.sh --tls) */
+static void two_by_two(int tls) {
     char out[] = "/tmp/tfps-cluster-XXXXXX", path[1200];
     CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(out));
     const char *argv[] = {"/bin/bash", TFPS_SOURCE_DIR "/deploy/local-cluster.sh", "--ps", "2", "--workers", "2",
                           "--evaluator", "--data-folder", data_dir, "--output-dir", out, "--epochs", "10",
-                          "--log-every", "200", NULL};
+                          "--log-every", "200", tls ? "--tls" : NULL, NULL};
     const char *env[] = {"TFPS_BIN=" TFPS_BIN_DIR, "TF_CONFIG", NULL};
     char *so = NULL, *se = NULL;
     int rc = tu_run(argv, env, &so, &se);
@@ -49,7 +51,13 @@ static void test_two_by_two(void) {
         snprintf(needle, sizeof(needle), "%s exited 0", tasks[i]);
         CU_ASSERT_PTR_NOT_NULL(strstr(se, needle));
         snprintf(path, sizeof(path), "%s/logs/%s.log", out, tasks[i]);
-        CU_ASSERT(access(path, R_OK) == 0);
+        char *log = tu_read_file(path);
+        CU_ASSERT_PTR_NOT_NULL(log);
+        // each task loaded its own certificate, each ps served mTLS only; without --tls, plaintext
+        snprintf(needle, sizeof(needle), "mTLS: certificate \"O = tfps, CN = %s\"", tasks[i]);
+        CU_ASSERT(log && !!strstr(log, needle) == tls);
+        if (i < 2) CU_ASSERT(log && strstr(log, tls ? ") over mTLS:" : ") over plaintext:"));
+        free(log);
     }
     CU_ASSERT_PTR_NOT_NULL(strstr(so, "test accuracy"));
     snprintf(path, sizeof(path), "%s/logs/evaluator-0.log", out);
@@ -63,7 +71,7 @@ static void test_two_by_two(void) {
     cJSON *s = tu_read_json(path);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     double acc = cJSON_GetObjectItem(s, "test_accuracy")->valuedouble;
-    printf("\n  2 ps + 2 workers: test accuracy %.4f, %g steps, %.0f examples/s ", acc,
+    printf("\n  2 ps + 2 workers%s: test accuracy %.4f, %g steps, %.0f examples/s ", tls ? " over mTLS" : "", acc,
            cJSON_GetObjectItem(s, "steps")->valuedouble, cJSON_GetObjectItem(s, "examples_per_s")->valuedouble);
     CU_ASSERT(acc >= 0.90);
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(s, "mode")->valuestring, "cluster");
@@ -97,6 +105,9 @@ static void test_two_by_two(void) {
     snprintf(path, sizeof(path), "rm -rf %s", out);
     CU_ASSERT(system(path) == 0);
 }
+
+static void test_two_by_two(void) { two_by_two(0); }
+static void test_two_by_two_tls(void) { two_by_two(1); }
 
 /* TF_CONFIG for 1 ps + 1 worker on the given ports. */
 static void tf_config(char *buf, size_t n, int ps_port, int w_port, const char *type) {
@@ -210,6 +221,7 @@ int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("cluster", NULL, NULL);
     CU_add_test(s, "2 ps + 2 workers + evaluator: >= 90%, model evaluates the same", test_two_by_two);
+    CU_add_test(s, "the same over mTLS (local-cluster.sh --tls)", test_two_by_two_tls);
     CU_add_test(s, "1 ps + 1 worker without overlap = the single process, bit for bit", test_matches_single_process);
     CU_add_test(s, "a worker with a different shard plan is refused", test_plan_mismatch_refused);
     CU_add_test(s, "a worker started before its ps still trains", test_worker_before_ps);
