@@ -58,6 +58,9 @@ typedef struct {
     double heartbeat_secs;      /* ps: 3 intervals without a call = dead */
     double idle_timeout;        /* ps: no live replica this long = checkpoint and exit */
     char export_checkpoint[TFPS_PATH_LEN];   /* worker action: checkpoint -> model files */
+    int max_streams;            /* ps: concurrent calls per connection */
+    int memory_limit_mb;        /* ps: gRPC resource quota and unread replies */
+    long long max_open_files;   /* RLIMIT_NOFILE soft at start; 0 = the hard limit */
     int slow_step_ms;           /* testing: sleep after each step (a straggler) */
     /* actions, flags only */
     int print_cluster, help, version;
