@@ -61,7 +61,8 @@
 #define RPC_STUCK_CHECKS 3        /* accept queue non-empty, not shrinking, this many checks = dead listener */
 #define RPC_FD_RESERVE 16         /* free descriptors needed before a listener is re-created */
 #define RPC_MAX_OLD 4             /* gRPC servers draining after their listener was replaced */
-#define RPC_TRIM_BYTES (8u << 20) /* malloc_trim once this much reply memory was released */
+#define RPC_TRIM_BYTES (8u << 20) /* malloc_trim once this much reply memory was released, */
+#define RPC_TRIM_EVERY_S 5.0      /* at most this often */
 
 static const char *const status_names[] = {
     "OK",           "CANCELLED",        "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -194,7 +195,7 @@ struct tfps_rpc_server {
     tfps_rpc_limits lim;
     grpc_resource_quota *quota;
     size_t reply_bytes, reply_peak;   /* OK replies in flight; their largest total since the last trim */
-    double refuse_logged, watch_at, rebuild_logged;
+    double refuse_logged, watch_at, rebuild_logged, trimmed_at;
     grpc_server *old[RPC_MAX_OLD];    /* shut down after their listener died; destroyed at their tag */
     int old_tag[RPC_MAX_OLD];
     int listen_fd[2], nlisten, stuck;   /* the listening sockets, found in /proc/self/fd */
@@ -742,9 +743,10 @@ int tfps_rpc_server_run(tfps_rpc_server *s) {
             next_tick = now + period;
             /* rpc_init raised glibc's trim threshold for speed: after a flood of unread replies is
              * gone, give the memory back (measured in test_limits) */
-            if (s->reply_peak - s->reply_bytes >= RPC_TRIM_BYTES) {
-                malloc_trim(0);
+            if (s->reply_peak - s->reply_bytes >= RPC_TRIM_BYTES && now - s->trimmed_at >= RPC_TRIM_EVERY_S) {
+                malloc_trim(0);   /* at most every few s: training's own 1 MB buffers are not re-faulted each step */
                 s->reply_peak = s->reply_bytes;
+                s->trimmed_at = now;
             }
             if (now >= s->watch_at && !s->no_watch) {
                 s->watch_at = now + RPC_WATCH_EVERY_S;

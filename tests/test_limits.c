@@ -231,13 +231,21 @@ static void test_stalled_readers(void) {
     tfps_rpc_flood_stop(f);
     for (int i = 0; i < 6; i++) tfps_rpc_flood_stop(g[i]);
     double rss1 = rss_mb(p.pid);
+#ifdef __SANITIZE_ADDRESS__
+    end = now_s() + 1;
+#else
     end = now_s() + 15;
+#endif
     while (rss1 - rss0 > 6 && now_s() < end) {
         nap(0.2);
         rss1 = rss_mb(p.pid);
     }
     printf("\n  after the clients closed: RSS %.1f MB (start %.1f)", rss1, rss0);
-    CU_ASSERT(rss1 - rss0 <= 6);
+#ifdef __SANITIZE_ADDRESS__
+    printf(" (ASan build: its allocator keeps freed memory in quarantine; not checked)");
+#else
+    CU_ASSERT(rss1 - rss0 <= 6);   // glibc: the ps's malloc_trim gave it back
+#endif
     CU_ASSERT_EQUAL(pull(&p, 30), TFPS_RPC_OK);
     tfps_buf_free(&b);
     ps_stop(&p);
