@@ -18,7 +18,7 @@
  * Ownership (gRPC 1.51): grpc_raw_byte_buffer_create takes its own ref on
  * the slices; a received byte buffer and readall's slice are ours to free;
  * everything a batch writes into lives in the call struct until its tag. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE   /* struct tcp_info, malloc_trim */
 #include "rpc.h"
 #include "log.h"
 #include "tfps.h"
@@ -35,8 +35,16 @@
 #include <grpc/support/time.h>
 
 #include <assert.h>
+#include <dirent.h>
 #include <limits.h>
 #include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +57,12 @@
 #define RPC_BACKOFF_MAX_S 1.0
 #define RPC_WAIT_LOG_EVERY_S 5.0  /* retry lines above debug level per target */
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
+#define RPC_WATCH_EVERY_S 1.0     /* listener watchdog period */
+#define RPC_STUCK_CHECKS 3        /* accept queue non-empty, not shrinking, this many checks = dead listener */
+#define RPC_FD_RESERVE 16         /* free descriptors needed before a listener is re-created */
+#define RPC_MAX_OLD 4             /* gRPC servers draining after their listener was replaced */
+#define RPC_TRIM_BYTES (8u << 20) /* malloc_trim once this much reply memory was released, */
+#define RPC_TRIM_EVERY_S 5.0      /* at most this often */
 
 static const char *const status_names[] = {
     "OK",           "CANCELLED",        "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -64,7 +78,15 @@ const char *tfps_rpc_status_name(int status) {
 
 /* gRPC's own log lines (errors only, unless GRPC_VERBOSITY says more) in
  * the tfps format instead of glog's. */
+static atomic_int accept_failed;   /* gRPC logged "Failed accept4": its listener is dead (rpc.h, limits) */
+static tfps_rpc_limits server_limits;
+
+void tfps_rpc_set_server_limits(const tfps_rpc_limits *l) {
+    server_limits = l ? *l : (tfps_rpc_limits){0};
+}
+
 static void rpc_gpr_log(gpr_log_func_args *a) {
+    if (strncmp(a->message, "Failed accept4", 14) == 0) atomic_store(&accept_failed, 1);
     tfps_log(a->severity == GPR_LOG_SEVERITY_ERROR ? TFPS_LOG_WARN : TFPS_LOG_DEBUG, "grpc: %s (%s:%d)", a->message,
              a->file, a->line);
 }
@@ -188,6 +210,8 @@ struct tfps_rpc_call {
     int state;
     int method;                 /* index; s->nmethods = health; -1 = not registered */
     grpc_call *call;
+    grpc_server *srv;           /* the gRPC server whose request slot this was */
+    size_t reply_len;           /* an OK reply's bytes, counted in s->reply_bytes until freed */
     gpr_timespec deadline;
     grpc_metadata_array req_md;
     grpc_call_details details;  /* method < 0 only */
@@ -216,9 +240,25 @@ struct tfps_rpc_server {
     int ran;
     tfps_rpc_call *held;        /* calls handed to the handler, not replied yet */
     int shutdown_tag;           /* only its address is used */
+    /* limits (rpc.h) */
+    char addr[320];             /* the address to bind again (with the bound port) */
+    size_t max_msg;
+    tfps_rpc_limits lim;
+    grpc_resource_quota *quota;
+    grpc_server_credentials *creds;   /* plaintext or mTLS, fixed at creation (tfps_rpc_set_tls) */
+    size_t reply_bytes, reply_peak;   /* OK replies in flight; their largest total since the last trim */
+    double refuse_logged, watch_at, rebuild_logged, trimmed_at;
+    grpc_server *old[RPC_MAX_OLD];    /* shut down after their listener died; destroyed at their tag */
+    int old_tag[RPC_MAX_OLD];
+    int listen_fd[2], nlisten, stuck;   /* the listening sockets, found in /proc/self/fd */
+    ino_t listen_ino[2];
+    unsigned last_queue;
+    int need_rebuild;
+    int no_watch;               /* TFPS_RPC_LISTENER_WATCHDOG=0: shows gRPC's own behaviour (test_limits) */
 };
 
 static void call_free(tfps_rpc_call *c) {
+    c->s->reply_bytes -= c->reply_len;
     if (c->req) grpc_byte_buffer_destroy(c->req);
     if (c->resp) grpc_byte_buffer_destroy(c->resp);
     if (c->has_status_msg) grpc_slice_unref(c->status_msg);
@@ -230,12 +270,14 @@ static void call_free(tfps_rpc_call *c) {
 }
 
 static void request_slot(tfps_rpc_server *s, int method) {
+    if (!s->srv) return;   /* between a dead listener and its replacement */
     tfps_rpc_call *c = calloc(1, sizeof(*c));
     if (!c) {
         tfps_error("rpc: out of memory re-arming a request slot");
         return;
     }
     c->s = s;
+    c->srv = s->srv;
     c->method = method;
     c->state = CALL_WAITING;
     grpc_metadata_array_init(&c->req_md);
@@ -278,6 +320,9 @@ static void start_reply(tfps_rpc_call *c, int status, const char *msg, const uin
     op++;
     if (status == TFPS_RPC_OK) {
         if (len > 0) {
+            c->reply_len = len;
+            c->s->reply_bytes += len;
+            if (c->s->reply_bytes > c->s->reply_peak) c->s->reply_peak = c->s->reply_bytes;
             grpc_slice sl = grpc_slice_from_copied_buffer((const char *)body, len);
             c->resp = grpc_raw_byte_buffer_create(&sl, 1);
             grpc_slice_unref(sl);
@@ -380,6 +425,17 @@ static void deliver(tfps_rpc_server *s, tfps_rpc_call *c) {
         start_reply(c, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0);
         return;
     }
+    if (s->lim.memory_limit && s->reply_bytes >= s->lim.memory_limit) {   /* before the handler: nothing applied */
+        char msg[200];
+        snprintf(msg, sizeof(msg), "server memory limit: %zu MB of replies not yet read by their clients (limit %zu MB)",
+                 s->reply_bytes >> 20, s->lim.memory_limit >> 20);
+        if (tfps_now() - s->refuse_logged >= RPC_WAIT_LOG_EVERY_S) {
+            s->refuse_logged = tfps_now();
+            tfps_warn("rpc: %s: refusing new calls with RESOURCE_EXHAUSTED", msg);
+        }
+        start_reply(c, TFPS_RPC_RESOURCE_EXHAUSTED, msg, NULL, 0);
+        return;
+    }
     grpc_slice sl;
     if (!c->req) {
         start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "request without a message", NULL, 0);
@@ -406,12 +462,22 @@ static void server_event(tfps_rpc_server *s, grpc_event ev) {
         s->shutdown_done = 1;
         return;
     }
+    for (int k = 0; k < RPC_MAX_OLD; k++)
+        if (ev.tag == &s->old_tag[k]) {   /* a replaced server finished its calls */
+            grpc_server_destroy(s->old[k]);
+            s->old[k] = NULL;
+            return;
+        }
     tfps_rpc_call *c = ev.tag;
     if (c->state == CALL_REPLYING) {
         call_free(c);
         return;
     }
     assert(c->state == CALL_WAITING);
+    if (!ev.success && c->srv != s->srv) {   /* a slot of a replaced server: the new one has its own */
+        call_free(c);
+        return;
+    }
     if (!ev.success) {   /* the server is shutting down */
         if (!s->stopping) tfps_warn("rpc: a request slot failed while serving; re-arming it");
         int method = c->method;
@@ -419,13 +485,19 @@ static void server_event(tfps_rpc_server *s, grpc_event ev) {
         if (!s->stopping) request_slot(s, method);
         return;
     }
-    if (!s->stopping) request_slot(s, c->method);   /* re-arm before the handler runs */
+    if (!s->stopping && c->srv == s->srv) request_slot(s, c->method);   /* re-arm before the handler runs */
     deliver(s, c);
 }
 
 /* Answers held calls, shuts the server down and drains and destroys the queue. */
+static int old_servers(const tfps_rpc_server *s) {
+    int n = 0;
+    for (int k = 0; k < RPC_MAX_OLD; k++) n += s->old[k] != NULL;
+    return n;
+}
+
 static void server_shutdown(tfps_rpc_server *s) {
-    if (!s->srv) return;
+    if (!s->cq) return;
     s->stopping = 1;
     int nheld = 0;
     while (s->held) {
@@ -434,19 +506,24 @@ static void server_shutdown(tfps_rpc_server *s) {
     }
     if (nheld)
         tfps_info("rpc: answered %d held call%s UNAVAILABLE (server shutting down)", nheld, nheld == 1 ? "" : "s");
-    grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
+    if (s->srv)
+        grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
+    else   /* between a dead listener and its replacement */
+        s->shutdown_done = 1;
     double cancel_at = tfps_now() + RPC_DRAIN_CANCEL_S;
     int cancelled = 0;
-    while (!s->shutdown_done) {
+    while (!s->shutdown_done || old_servers(s) > 0) {
         grpc_event ev = grpc_completion_queue_next(s->cq, rpc_after(0.1), NULL);
         if (ev.type == GRPC_OP_COMPLETE) server_event(s, ev);
         if (!cancelled && tfps_now() > cancel_at) {
             tfps_warn("rpc: calls still open %.0f s after shutdown began; cancelling them", RPC_DRAIN_CANCEL_S);
-            grpc_server_cancel_all_calls(s->srv);
+            if (s->srv) grpc_server_cancel_all_calls(s->srv);
+            for (int k = 0; k < RPC_MAX_OLD; k++)
+                if (s->old[k]) grpc_server_cancel_all_calls(s->old[k]);
             cancelled = 1;
         }
     }
-    grpc_server_destroy(s->srv);
+    if (s->srv) grpc_server_destroy(s->srv);
     s->srv = NULL;
     grpc_completion_queue_shutdown(s->cq);
     for (;;) {
@@ -456,6 +533,67 @@ static void server_shutdown(tfps_rpc_server *s) {
     }
     grpc_completion_queue_destroy(s->cq);
     s->cq = NULL;
+}
+
+/* Creates s->srv with the limits, registers the methods, binds s->addr,
+ * starts it and arms the request slots. TFPS_ERR with a message and nothing
+ * left behind (s->srv NULL). Used at start and to replace a dead listener. */
+static int server_build(tfps_rpc_server *s, int *port, char *err, size_t errlen) {
+    grpc_arg args[8];
+    size_t nargs = 0;
+    /* No SO_REUSEPORT: a second ps on the same port must fail, not share it. */
+    args[nargs++] = rpc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    if (s->max_msg > 0) {   /* 0: gRPC's defaults */
+        args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, rpc_msg_limit(s->max_msg));
+        args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, rpc_msg_limit(s->max_msg));
+    }
+    if (s->lim.max_streams > 0) args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->lim.max_streams);
+    if (s->lim.handshake_timeout_ms > 0)
+        args[nargs++] = rpc_int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, s->lim.handshake_timeout_ms);
+    if (s->lim.idle_timeout_ms > 0) args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->lim.idle_timeout_ms);
+    if (s->quota) {   /* a pointer arg: the server takes its own ref */
+        grpc_arg *a = &args[nargs++];
+        memset(a, 0, sizeof(*a));
+        a->type = GRPC_ARG_POINTER;
+        a->key = (char *)GRPC_ARG_RESOURCE_QUOTA;
+        a->value.pointer.p = s->quota;
+        a->value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    }
+    grpc_channel_args ca = {nargs, args};
+    s->srv = grpc_server_create(&ca, NULL);
+    grpc_server_register_completion_queue(s->srv, s->cq, NULL);
+    const char *fail = NULL;
+    for (int i = 0; i <= s->nmethods && !fail; i++) {
+        const char *m = i < s->nmethods ? s->methods[i] : HEALTH_METHOD;
+        s->mh[i] = grpc_server_register_method(s->srv, m, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!s->mh[i]) {
+            fail = m;
+            tfps_seterr(err, errlen, "rpc server: cannot register method %s (given twice, or the built-in %s?)", m,
+                        HEALTH_METHOD);
+        }
+    }
+    if (!fail) {
+        *port = grpc_server_add_http2_port(s->srv, s->addr, s->creds);   /* not taken over: reusable */
+        if (*port == 0) {
+            fail = s->addr;
+            tfps_seterr(err, errlen,
+                        "rpc server: cannot listen on %s: port in use or bad address (expected host:port, e.g. "
+                        "0.0.0.0:2222)",
+                        s->addr);
+        }
+    }
+    if (fail) {   /* never started, no listener: destroy directly */
+        grpc_server_destroy(s->srv);
+        s->srv = NULL;
+        return TFPS_ERR;
+    }
+    grpc_server_start(s->srv);
+    for (int i = 0; i <= s->nmethods; i++)
+        for (int k = 0; k < RPC_SLOTS_PER_METHOD; k++) request_slot(s, i);
+    for (int k = 0; k < RPC_UNREG_SLOTS; k++) request_slot(s, -1);
+    s->nlisten = 0;   /* the watchdog looks the listening sockets up again */
+    s->stuck = 0;
+    return TFPS_OK;
 }
 
 tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *methods, int nmethods, size_t max_msg,
@@ -471,6 +609,10 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
                         methods[i] ? methods[i] : "(null)");
             return NULL;
         }
+    if (strlen(addr) >= sizeof(((tfps_rpc_server *)0)->addr) - 8) {
+        tfps_seterr(err, errlen, "rpc server: address \"%.100s...\" too long", addr);
+        return NULL;
+    }
     tfps_rpc_server *s = calloc(1, sizeof(*s));
     void **mh = calloc((size_t)nmethods + 1, sizeof(void *));
     if (!s || !mh) {
@@ -487,62 +629,156 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
     s->tick = tick;
     s->tick_ms = tick_ms > 0 ? tick_ms : 100;
     s->ctx = ctx;
-
-    grpc_arg args[3];
-    size_t nargs = 0;
-    /* No SO_REUSEPORT: a second ps on the same port must fail, not share it. */
-    args[nargs++] = rpc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    if (max_msg > 0) {   /* 0: gRPC's defaults */
-        args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, rpc_msg_limit(max_msg));
-        args[nargs++] = rpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, rpc_msg_limit(max_msg));
+    s->max_msg = max_msg;
+    s->lim = server_limits;
+    s->refuse_logged = s->rebuild_logged = -1e18;
+    snprintf(s->addr, sizeof(s->addr), "%s", addr);
+    const char *w = getenv("TFPS_RPC_LISTENER_WATCHDOG");
+    s->no_watch = w && strcmp(w, "0") == 0;
+    if (s->lim.memory_limit > 0) {
+        s->quota = grpc_resource_quota_create("tfps-server");
+        grpc_resource_quota_resize(s->quota, s->lim.memory_limit);
     }
-    grpc_channel_args ca = {nargs, args};
-    s->srv = grpc_server_create(&ca, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(s->srv, s->cq, NULL);
-
-    const char *fail = NULL;
-    for (int i = 0; i <= nmethods && !fail; i++) {
-        const char *m = i < nmethods ? methods[i] : HEALTH_METHOD;
-        mh[i] = grpc_server_register_method(s->srv, m, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-        if (!mh[i]) {
-            fail = m;
-            tfps_seterr(err, errlen, "rpc server: cannot register method %s (given twice, or the built-in %s?)", m,
-                        HEALTH_METHOD);
-        }
-    }
     int port = 0;
-    if (!fail) {
-        grpc_server_credentials *cr = server_creds(err, errlen);
-        if (!cr) fail = addr;
-        else port = grpc_server_add_http2_port(s->srv, addr, cr);
-        if (cr) grpc_server_credentials_release(cr);
-        if (!fail && port == 0) {
-            fail = addr;
-            tfps_seterr(err, errlen,
-                        "rpc server: cannot listen on %s: port in use or bad address (expected host:port, e.g. "
-                        "0.0.0.0:2222)",
-                        addr);
-        }
-    }
-    if (fail) {   /* never started, no listener: destroy directly */
-        grpc_server_destroy(s->srv);
+    s->creds = server_creds(err, errlen);   /* this server's, also for a listener the watchdog re-creates */
+    if (!s->creds || server_build(s, &port, err, errlen) != TFPS_OK) {
+        if (s->creds) grpc_server_credentials_release(s->creds);
         grpc_completion_queue_shutdown(s->cq);
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
             ;
         grpc_completion_queue_destroy(s->cq);
+        if (s->quota) grpc_resource_quota_unref(s->quota);
         free(mh);
         free(s);
         return NULL;
     }
-    grpc_server_start(s->srv);
-    for (int i = 0; i <= nmethods; i++)
-        for (int k = 0; k < RPC_SLOTS_PER_METHOD; k++) request_slot(s, i);
-    for (int k = 0; k < RPC_UNREG_SLOTS; k++) request_slot(s, -1);
+    /* a replacement binds the port the kernel chose, not ":0" again */
+    char *colon = strrchr(s->addr, ':');
+    if (colon) snprintf(colon + 1, sizeof(s->addr) - (size_t)(colon + 1 - s->addr), "%d", port);
     if (bound_port) *bound_port = port;
-    tfps_debug("rpc: serving %d methods on %s (port %d, %s)", nmethods, addr, port,
-               tls_cert ? "mTLS" : "plaintext");
+    tfps_debug("rpc: serving %d methods on %s (port %d, %s); limits: %d streams per connection, memory %zu MB, "
+               "handshake %d ms, idle %d ms", nmethods, addr, port, tls_cert ? "mTLS" : "plaintext",
+               s->lim.max_streams, s->lim.memory_limit >> 20, s->lim.handshake_timeout_ms, s->lim.idle_timeout_ms);
     return s;
+}
+
+/* ---- the listener watchdog (rpc.h, "server limits") ------------------------ */
+
+/* Descriptors this process may still open: RLIMIT_NOFILE's soft limit minus
+ * the entries of /proc/self/fd; 0 when not even that can be opened. */
+static long fds_free(long *open_out, long *limit_out) {
+    struct rlimit rl;
+    long open_n = 0, limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur
+                                                                                                 : LONG_MAX;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        if (open_out) *open_out = limit;
+        if (limit_out) *limit_out = limit;
+        return 0;
+    }
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') open_n++;
+    closedir(d);
+    if (open_out) *open_out = open_n - 1;   /* the directory's own descriptor */
+    if (limit_out) *limit_out = limit;
+    return limit - (open_n - 1);
+}
+
+/* The listening TCP sockets of this process on our port (gRPC's listener). */
+static void find_listeners(tfps_rpc_server *s) {
+    const char *colon = strrchr(s->addr, ':');
+    int port = colon ? atoi(colon + 1) : 0;
+    s->nlisten = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d)) && s->nlisten < 2;) {
+        int fd = atoi(e->d_name), acc = 0;
+        socklen_t sl = sizeof(acc);
+        struct stat st;
+        struct sockaddr_storage a;
+        socklen_t al = sizeof(a);
+        if (e->d_name[0] == '.' || fd == dirfd(d) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl) != 0 || !acc) continue;
+        if (getsockname(fd, (struct sockaddr *)&a, &al) != 0) continue;
+        int p = a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port)
+                : a.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&a)->sin_port)
+                                         : -1;
+        if (p != port) continue;
+        s->listen_fd[s->nlisten] = fd;
+        s->listen_ino[s->nlisten++] = st.st_ino;
+    }
+    closedir(d);
+}
+
+/* Is gRPC's listener dead? Only a dead one leaves connections in its accept
+ * queue (tcpi_unacked of a listening socket) check after check. */
+static int listener_stuck(tfps_rpc_server *s) {
+    if (s->nlisten == 0) find_listeners(s);
+    unsigned queued = 0;
+    for (int i = 0; i < s->nlisten; i++) {
+        struct stat st;
+        struct tcp_info ti;
+        socklen_t tl = sizeof(ti);
+        if (fstat(s->listen_fd[i], &st) != 0 || st.st_ino != s->listen_ino[i] ||
+            getsockopt(s->listen_fd[i], IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0) {
+            s->nlisten = 0;   /* not ours any more: look again next time */
+            s->stuck = 0;
+            return 0;
+        }
+        queued += ti.tcpi_unacked;   /* for a listening socket: its accept queue */
+    }
+    s->stuck = queued > 0 && queued >= s->last_queue ? s->stuck + 1 : 0;
+    s->last_queue = queued;
+    return s->stuck >= RPC_STUCK_CHECKS;
+}
+
+/* Once a second: a dead listener is replaced as soon as descriptors are free
+ * (rpc.h explains why gRPC 1.51 needs this). */
+static void listener_watch(tfps_rpc_server *s) {
+    if (atomic_exchange(&accept_failed, 0)) {
+        s->need_rebuild = 1;
+        tfps_warn("rpc: gRPC's listener on %s failed an accept (see its line above); gRPC 1.51 never accepts on "
+                  "it again: replacing it", s->addr);
+    } else if (s->srv && !s->need_rebuild && listener_stuck(s)) {
+        s->need_rebuild = 1;
+        tfps_warn("rpc: the listener on %s has left connections unaccepted for %d s: replacing it", s->addr,
+                  RPC_STUCK_CHECKS);
+    }
+    if (!s->need_rebuild) return;
+    long open_n, limit, nfree = fds_free(&open_n, &limit);
+    double now = tfps_now();
+    int say = now - s->rebuild_logged >= RPC_WAIT_LOG_EVERY_S;
+    if (nfree < RPC_FD_RESERVE) {
+        if (say) {
+            s->rebuild_logged = now;
+            tfps_warn("rpc: not accepting connections on %s: %ld of %ld file descriptors open; the listener comes "
+                      "back when %d are free", s->addr, open_n, limit, RPC_FD_RESERVE);
+        }
+        return;
+    }
+    if (s->srv) {
+        int k = 0;
+        while (k < RPC_MAX_OLD && s->old[k]) k++;
+        if (k == RPC_MAX_OLD) {   /* four replaced servers still draining: cut their calls, try again later */
+            for (k = 0; k < RPC_MAX_OLD; k++) grpc_server_cancel_all_calls(s->old[k]);
+            return;
+        }
+        grpc_server_shutdown_and_notify(s->srv, s->cq, &s->old_tag[k]);   /* closes the listener; calls finish */
+        s->old[k] = s->srv;
+        s->srv = NULL;
+    }
+    char err[TFPS_ERR_LEN];
+    int port = 0;
+    if (server_build(s, &port, err, sizeof(err)) != TFPS_OK) {   /* the old socket may close a moment later */
+        if (say) {
+            s->rebuild_logged = now;
+            tfps_warn("rpc: %s; trying again", err);
+        }
+        return;
+    }
+    s->need_rebuild = 0;
+    tfps_warn("rpc: listening on %s again (%ld of %ld file descriptors open)", s->addr, open_n, limit);
 }
 
 int tfps_rpc_server_run(tfps_rpc_server *s) {
@@ -557,6 +793,17 @@ int tfps_rpc_server_run(tfps_rpc_server *s) {
         if (now >= next_tick) {   /* also under a steady stream of calls */
             if (s->tick) s->tick(s->ctx);
             next_tick = now + period;
+            /* rpc_init raised glibc's trim threshold for speed: after a flood of unread replies is
+             * gone, give the memory back (measured in test_limits) */
+            if (s->reply_peak - s->reply_bytes >= RPC_TRIM_BYTES && now - s->trimmed_at >= RPC_TRIM_EVERY_S) {
+                malloc_trim(0);   /* at most every few s: training's own 1 MB buffers are not re-faulted each step */
+                s->reply_peak = s->reply_bytes;
+                s->trimmed_at = now;
+            }
+            if (now >= s->watch_at && !s->no_watch) {
+                s->watch_at = now + RPC_WATCH_EVERY_S;
+                listener_watch(s);
+            }
         }
     }
     s->stopping = 1;   /* health says NOT_SERVING; no more handler calls */
@@ -575,6 +822,8 @@ void tfps_rpc_server_request_stop(tfps_rpc_server *s) {
 void tfps_rpc_server_free(tfps_rpc_server *s) {
     if (!s) return;
     server_shutdown(s);   /* when run never ran */
+    if (s->creds) grpc_server_credentials_release(s->creds);
+    if (s->quota) grpc_resource_quota_unref(s->quota);
     free(s->mh);
     free(s);
 }
@@ -977,4 +1226,134 @@ void tfps_rpc_result_clear(tfps_rpc_result *r) {
     r->resp_len = 0;
     r->status = TFPS_RPC_OK;
     r->details[0] = '\0';
+}
+
+/* ==== test/bench helper: a stalled reader (rpc.h) ========================== */
+
+struct tfps_rpc_flood {
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    grpc_call **calls;
+    grpc_byte_buffer **send;
+    grpc_status_code *status;
+    grpc_metadata_array *trail, *init;
+    grpc_slice *details;
+    int n, pending;             /* pending: tags not back yet */
+    atomic_int finished, stop;
+    pthread_t thread;
+};
+
+/* Tags: 2*i+1 the send batch of call i, 2*i+2 its status. */
+static void *flood_poll(void *arg) {
+    tfps_rpc_flood *f = arg;
+    while (!atomic_load(&f->stop)) {
+        grpc_event ev = grpc_completion_queue_next(f->cq, rpc_after(0.05), NULL);
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        f->pending--;
+        if (((intptr_t)ev.tag & 1) == 0) atomic_fetch_add(&f->finished, 1);
+    }
+    return NULL;
+}
+
+tfps_rpc_flood *tfps_rpc_flood_start(const char *target, const char *method, const uint8_t *body, size_t len, int n,
+                                     char *err, size_t errlen) {
+    tfps_rpc_flood *f = calloc(1, sizeof(*f));
+    if (!f || n <= 0 || !(f->calls = calloc((size_t)n, sizeof(*f->calls))) ||
+        !(f->send = calloc((size_t)n, sizeof(*f->send))) || !(f->status = calloc((size_t)n, sizeof(*f->status))) ||
+        !(f->trail = calloc((size_t)n, sizeof(*f->trail))) || !(f->init = calloc((size_t)n, sizeof(*f->init))) ||
+        !(f->details = calloc((size_t)n, sizeof(*f->details)))) {
+        if (f) {
+            free(f->calls);
+            free(f->send);
+            free(f->status);
+            free(f->trail);
+            free(f->init);
+            free(f);
+        }
+        tfps_seterr(err, errlen, "rpc flood: out of memory or n %d < 1", n);
+        return NULL;
+    }
+    f->n = n;
+    atomic_init(&f->finished, 0);
+    atomic_init(&f->stop, 0);
+    /* No BDP probing: the streams keep HTTP/2's 64 KB window, so the replies really stall on the server
+     * (with it, the client's transport would take ~MBs per stream whether the application reads or not). */
+    /* A connection of its own (channels with equal args share one by default). */
+    grpc_arg a[2] = {rpc_int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0), rpc_int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1)};
+    grpc_channel_args ca = {2, a};
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    f->ch = grpc_channel_create(target, cr, &ca);
+    grpc_channel_credentials_release(cr);
+    f->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    for (int i = 0; i < n; i++) {
+        f->calls[i] = grpc_channel_create_call(f->ch, NULL, GRPC_PROPAGATE_DEFAULTS, f->cq, m, NULL,
+                                               gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_slice b = grpc_slice_from_copied_buffer((const char *)body, len);
+        f->send[i] = grpc_raw_byte_buffer_create(&b, 1);
+        grpc_slice_unref(b);
+        grpc_metadata_array_init(&f->trail[i]);
+        grpc_metadata_array_init(&f->init[i]);
+        f->details[i] = grpc_empty_slice();
+        grpc_op ops[3];
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = f->send[i];
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        if (grpc_call_start_batch(f->calls[i], ops, 3, (void *)(intptr_t)(2 * i + 1), NULL) == GRPC_CALL_OK)
+            f->pending++;
+        /* no RECV_MESSAGE ever: the reply stays unread; the status comes only for calls refused without one */
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[0].data.recv_initial_metadata.recv_initial_metadata = &f->init[i];
+        ops[1].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[1].data.recv_status_on_client.trailing_metadata = &f->trail[i];
+        ops[1].data.recv_status_on_client.status = &f->status[i];
+        ops[1].data.recv_status_on_client.status_details = &f->details[i];
+        if (grpc_call_start_batch(f->calls[i], ops, 2, (void *)(intptr_t)(2 * i + 2), NULL) == GRPC_CALL_OK)
+            f->pending++;
+    }
+    grpc_slice_unref(m);
+    if (pthread_create(&f->thread, NULL, flood_poll, f) != 0) {
+        atomic_store(&f->stop, 1);
+        f->thread = 0;
+    }
+    return f;
+}
+
+int tfps_rpc_flood_finished(const tfps_rpc_flood *f) {
+    return atomic_load(&((tfps_rpc_flood *)f)->finished);
+}
+
+void tfps_rpc_flood_stop(tfps_rpc_flood *f) {
+    if (!f) return;
+    atomic_store(&f->stop, 1);
+    if (f->thread) pthread_join(f->thread, NULL);
+    for (int i = 0; i < f->n; i++) grpc_call_cancel(f->calls[i], NULL);
+    double until = tfps_now() + 10;   /* cancelled calls come back at once; bounded anyway */
+    while (f->pending > 0 && tfps_now() < until) {
+        grpc_event ev = grpc_completion_queue_next(f->cq, rpc_after(0.1), NULL);
+        if (ev.type == GRPC_OP_COMPLETE) f->pending--;
+    }
+    for (int i = 0; i < f->n; i++) {
+        grpc_call_unref(f->calls[i]);
+        grpc_byte_buffer_destroy(f->send[i]);
+        grpc_metadata_array_destroy(&f->trail[i]);
+        grpc_metadata_array_destroy(&f->init[i]);
+        grpc_slice_unref(f->details[i]);
+    }
+    grpc_channel_destroy(f->ch);
+    grpc_completion_queue_shutdown(f->cq);
+    while (grpc_completion_queue_next(f->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(f->cq);
+    free(f->calls);
+    free(f->send);
+    free(f->status);
+    free(f->trail);
+    free(f->init);
+    free(f->details);
+    free(f);
 }

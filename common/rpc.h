@@ -128,6 +128,39 @@ void tfps_rpc_reply_error(tfps_rpc_call *call, int status, const char *msg);
 /* The peer's address ("ipv4:127.0.0.1:5555"), for logs. */
 const char *tfps_rpc_call_peer(const tfps_rpc_call *call);
 
+/* ---- server limits (README "Limits") ------------------------------------------
+ * Process-wide, like the TLS setting: applied to servers created after the
+ * call (tfps_rpc_server_new's signature stays as it is). Zero fields keep
+ * gRPC's own defaults.
+ *
+ * gRPC 1.51 and descriptor exhaustion (reproduced in test_limits): when
+ * accept4 fails with EMFILE, its tcp_server_posix.cc logs "Failed accept4"
+ * and never re-arms the listener: the port stays bound and refuses service
+ * for good, also after the descriptors are free again. 1.51 has no cap on
+ * incoming connections either (GRPC_ARG_MAX_ALLOWED_INCOMING_CONNECTIONS
+ * came later; its socket mutator API is not public). So the server watches
+ * its listener (that log line, and a listening socket whose accept queue
+ * stays non-empty) and, once descriptors are free, re-creates it: the old
+ * gRPC server is shut down (GOAWAY; calls in flight, held ones too, finish
+ * on it) and a new one binds the same port. */
+typedef struct {
+    int max_streams;            /* concurrent calls per connection (HTTP/2 MAX_CONCURRENT_STREAMS) */
+    size_t memory_limit;        /* bytes: gRPC's resource quota, and replies sent but not yet read by
+                                   their clients: beyond it new calls get RESOURCE_EXHAUSTED */
+    int handshake_timeout_ms;   /* a connection that has not spoken HTTP/2 by then is closed */
+    int idle_timeout_ms;        /* a connection without calls for this long gets GOAWAY */
+} tfps_rpc_limits;
+void tfps_rpc_set_server_limits(const tfps_rpc_limits *l);
+/* Test/bench helper, never used by the daemons: starts n calls of method
+ * with body on ONE new channel to target and never reads their replies (a
+ * stalled reader), polling them on a thread of its own until stop cancels
+ * them and closes the channel. NULL with a message on failure. */
+typedef struct tfps_rpc_flood tfps_rpc_flood;
+tfps_rpc_flood *tfps_rpc_flood_start(const char *target, const char *method, const uint8_t *body, size_t len, int n,
+                                     char *err, size_t errlen);
+int tfps_rpc_flood_finished(const tfps_rpc_flood *f);   /* calls that ended (e.g. RESOURCE_EXHAUSTED) */
+void tfps_rpc_flood_stop(tfps_rpc_flood *f);            /* NULL-safe */
+
 /* ---- client --------------------------------------------------------------- */
 typedef struct tfps_rpc_client tfps_rpc_client;
 

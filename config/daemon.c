@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 static const char *daemon_names[] = {"tfps-ps", "tfps-worker"};
 
@@ -192,6 +193,22 @@ static int setup_transport(tfps_daemon_kind kind, const tfps_options *o, const t
     return rc;
 }
 
+/* --max-open-files: each client connection of a ps is a descriptor, and the
+ * usual soft limit (1024) is far below the hard one. */
+static void set_open_files(long long want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    const rlim_t before = rl.rlim_cur, hard = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+    rl.rlim_cur = want > 0 && (rlim_t)want < hard ? (rlim_t)want : hard;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        tfps_warn("open files: cannot set the limit to %llu (hard %llu); keeping %llu", (unsigned long long)rl.rlim_cur,
+                  (unsigned long long)hard, (unsigned long long)before);
+        return;
+    }
+    tfps_debug("open files: limit %llu (was %llu, hard %llu; --max-open-files %lld)", (unsigned long long)rl.rlim_cur,
+               (unsigned long long)before, (unsigned long long)hard, want);
+}
+
 int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options *o, tfps_cluster *c) {
     char err[TFPS_ERR_LEN];
     const char *me = daemon_names[kind];
@@ -253,6 +270,7 @@ int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options
         fprintf(stderr, "%s: %s\n", me, err);
         return TFPS_EXIT_USAGE;
     }
+    set_open_files(o->max_open_files);
     if (o->print_cluster) {
         char *text = tfps_describe_cluster(c, o, err, sizeof(err));
         if (!text) {

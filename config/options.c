@@ -96,6 +96,14 @@ static const opt_def opts[] = {
     {"export-checkpoint", OPT_PATH, OFF(export_checkpoint), NULL, 0, 0, NULL,
      "tfps-worker: write <output-dir>/model from this checkpoint (a step-N folder, or a checkpoint folder: its "
      "newest complete one), evaluate it and exit"},
+    {"max-streams", OPT_INT, OFF(max_streams), "64", 1, 1000000, NULL,
+     "ps: concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); more wait in the client"},
+    {"memory-limit-mb", OPT_INT, OFF(memory_limit_mb), "1024", 16, 1048576, NULL,
+     "ps: gRPC's memory quota, and replies sent but not yet read by their clients: beyond it new calls get "
+     "RESOURCE_EXHAUSTED"},
+    {"max-open-files", OPT_I64, OFF(max_open_files), "0", 0, 1e9, NULL,
+     "file descriptors (RLIMIT_NOFILE) a daemon sets at start, capped by the hard limit; 0 = the hard limit. "
+     "Each client connection takes one"},
     {"slow-step-ms", OPT_INT, OFF(slow_step_ms), "0", 0, 600000, NULL,
      "testing: a worker sleeps this long after each step (a straggler, for the fault and backup-worker tests)"},
     {"tls-cert", OPT_PATH, OFF(tls_cert), NULL, 0, 0, NULL,

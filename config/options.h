@@ -63,6 +63,9 @@ typedef struct {
     /* the job secret (--job-secret-file or TFPS_JOB_SECRET; never in summary.json); 0 bytes: none */
     uint8_t job_secret[TFPS_JOB_SECRET_MAX];
     size_t job_secret_len;
+    int max_streams;            /* ps: concurrent calls per connection */
+    int memory_limit_mb;        /* ps: gRPC resource quota and unread replies */
+    long long max_open_files;   /* RLIMIT_NOFILE soft at start; 0 = the hard limit */
     int slow_step_ms;           /* testing: sleep after each step (a straggler) */
     char tls_cert[TFPS_PATH_LEN];   /* --tls-cert, --tls-key, --tls-ca: PEM files; all "" = plaintext */
     char tls_key[TFPS_PATH_LEN];

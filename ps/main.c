@@ -87,6 +87,10 @@ int main(int argc, char **argv) {
         goto done;
     }
     tfps_rpc_init();
+    // README "Limits": a client cannot hold more than these (20 s to speak HTTP/2; 5 min idle, then GOAWAY)
+    tfps_rpc_set_server_limits(&(tfps_rpc_limits){.max_streams = o.max_streams,
+                                                  .memory_limit = (size_t)o.memory_limit_mb << 20,
+                                                  .handshake_timeout_ms = 20000, .idle_timeout_ms = 300000});
     const char *addr = c.jobs[TFPS_JOB_PS].addr[c.task_index];
     const char *bind = o.bind[0] ? o.bind : addr;   // checked by tfps_daemon_setup
     // the largest message is a pull of the whole model (plus framing)
