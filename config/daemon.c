@@ -165,9 +165,9 @@ static int setup_transport(tfps_daemon_kind kind, const tfps_options *o, const t
     if (ntls == 0) {
         char what[TFPS_MAX_ADDR + 64];
         if (apply && exposed_address(c, o, kind, what, sizeof(what)))
-            tfps_warn("plaintext: %s is not loopback; anyone who can reach the ps ports can read the model, push "
-                      "gradients and shut the ps down: use --tls-cert, --tls-key and --tls-ca (deploy/make-certs.sh)",
-                      what);
+            tfps_warn("plaintext: %s is not loopback; anyone who can reach the ps ports can read the model and the "
+                      "sessions on the wire%s: use --tls-cert, --tls-key and --tls-ca (deploy/make-certs.sh)", what,
+                      o->job_secret_len ? "" : " and, without a job secret, join the job");
         return TFPS_OK;
     }
     tfps_tls_files t;
