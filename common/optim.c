@@ -1,6 +1,7 @@
 /* optim.c -- see optim.h. */
 #include "optim.h"
 #include "layout.h"
+#include "tfps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -20,20 +21,24 @@ int tfps_optim_slots(const tfps_optim *o) {
 }
 
 void tfps_optim_describe(const tfps_optim *o, char *buf, size_t n) {
+    // every number in its shortest exact form: two rules whose digests differ never read alike
+    char lr[TFPS_NUM_LEN], a[TFPS_NUM_LEN], b[TFPS_NUM_LEN], e[TFPS_NUM_LEN];
+    tfps_fmt_float(lr, sizeof(lr), o->lr);
+    tfps_fmt_float(e, sizeof(e), o->epsilon);
     switch (o->kind) {
     case TFPS_OPT_MOMENTUM:
-        snprintf(buf, n, "momentum (lr %g, momentum %g%s)", (double)o->lr, (double)o->momentum,
+        snprintf(buf, n, "momentum (lr %s, momentum %s%s)", lr, tfps_fmt_float(a, sizeof(a), o->momentum),
                  o->nesterov ? ", nesterov" : "");
         break;
     case TFPS_OPT_ADAM:
-        snprintf(buf, n, "adam (lr %g, beta1 %g, beta2 %g, epsilon %g)", (double)o->lr, o->beta1, o->beta2,
-                 (double)o->epsilon);
+        snprintf(buf, n, "adam (lr %s, beta1 %s, beta2 %s, epsilon %s)", lr, tfps_fmt_double(a, sizeof(a), o->beta1),
+                 tfps_fmt_double(b, sizeof(b), o->beta2), e);
         break;
     case TFPS_OPT_ADAGRAD:
-        snprintf(buf, n, "adagrad (lr %g, initial accumulator %g, epsilon %g)", (double)o->lr,
-                 (double)o->initial_accumulator, (double)o->epsilon);
+        snprintf(buf, n, "adagrad (lr %s, initial accumulator %s, epsilon %s)", lr,
+                 tfps_fmt_float(a, sizeof(a), o->initial_accumulator), e);
         break;
-    default: snprintf(buf, n, "sgd (lr %g)", (double)o->lr); break;
+    default: snprintf(buf, n, "sgd (lr %s)", lr); break;
     }
 }
 

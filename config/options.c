@@ -134,7 +134,12 @@ static void describe_expected(const opt_def *d, char *buf, size_t n) {
     switch (d->type) {
     case OPT_INT:
     case OPT_I64: snprintf(buf, n, "an integer in %.0f..%.0f", d->min, d->max); break;
-    case OPT_FLOAT: snprintf(buf, n, "a number in %g..%g", d->min, d->max); break;
+    case OPT_FLOAT: {
+        char lo[TFPS_NUM_LEN], hi[TFPS_NUM_LEN];
+        snprintf(buf, n, "a decimal number in %s..%s", tfps_fmt_double(lo, sizeof(lo), d->min),
+                 tfps_fmt_double(hi, sizeof(hi), d->max));
+        break;
+    }
     case OPT_PATH: snprintf(buf, n, "a path of 1..%d bytes", TFPS_PATH_LEN - 1); break;
     case OPT_ENUM: {
         size_t j = (size_t)snprintf(buf, n, "one of");
@@ -143,6 +148,32 @@ static void describe_expected(const opt_def *d, char *buf, size_t n) {
         break;
     }
     }
+}
+
+/* Decimal notation only, the whole text: [+-]digits, and for a float
+ * [+-](digits[.digits] | .digits)[(e|E)[+-]digits]. strtod and strtoll alone
+ * would also take leading spaces, and strtod hex ("0x10" = 16), "inf",
+ * "nan" and "1e" (as 1): a typo must not become a value. */
+static int is_decimal(const char *s, int allow_fraction) {
+    const char *p = s;
+    if (*p == '+' || *p == '-') p++;
+    size_t digits = strspn(p, "0123456789");
+    p += digits;
+    if (!allow_fraction) return digits > 0 && *p == '\0';
+    if (*p == '.') {
+        size_t frac = strspn(p + 1, "0123456789");
+        p += 1 + frac;
+        digits += frac;
+    }
+    if (digits == 0) return 0;   // ".", "+", "e5"
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') p++;
+        size_t exp = strspn(p, "0123456789");
+        if (exp == 0) return 0;   // "1e", "1e+"
+        p += exp;
+    }
+    return *p == '\0';
 }
 
 /* Parses text into the field of d; `source` names where it came from for the
@@ -156,6 +187,7 @@ static int set_option(tfps_options *o, const opt_def *d, const char *text, const
     switch (d->type) {
     case OPT_INT:
     case OPT_I64: {
+        if (!is_decimal(text, 0)) goto bad;
         long long v = strtoll(text, &end, 10);
         if (!*text || *end || errno || (double)v < d->min || (double)v > d->max) goto bad;
         if (d->type == OPT_INT) *(int *)field = (int)v;
@@ -163,6 +195,7 @@ static int set_option(tfps_options *o, const opt_def *d, const char *text, const
         return TFPS_OK;
     }
     case OPT_FLOAT: {
+        if (!is_decimal(text, 1)) goto bad;
         double v = strtod(text, &end);
         if (!*text || *end || errno || !isfinite(v) || v < d->min || v > d->max) goto bad;
         *(double *)field = v;

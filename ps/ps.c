@@ -270,10 +270,12 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
                  strat, m.num_ps, m.shard_plan_digest, ps->ps_index, tfps_shard_strategy_name(ps->strategy),
                  ps->num_ps, ps->plan_digest);
     } else if (m.seed != ps->seed || m.learning_rate != ps->lr) {
+        char lr_w[TFPS_NUM_LEN], lr_p[TFPS_NUM_LEN];   // exact: two different rates never print alike
         snprintf(msg, msglen,
-                 "training options differ: worker has --seed %" PRIu64 " --learning-rate %g, ps %d has --seed %" PRIu64
-                 " --learning-rate %g: give every task the same options",
-                 m.seed, m.learning_rate, ps->ps_index, ps->seed, ps->lr);
+                 "training options differ: worker has --seed %" PRIu64 " --learning-rate %s, ps %d has --seed %" PRIu64
+                 " --learning-rate %s: give every task the same options",
+                 m.seed, tfps_fmt_double(lr_w, sizeof(lr_w), m.learning_rate), ps->ps_index, ps->seed,
+                 tfps_fmt_double(lr_p, sizeof(lr_p), ps->lr));
     } else if (strcmp(m.consistency, tfps_consistency_name(ps->consistency)) != 0 ||
                (ps->consistency == TFPS_CONSISTENCY_SYNC && their_r2a != (uint32_t)ps->r2a) ||
                (ps->consistency == TFPS_CONSISTENCY_SSP && m.staleness != (uint32_t)ps->staleness)) {
