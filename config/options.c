@@ -150,6 +150,16 @@ static void describe_expected(const opt_def *d, char *buf, size_t n) {
     }
 }
 
+/* The user's text as it goes into a message: at most 200 bytes, control
+ * characters (a newline in a value) as '?', so the message stays one line
+ * (found by tests/fuzz/fuzz_config). Returns out. */
+static const char *shown(char out[208], const char *s) {
+    size_t j = 0;
+    for (; s[j] && j < 200; j++) out[j] = (unsigned char)s[j] < 0x20 || s[j] == 0x7f ? '?' : s[j];
+    out[j] = '\0';
+    return out;
+}
+
 /* Decimal notation only, the whole text: [+-]digits, and for a float
  * [+-](digits[.digits] | .digits)[(e|E)[+-]digits]. strtod and strtoll alone
  * would also take leading spaces, and strtod hex ("0x10" = 16), "inf",
@@ -213,8 +223,9 @@ static int set_option(tfps_options *o, const opt_def *d, const char *text, const
             }
         goto bad;
     }
-bad:
-    return tfps_seterr(err, errlen, "%s: invalid value \"%.200s\": expected %s", source, text, expected);
+bad:;
+    char txt[208];
+    return tfps_seterr(err, errlen, "%s: invalid value \"%s\": expected %s", source, shown(txt, text), expected);
 }
 
 int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t errlen) {
@@ -232,15 +243,16 @@ int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) { o->help = 1; continue; }
         if (strcmp(arg, "--version") == 0) { o->version = 1; continue; }
         if (strcmp(arg, "--print-cluster") == 0) { o->print_cluster = 1; continue; }
+        char txt[208];
         if (strncmp(arg, "--", 2) != 0)
-            return tfps_seterr(err, errlen, "unexpected argument \"%.200s\": expected --option value (see --help)",
-                               arg);
+            return tfps_seterr(err, errlen, "unexpected argument \"%s\": expected --option value (see --help)",
+                               shown(txt, arg));
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const opt_def *d = NULL;
         for (size_t i = 0; i < NOPTS; i++)
             if (strlen(opts[i].name) == nlen && strncmp(opts[i].name, name, nlen) == 0) d = &opts[i];
-        if (!d) return tfps_seterr(err, errlen, "unknown option \"%.200s\": see --help for the options", arg);
+        if (!d) return tfps_seterr(err, errlen, "unknown option \"%s\": see --help for the options", shown(txt, arg));
         const char *val = eq ? eq + 1 : NULL;
         if (!val) {
             if (a + 1 >= argc)

@@ -111,6 +111,9 @@ static void test_decimal_only(void) {
         expect_usage_error(PS, NULL, "--batch-size", bad_int[i], needle);
     }
     expect_usage_error(WORKER, NULL, "--seed", "0x10", "--seed: invalid value \"0x10\"");
+    // a newline in a value is shown as '?': the message stays one line (found by tests/fuzz/fuzz_config)
+    expect_usage_error(WORKER, NULL, "--learning-rate", "1\n2", "--learning-rate: invalid value \"1?2\"");
+    expect_usage_error(WORKER, NULL, "--no\nsuch", "1", "unknown option \"--no?such\"");
     // the environment: the same rule, the variable named
     const char *argv[] = {WORKER, "--print-cluster", NULL};
     const char *bad_env[] = {"TFPS_LEARNING_RATE=0x10", "TFPS_MOMENTUM=nan", "TFPS_EPOCHS=0x10", "TFPS_BETA1=1e"};
