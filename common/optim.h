@@ -57,4 +57,16 @@ void tfps_optim_init_slots(const tfps_optim *o, float *const slot[TFPS_OPTIM_MAX
 void tfps_optim_apply(const tfps_optim *o, uint64_t t, float *w, float *const slot[TFPS_OPTIM_MAX_SLOTS],
                       const float *g, size_t n);
 
+/* Numerical safety (a gradient of -3.4e38 twelve times makes an fp32 weight
+ * inf): would update t of these n elements leave every weight and slot
+ * finite? 1 yes, 0 no. Writes nothing; computes exactly what apply would
+ * (the same per-element code), so 1 means apply gives only finite numbers.
+ * Costs one more pass of the rule's arithmetic. A caller that must not
+ * write part of an update checks every piece first, then applies them. */
+int tfps_optim_finite(const tfps_optim *o, uint64_t t, const float *w, const float *const slot[TFPS_OPTIM_MAX_SLOTS],
+                      const float *g, size_t n);
+/* finite, then apply: 1 applied, 0 refused (w and slots untouched). */
+int tfps_optim_apply_checked(const tfps_optim *o, uint64_t t, float *w, float *const slot[TFPS_OPTIM_MAX_SLOTS],
+                             const float *g, size_t n);
+
 #endif

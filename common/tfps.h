@@ -42,6 +42,14 @@ int tfps_write_file_atomic(const char *path, const void *data, size_t len, char 
 int tfps_fsync_dir(const char *dir, char *err, size_t errlen);
 /* tfps_fsync_dir of the directory that holds path ("." for a bare name). */
 int tfps_fsync_parent(const char *path, char *err, size_t errlen);
+/* The shortest "%g" text of v that reads back (strtod) as exactly v: at
+ * most 17 significant digits for a double, 9 for a float. Two different
+ * values never print alike (a message comparing 0.1 with 0.10000000000000002
+ * shows the difference) and round values stay short ("0.1", "1e-07").
+ * buf of TFPS_NUM_LEN bytes; returns buf. */
+#define TFPS_NUM_LEN 32
+const char *tfps_fmt_double(char *buf, size_t n, double v);
+const char *tfps_fmt_float(char *buf, size_t n, float v);
 /* Monotonic seconds. */
 /* n bytes from the kernel's random source (getrandom, else /dev/urandom):
  * session tokens. TFPS_ERR only if neither works. */

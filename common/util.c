@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -138,6 +139,30 @@ int tfps_write_file_atomic(const char *path, const void *data, size_t len, char 
         return tfps_seterr(err, errlen, "%s %s: %s", failed, tmp, strerror(e));
     }
     return tfps_fsync_parent(path, err, errlen);   /* makes the rename itself durable */
+}
+
+const char *tfps_fmt_double(char *buf, size_t n, double v) {
+    if (v > -1e15 && v < 1e15 && v == (double)(long long)v) {   // whole numbers as such: 600, not 6e+02
+        snprintf(buf, n, "%.0f", v);
+        return buf;
+    }
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, n, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;   // NaN never compares equal: it ends at 17 digits as "nan"
+    }
+    return buf;
+}
+
+const char *tfps_fmt_float(char *buf, size_t n, float v) {
+    if (v > -1e7f && v < 1e7f && v == (float)(long long)v) {   // whole numbers as such (exact below 2^24)
+        snprintf(buf, n, "%.0f", (double)v);
+        return buf;
+    }
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, n, "%.*g", p, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return buf;
 }
 
 double tfps_now(void) {

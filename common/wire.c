@@ -224,6 +224,7 @@ int tfps_wire_pack_push_resp(const tfps_wire_push_resp *m, tfps_buf *out) {
     Tfps__V1__PushResponse p = TFPS__V1__PUSH_RESPONSE__INIT;
     p.applied = m->applied != 0;
     p.version = m->version;
+    p.nonfinite = m->nonfinite != 0;
     return pack_msg(&p.base, out);
 }
 
@@ -277,6 +278,7 @@ int tfps_wire_pack_status_resp(const tfps_wire_status_resp *m, tfps_buf *out) {
     p.restored_step = m->restored_step;
     p.checkpoint_pause_s = m->checkpoint_pause_s;
     p.unauthenticated = m->unauthenticated;
+    p.nonfinite = m->nonfinite;
     return pack_msg(&p.base, out);
 }
 
@@ -524,6 +526,7 @@ int tfps_wire_unpack_push_resp(const uint8_t *data, size_t len, tfps_wire_push_r
     const Tfps__V1__PushResponse *p = (const Tfps__V1__PushResponse *)msg;
     m->applied = p->applied != 0;
     m->version = p->version;
+    m->nonfinite = p->nonfinite != 0;
     return TFPS_OK;
 }
 
@@ -588,6 +591,7 @@ int tfps_wire_unpack_status_resp(const uint8_t *data, size_t len, tfps_wire_stat
     m->restored_step = p->restored_step;
     m->checkpoint_pause_s = p->checkpoint_pause_s;
     m->unauthenticated = p->unauthenticated;
+    m->nonfinite = p->nonfinite;
     return TFPS_OK;
 }
 

@@ -108,8 +108,9 @@ typedef struct {
 } tfps_wire_push_req;
 
 typedef struct {
-    int applied;               /* 0: dropped as stale */
+    int applied;               /* 0: dropped as stale (or, async/ssp, refused as non-finite) */
     uint64_t version;
+    int nonfinite;             /* an update with this worker's gradient was refused as non-finite (tfps.proto) */
 } tfps_wire_push_resp;
 
 typedef struct {
@@ -144,6 +145,7 @@ typedef struct {
     uint64_t checkpoints, last_checkpoint_step, restored_step;
     double checkpoint_pause_s; /* the longest snapshot pause */
     uint64_t unauthenticated;  /* calls refused for a missing or wrong session or job secret */
+    uint64_t nonfinite;        /* updates refused: they would have made the state non-finite */
 } tfps_wire_status_resp;
 
 typedef struct {

@@ -154,7 +154,12 @@ static void describe_expected(const opt_def *d, char *buf, size_t n) {
     switch (d->type) {
     case OPT_INT:
     case OPT_I64: snprintf(buf, n, "an integer in %.0f..%.0f", d->min, d->max); break;
-    case OPT_FLOAT: snprintf(buf, n, "a number in %g..%g", d->min, d->max); break;
+    case OPT_FLOAT: {
+        char lo[TFPS_NUM_LEN], hi[TFPS_NUM_LEN];
+        snprintf(buf, n, "a decimal number in %s..%s", tfps_fmt_double(lo, sizeof(lo), d->min),
+                 tfps_fmt_double(hi, sizeof(hi), d->max));
+        break;
+    }
     case OPT_PATH: snprintf(buf, n, "a path of 1..%d bytes", TFPS_PATH_LEN - 1); break;
     case OPT_ENUM: {
         size_t j = (size_t)snprintf(buf, n, "one of");
@@ -163,6 +168,42 @@ static void describe_expected(const opt_def *d, char *buf, size_t n) {
         break;
     }
     }
+}
+
+/* The user's text as it goes into a message: at most 200 bytes, control
+ * characters (a newline in a value) as '?', so the message stays one line
+ * (found by tests/fuzz/fuzz_config). Returns out. */
+static const char *shown(char out[208], const char *s) {
+    size_t j = 0;
+    for (; s[j] && j < 200; j++) out[j] = (unsigned char)s[j] < 0x20 || s[j] == 0x7f ? '?' : s[j];
+    out[j] = '\0';
+    return out;
+}
+
+/* Decimal notation only, the whole text: [+-]digits, and for a float
+ * [+-](digits[.digits] | .digits)[(e|E)[+-]digits]. strtod and strtoll alone
+ * would also take leading spaces, and strtod hex ("0x10" = 16), "inf",
+ * "nan" and "1e" (as 1): a typo must not become a value. */
+static int is_decimal(const char *s, int allow_fraction) {
+    const char *p = s;
+    if (*p == '+' || *p == '-') p++;
+    size_t digits = strspn(p, "0123456789");
+    p += digits;
+    if (!allow_fraction) return digits > 0 && *p == '\0';
+    if (*p == '.') {
+        size_t frac = strspn(p + 1, "0123456789");
+        p += 1 + frac;
+        digits += frac;
+    }
+    if (digits == 0) return 0;   // ".", "+", "e5"
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') p++;
+        size_t exp = strspn(p, "0123456789");
+        if (exp == 0) return 0;   // "1e", "1e+"
+        p += exp;
+    }
+    return *p == '\0';
 }
 
 /* Parses text into the field of d; `source` names where it came from for the
@@ -176,6 +217,7 @@ static int set_option(tfps_options *o, const opt_def *d, const char *text, const
     switch (d->type) {
     case OPT_INT:
     case OPT_I64: {
+        if (!is_decimal(text, 0)) goto bad;
         long long v = strtoll(text, &end, 10);
         if (!*text || *end || errno || (double)v < d->min || (double)v > d->max) goto bad;
         if (d->type == OPT_INT) *(int *)field = (int)v;
@@ -183,6 +225,7 @@ static int set_option(tfps_options *o, const opt_def *d, const char *text, const
         return TFPS_OK;
     }
     case OPT_FLOAT: {
+        if (!is_decimal(text, 1)) goto bad;
         double v = strtod(text, &end);
         if (!*text || *end || errno || !isfinite(v) || v < d->min || v > d->max) goto bad;
         *(double *)field = v;
@@ -200,8 +243,9 @@ static int set_option(tfps_options *o, const opt_def *d, const char *text, const
             }
         goto bad;
     }
-bad:
-    return tfps_seterr(err, errlen, "%s: invalid value \"%.200s\": expected %s", source, text, expected);
+bad:;
+    char txt[208];
+    return tfps_seterr(err, errlen, "%s: invalid value \"%s\": expected %s", source, shown(txt, text), expected);
 }
 
 /* The job secret: from --job-secret-file (TFPS_JOB_SECRET_FILE), else from
@@ -255,15 +299,16 @@ int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) { o->help = 1; continue; }
         if (strcmp(arg, "--version") == 0) { o->version = 1; continue; }
         if (strcmp(arg, "--print-cluster") == 0) { o->print_cluster = 1; continue; }
+        char txt[208];
         if (strncmp(arg, "--", 2) != 0)
-            return tfps_seterr(err, errlen, "unexpected argument \"%.200s\": expected --option value (see --help)",
-                               arg);
+            return tfps_seterr(err, errlen, "unexpected argument \"%s\": expected --option value (see --help)",
+                               shown(txt, arg));
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const opt_def *d = NULL;
         for (size_t i = 0; i < NOPTS; i++)
             if (strlen(opts[i].name) == nlen && strncmp(opts[i].name, name, nlen) == 0) d = &opts[i];
-        if (!d) return tfps_seterr(err, errlen, "unknown option \"%.200s\": see --help for the options", arg);
+        if (!d) return tfps_seterr(err, errlen, "unknown option \"%s\": see --help for the options", shown(txt, arg));
         const char *val = eq ? eq + 1 : NULL;
         if (!val) {
             if (a + 1 >= argc)

@@ -128,10 +128,11 @@ int main(int argc, char **argv) {
     signal_server = NULL;
     tfps_ps_stats s;
     tfps_ps_get_stats(d.ps, &s);
-    tfps_info("stopped: version %llu, applied %llu, refused %llu (unauthenticated %llu), dropped %llu, pulls held "
-              "%.1fs in all, %.1f MB in, %.1f MB out, uptime %.1fs%s",
+    tfps_info("stopped: version %llu, applied %llu, refused %llu (unauthenticated %llu), dropped %llu, non-finite "
+              "%llu, pulls held %.1fs in all, %.1f MB in, %.1f MB out, uptime %.1fs%s",
               (unsigned long long)s.version, (unsigned long long)s.applied, (unsigned long long)s.refused,
-              (unsigned long long)s.unauthenticated, (unsigned long long)s.dropped, s.wait_s, s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
+              (unsigned long long)s.unauthenticated, (unsigned long long)s.dropped, (unsigned long long)s.nonfinite,
+              s.wait_s, s.bytes_in / 1e6, s.bytes_out / 1e6, s.uptime_s,
               tfps_ps_shutdown_requested(d.ps) ? " (chief's Shutdown)"
               : tfps_ps_idle_exit(d.ps)        ? " (--idle-timeout)"
                                                : " (signal)");

@@ -21,6 +21,7 @@ struct tfps_policy {
     float *acc;               /* [num_workers][nelems]: each rank's gradient for the current version */
     uint8_t *in;              /* [num_workers]: rank's gradient for the current version is in acc */
     int nin;
+    uint8_t *notice;          /* [num_workers]: a step with rank's gradient was skipped as non-finite, untold */
     tfps_policy_stats st;
     tfps_held *held;          /* [cap], the first nheld used, in arrival order */
     int nheld, cap;
@@ -52,7 +53,8 @@ tfps_policy *tfps_policy_new(tfps_store *store, int consistency, int num_workers
     if (consistency == TFPS_CONSISTENCY_SYNC) {
         p->acc = malloc((size_t)num_workers * (store->nelems ? store->nelems : 1) * sizeof(float));
         p->in = calloc((size_t)num_workers, 1);
-        if (!p->acc || !p->in) goto oom;
+        p->notice = calloc((size_t)num_workers, 1);
+        if (!p->acc || !p->in || !p->notice) goto oom;
     }
     return p;
 oom:
@@ -67,6 +69,7 @@ void tfps_policy_free(tfps_policy *p) {
     free(p->live);
     free(p->acc);
     free(p->in);
+    free(p->notice);
     free(p->held);
     free(p);
 }
@@ -84,7 +87,8 @@ void tfps_policy_get_stats(const tfps_policy *p, tfps_policy_stats *s) {
 static int required(const tfps_policy *p) { return p->r2a < p->nlive ? p->r2a : p->nlive; }
 
 /* sync: the mean of the gradients in (nin > 0), summed in rank order, is one
- * update. */
+ * update; or, when it would make the state non-finite (a sum that overflows
+ * included), a skipped step (policy.h). Either way the version advances. */
 static void aggregate(tfps_policy *p) {
     const size_t n = p->store->nelems;
     float *sum = NULL;
@@ -100,9 +104,15 @@ static void aggregate(tfps_policy *p) {
     const float count = (float)p->nin;
     if (p->nin > 1)   // x / 1.0f == x: one gradient needs no pass
         for (size_t i = 0; i < n; i++) sum[i] /= count;
-    const uint64_t t = tfps_store_begin_update(p->store);
-    tfps_store_apply(p->store, t, 0, sum, n);
-    p->st.aggregated += (uint64_t)p->nin;
+    const size_t at = 0;
+    const float *gs = sum;
+    if (tfps_store_update(p->store, 1, &at, &gs, &n)) {
+        p->st.aggregated += (uint64_t)p->nin;
+    } else {
+        p->st.nonfinite++;
+        for (int r = 0; r < p->num_workers; r++)
+            if (p->in[r]) p->notice[r] = 1;
+    }
     p->version++;
     memset(p->in, 0, (size_t)p->num_workers);
     p->nin = 0;
@@ -117,12 +127,18 @@ static void maybe_aggregate(tfps_policy *p) {
 int tfps_policy_push(tfps_policy *p, int rank, const tfps_push *g, char *msg, size_t msglen) {
     const tfps_wire_push_req *m = &g->m;
     if (p->mode != TFPS_CONSISTENCY_SYNC) {
-        const uint64_t t = tfps_store_begin_update(p->store);
-        for (int i = 0; i < m->ntensors; i++)
-            tfps_store_apply(p->store, t, g->at[i], m->gradients[i].values,
-                             (size_t)(m->gradients[i].range.end - m->gradients[i].range.begin));
+        const float *gs[TFPS_WIRE_MAX_TENSORS];
+        size_t ns[TFPS_WIRE_MAX_TENSORS];
+        for (int i = 0; i < m->ntensors; i++) {
+            gs[i] = m->gradients[i].values;
+            ns[i] = (size_t)(m->gradients[i].range.end - m->gradients[i].range.begin);
+        }
+        p->clock[rank]++;   // refused or not, the worker made its step (its pulls' clock counts it)
+        if (!tfps_store_update(p->store, m->ntensors, g->at, gs, ns)) {
+            p->st.nonfinite++;
+            return TFPS_PUSH_NONFINITE;
+        }
         p->version++;
-        p->clock[rank]++;
         return TFPS_PUSH_APPLIED;
     }
     if (m->base_version < p->version) {
@@ -153,6 +169,12 @@ int tfps_policy_push(tfps_policy *p, int rank, const tfps_push *g, char *msg, si
     const uint64_t before = p->version;
     maybe_aggregate(p);
     return p->version != before ? TFPS_PUSH_APPLIED : TFPS_PUSH_ACCEPTED;
+}
+
+int tfps_policy_take_nonfinite(tfps_policy *p, int rank) {
+    if (!p->notice || !p->notice[rank]) return 0;
+    p->notice[rank] = 0;
+    return 1;
 }
 
 void tfps_policy_set_live(tfps_policy *p, int rank, int live) {
@@ -186,6 +208,7 @@ void tfps_policy_adopt_clock(tfps_policy *p, int rank, uint64_t clock) {
 }
 
 void tfps_policy_restart(tfps_policy *p, int rank) {
+    if (p->notice) p->notice[rank] = 0;   // the new process pushed nothing yet
     if (p->mode == TFPS_CONSISTENCY_SYNC && p->in[rank]) {
         p->in[rank] = 0;
         p->nin--;

@@ -13,6 +13,20 @@
  *   ssp    as async, and a rank whose clock (pushes so far) is c may read
  *          only when every live rank's clock is >= c - staleness.
  *
+ * Numerical safety: an update that would make any weight or optimizer slot
+ * non-finite is refused whole (store.h: checked before anything is
+ * written) and counted (nonfinite). async/ssp: the push is answered
+ * TFPS_PUSH_NONFINITE; the version stays (it counts updates made) and the
+ * rank's clock advances (the worker did its step; its next pull's clock
+ * counts it). sync: the step is skipped, not retried: its gradients are
+ * discarded, the weights, slots and optimizer count stay, and the version
+ * STILL becomes v + 1, so the pulls waiting for v + 1 are answered and
+ * every ps keeps counting the same steps (a ps cannot take back a step the
+ * others made; each ps refuses or applies its own shard's part, so with
+ * several ps a step may be skipped on one shard and applied on another).
+ * Every rank whose gradient was in a skipped step gets a notice
+ * (take_nonfinite), for the reply to its push.
+ *
  * Pulls carry a minimum version (sync: the next one) and, in ssp, the
  * reader's clock; one that may not be answered yet is HELD here (with the
  * caller's token for its call) and handed back by pop_ready once it may.
@@ -40,11 +54,12 @@ typedef struct {
     uint64_t dropped;     /* sync: stale pushes dropped */
     uint64_t aggregated;  /* sync: gradients averaged into steps */
     uint64_t max_lead;    /* ssp: largest reader clock - slowest live clock at an answered pull */
+    uint64_t nonfinite;   /* updates refused: they would have made a weight or slot non-finite */
     int held;             /* calls held now */
     int live;             /* ranks still training */
 } tfps_policy_stats;
 
-enum { TFPS_PUSH_APPLIED = 0, TFPS_PUSH_ACCEPTED, TFPS_PUSH_STALE };
+enum { TFPS_PUSH_APPLIED = 0, TFPS_PUSH_ACCEPTED, TFPS_PUSH_STALE, TFPS_PUSH_NONFINITE };
 
 /* consistency: tfps_consistency; replicas_to_aggregate 0 = num_workers.
  * NULL with a message on bad arguments or OOM. The store must outlive it. */
@@ -54,9 +69,15 @@ void tfps_policy_free(tfps_policy *p);   /* NULL-safe; drops held calls without 
 
 /* A checked push of rank (0..num_workers-1). Returns TFPS_PUSH_APPLIED
  * (an update was made), TFPS_PUSH_ACCEPTED (sync: kept for the step),
- * TFPS_PUSH_STALE (dropped, nothing changed), or -status (a gRPC status:
- * a base version ahead of the ps, a second push for one version) with msg. */
+ * TFPS_PUSH_STALE (dropped, nothing changed), TFPS_PUSH_NONFINITE (async,
+ * ssp: refused as non-finite, see above), or -status (a gRPC status: a base
+ * version ahead of the ps, a second push for one version) with msg. In
+ * sync, TFPS_PUSH_APPLIED also when the step it completed was skipped as
+ * non-finite (the version moved on; take_nonfinite says it). */
 int tfps_policy_push(tfps_policy *p, int rank, const tfps_push *g, char *msg, size_t msglen);
+/* sync: was a step rank's gradient went into skipped as non-finite since
+ * the last call? 1 (and cleared) or 0. async/ssp: always 0. */
+int tfps_policy_take_nonfinite(tfps_policy *p, int rank);
 /* Rank r stopped (done) or (re)started training. */
 void tfps_policy_set_live(tfps_policy *p, int rank, int live);
 /* Rank r registered again (a restarted process): its gradient waiting for

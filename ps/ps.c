@@ -26,7 +26,7 @@ typedef struct {
     int registered, done;
     int dead;               /* no call for 3 heartbeat intervals (or never registered in time): not waited for */
     double last_seen;       /* tfps_now() of its last call */
-    uint64_t step, pushes, dropped;
+    uint64_t step, pushes, dropped, nonfinite;
     double wait_s;          /* seconds its pulls were held */
     int push_refused;       /* its last push was refused: its next pull is not held for it */
     tfps_session session;   /* from its last Register: every call of it must carry it */
@@ -55,6 +55,8 @@ struct tfps_ps {
     tfps_ps_stats st;        /* refused, bytes, examples, workers, wait_s; the rest comes from store and policy */
     double t_start, last_log, last_held_log;
     uint64_t last_logged_version;
+    uint64_t nonfinite_logged;   /* refusals as non-finite already in a log line */
+    double last_nonfinite_log;
     int shutdown;
     int idle_exit;           /* stopped by --idle-timeout */
     int job_failed;          /* the chief's Shutdown said the job failed */
@@ -169,6 +171,7 @@ void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s) {
     s->dropped = p.dropped;
     s->aggregated = p.aggregated;
     s->max_lead = p.max_lead;
+    s->nonfinite = p.nonfinite;
     s->held = (uint32_t)p.held;
     s->uptime_s = tfps_now() - ps->t_start;
     s->checkpoints = ps->checkpoints;
@@ -382,8 +385,11 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
         rc = register_mismatch(ps, "shard plan", theirs, ours,
                                "give every task the same TF_CONFIG cluster and --shard-strategy", trusted, msg, msglen);
     } else if (m.seed != ps->seed || m.learning_rate != ps->lr) {
-        snprintf(theirs, sizeof(theirs), "--seed %" PRIu64 " --learning-rate %.17g", m.seed, m.learning_rate);
-        snprintf(ours, sizeof(ours), "--seed %" PRIu64 " --learning-rate %.17g", ps->seed, ps->lr);
+        char lr_w[TFPS_NUM_LEN], lr_p[TFPS_NUM_LEN];   // exact: two different rates never print alike
+        snprintf(theirs, sizeof(theirs), "--seed %" PRIu64 " --learning-rate %s", m.seed,
+                 tfps_fmt_double(lr_w, sizeof(lr_w), m.learning_rate));
+        snprintf(ours, sizeof(ours), "--seed %" PRIu64 " --learning-rate %s", ps->seed,
+                 tfps_fmt_double(lr_p, sizeof(lr_p), ps->lr));
         rc = register_mismatch(ps, "training options", theirs, ours, "give every task the same options", trusted, msg,
                                msglen);
     } else if (strcmp(m.consistency, tfps_consistency_name(ps->consistency)) != 0 ||
@@ -471,15 +477,19 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     }
     worker_state *w = &ps->workers[rank];
     w->step = g.m.step;
-    w->push_refused = 0;
+    w->push_refused = 0;   // a non-finite update is answered OK: the round goes on, its pull is not waiting in vain
+    // sync: the step this push completed, or the one its previous push went into, may have been skipped
+    const int nonfinite = outcome == TFPS_PUSH_NONFINITE || tfps_policy_take_nonfinite(ps->pol, rank);
+    if (nonfinite) w->nonfinite++;
     if (outcome == TFPS_PUSH_STALE) {
         w->dropped++;
-    } else {
+    } else if (outcome != TFPS_PUSH_NONFINITE) {
         w->pushes++;
         ps->st.examples += g.m.batch_size;
     }
     tfps_push_release(&g);
-    tfps_wire_push_resp r = {.applied = outcome != TFPS_PUSH_STALE, .version = tfps_policy_version(ps->pol)};
+    tfps_wire_push_resp r = {.applied = outcome == TFPS_PUSH_APPLIED || outcome == TFPS_PUSH_ACCEPTED,
+                             .version = tfps_policy_version(ps->pol), .nonfinite = nonfinite};
     return tfps_wire_pack_push_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 refused:
     tfps_push_release(&g);
@@ -535,7 +545,7 @@ static int handle_status(tfps_ps *ps, const uint8_t *req, size_t len, void *toke
                                .aggregated = s.aggregated, .workers_dead = s.workers_dead,
                                .checkpoints = s.checkpoints, .last_checkpoint_step = s.last_checkpoint_step,
                                .restored_step = s.restored_step, .checkpoint_pause_s = s.checkpoint_pause_s,
-                               .unauthenticated = s.unauthenticated};
+                               .unauthenticated = s.unauthenticated, .nonfinite = s.nonfinite};
     return tfps_wire_pack_status_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
@@ -647,6 +657,23 @@ static int handle_checkpoint(tfps_ps *ps, const uint8_t *req, size_t len, void *
                                                                              : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
+/* Updates refused as non-finite since the last such line: one warning at
+ * once, then at most one per PS_LOG_EVERY_S (a diverging run refuses every
+ * update; the count is in Status and the final line). */
+static void log_nonfinite(tfps_ps *ps, double now) {
+    tfps_policy_stats p;
+    tfps_policy_get_stats(ps->pol, &p);
+    if (p.nonfinite == ps->nonfinite_logged) return;
+    if (ps->nonfinite_logged > 0 && now - ps->last_nonfinite_log < PS_LOG_EVERY_S) return;
+    tfps_warn("refused %" PRIu64 " update%s as non-finite (%" PRIu64 " in all, version %" PRIu64 "): %s would "
+              "have made a weight or optimizer slot inf or NaN; the weights are unchanged and the workers are told "
+              "(a diverging run: lower --learning-rate)", p.nonfinite - ps->nonfinite_logged,
+              p.nonfinite - ps->nonfinite_logged == 1 ? "" : "s", p.nonfinite, p.version,
+              ps->consistency == TFPS_CONSISTENCY_SYNC ? "the step's mean gradient" : "the pushed gradient");
+    ps->nonfinite_logged = p.nonfinite;
+    ps->last_nonfinite_log = now;
+}
+
 typedef int (*ps_handler)(tfps_ps *, const uint8_t *, size_t, void *, char *, size_t);
 static const ps_handler handlers[TFPS_M_COUNT] = {
 #define PS_HANDLER(E, N, n) [TFPS_M_##E] = handle_##n,
@@ -677,6 +704,7 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
         tfps_debug("%s refused: %s", tfps_method_paths[method], msg);
     }
     release_ready(ps);   // a push, a done or a register may let held pulls go (uses its own buffer)
+    if (method == TFPS_M_PUSH || method == TFPS_M_HEARTBEAT) log_nonfinite(ps, tfps_now());
     return rc;
 }
 
@@ -780,6 +808,7 @@ int tfps_ps_tick(tfps_ps *ps) {
         tfps_warn("sync step %" PRIu64 " closed with %d gradient%s: every other live worker waits for it (a member of "
                   "ps 0's step died or restarted before its push here)", v, nin, nin == 1 ? "" : "s");
     release_ready(ps);   // a dead worker may complete a sync step
+    log_nonfinite(ps, now);
     if (!ps->idle_exit && check_idle(ps, now)) return 1;
     const tfps_held *h = tfps_policy_oldest(ps->pol);
     if (h && now - h->t_held > PS_HELD_LOG_AFTER_S && now - ps->last_held_log > PS_LOG_EVERY_S) {
@@ -800,8 +829,9 @@ int tfps_ps_tick(tfps_ps *ps) {
         tfps_ps_describe_waits(ps, each, sizeof(each));
         snprintf(waits, sizeof(waits), "; dropped %" PRIu64 "; waited: %s", s.dropped, each);
     }
-    tfps_info("version %" PRIu64 ", applied %" PRIu64 ", refused %" PRIu64 ", workers %" PRIu32 " registered / %"
-              PRIu32 " done / %" PRIu32 " dead%s", s.version, s.applied, s.refused, s.workers_registered,
+    tfps_info("version %" PRIu64 ", applied %" PRIu64 ", refused %" PRIu64 ", non-finite %" PRIu64 ", workers %"
+              PRIu32 " registered / %" PRIu32 " done / %" PRIu32 " dead%s", s.version, s.applied, s.refused,
+              s.nonfinite, s.workers_registered,
               s.workers_done, s.workers_dead, waits);
     return 0;
 }

@@ -29,6 +29,7 @@ typedef struct tfps_ps tfps_ps;
 typedef struct {
     uint64_t version, applied, refused, bytes_in, bytes_out, examples;
     uint64_t dropped, aggregated, max_lead;
+    uint64_t nonfinite;          /* updates refused: they would have made a weight or slot non-finite */
     uint32_t workers_registered, workers_done, workers_dead, held;
     double wait_s, uptime_s;
     uint64_t checkpoints, last_checkpoint_step, restored_step;

@@ -61,12 +61,23 @@ void tfps_store_describe(const tfps_store *s, char *buf, size_t n) {
     if (s->nown == 0) snprintf(buf, n, "nothing");
 }
 
-uint64_t tfps_store_begin_update(tfps_store *s) { return ++s->updates; }
-
-void tfps_store_apply(tfps_store *s, uint64_t t, size_t at, const float *g, size_t n) {
-    float *slot[TFPS_OPTIM_MAX_SLOTS];
+static void slots_at(const tfps_store *s, size_t at, float *slot[TFPS_OPTIM_MAX_SLOTS]) {
     for (int k = 0; k < TFPS_OPTIM_MAX_SLOTS; k++) slot[k] = s->slot[k] ? s->slot[k] + at : NULL;
-    tfps_optim_apply(&s->opt, t, s->w + at, slot, g, n);
+}
+
+int tfps_store_update(tfps_store *s, int npieces, const size_t *at, const float *const *g, const size_t *n) {
+    const uint64_t t = s->updates + 1;
+    float *slot[TFPS_OPTIM_MAX_SLOTS];
+    for (int k = 0; k < npieces; k++) {   // check before writing anything: no partial update of a range
+        slots_at(s, at[k], slot);
+        if (!tfps_optim_finite(&s->opt, t, s->w + at[k], (const float *const *)slot, g[k], n[k])) return 0;
+    }
+    for (int k = 0; k < npieces; k++) {
+        slots_at(s, at[k], slot);
+        tfps_optim_apply(&s->opt, t, s->w + at[k], slot, g[k], n[k]);
+    }
+    s->updates = t;
+    return 1;
 }
 
 int tfps_store_restore(tfps_store *s, const char *dir, int ps_index, uint64_t plan_digest, tfps_ckpt_info *info,

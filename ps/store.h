@@ -47,10 +47,13 @@ long long tfps_store_locate(const tfps_store *s, uint64_t begin, uint64_t end);
 /* "[0, 133305) [200000, 200100)", or "nothing". */
 void tfps_store_describe(const tfps_store *s, char *buf, size_t n);
 
-/* One optimizer update: begins update t = ++updates. Then apply each piece
- * of the gradient with tfps_store_apply (at from locate, n floats). */
-uint64_t tfps_store_begin_update(tfps_store *s);
-void tfps_store_apply(tfps_store *s, uint64_t t, size_t at, const float *g, size_t n);
+/* One optimizer update, t = updates + 1, made of npieces pieces of the
+ * gradient: piece k is n[k] floats g[k] for the elements at offset at[k]
+ * (from locate; pieces do not overlap). All or nothing: every piece is
+ * checked first (tfps_optim_finite); when the update would make any weight
+ * or optimizer slot non-finite (inf, NaN), nothing is written, updates
+ * stays, and 0 is returned. Else every piece is applied, updates = t: 1. */
+int tfps_store_update(tfps_store *s, int npieces, const size_t *at, const float *const *g, const size_t *n);
 
 /* Overwrites the owned ranges, optimizer state and update count with the
  * newest complete checkpoint under dir that holds them (ckpt.h: from any

@@ -2,10 +2,13 @@
  * --print-cluster, role checks, --tls-* and --bind. Every user mistake exits
  * 2 with one line that names what was wrong. */
 #define _POSIX_C_SOURCE 200809L
+#include "options.h"
 #include "testutil.h"
+#include "tfps.h"
 
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
+#include <math.h>
 #include <cJSON.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -93,6 +96,97 @@ static void test_bad_flags(void) {
     CU_ASSERT_EQUAL(tu_run(argv, env, NULL, &err), 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "TFPS_BATCH_SIZE: invalid value \"abc\""));
     free(err);
+}
+
+/* Flags and environment values are decimal only: strtod alone took
+ * "--learning-rate 0x10" as 16, "inf", "nan", and "1e" as 1. Each is now a
+ * one-line exit 2 naming the flag (or variable), the value and what is
+ * accepted; the decimal forms people write still parse to the right value. */
+static void test_decimal_only(void) {
+    const char *bad_float[] = {"0x10", "inf", "nan", "1e", "1 2", " 0.5", "0.5 ", "1e+", ".", "+", "1..2", "0x1p-3",
+                               "infinity", "1,5", ""};
+    for (size_t i = 0; i < sizeof(bad_float) / sizeof(bad_float[0]); i++) {
+        char needle[128];
+        snprintf(needle, sizeof(needle), "--learning-rate: invalid value \"%s\": expected a decimal number in "
+                 "1e-09..100", bad_float[i]);
+        expect_usage_error(WORKER, NULL, "--learning-rate", bad_float[i], needle);
+    }
+    const char *bad_int[] = {"0x10", "1e3", "64.", " 64", "64 ", "+0x1", "inf", "nan", "1 2", "6_4"};
+    for (size_t i = 0; i < sizeof(bad_int) / sizeof(bad_int[0]); i++) {
+        char needle[128];
+        snprintf(needle, sizeof(needle), "--batch-size: invalid value \"%s\": expected an integer in 1..65536",
+                 bad_int[i]);
+        expect_usage_error(PS, NULL, "--batch-size", bad_int[i], needle);
+    }
+    expect_usage_error(WORKER, NULL, "--seed", "0x10", "--seed: invalid value \"0x10\"");
+    // a newline in a value is shown as '?': the message stays one line (found by tests/fuzz/fuzz_config)
+    expect_usage_error(WORKER, NULL, "--learning-rate", "1\n2", "--learning-rate: invalid value \"1?2\"");
+    expect_usage_error(WORKER, NULL, "--no\nsuch", "1", "unknown option \"--no?such\"");
+    // the environment: the same rule, the variable named
+    const char *argv[] = {WORKER, "--print-cluster", NULL};
+    const char *bad_env[] = {"TFPS_LEARNING_RATE=0x10", "TFPS_MOMENTUM=nan", "TFPS_EPOCHS=0x10", "TFPS_BETA1=1e"};
+    for (size_t i = 0; i < sizeof(bad_env) / sizeof(bad_env[0]); i++) {
+        const char *env[] = {bad_env[i], "TF_CONFIG", NULL};
+        char *err = NULL, name[64];
+        snprintf(name, sizeof(name), "%.*s: invalid value", (int)(strchr(bad_env[i], '=') - bad_env[i]), bad_env[i]);
+        CU_ASSERT_EQUAL(tu_run(argv, env, NULL, &err), 2);
+        if (!strstr(err, name)) printf("\n  %s: stderr lacks \"%s\": %s", bad_env[i], name, err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, name));
+        CU_ASSERT_EQUAL(tu_count_lines(err), 1);
+        free(err);
+    }
+    // still accepted, by the binaries...
+    const char *good[] = {"1e-3", ".5", "5.", "0.1", "+2", "1E2", "2.5e-1"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        free(run(WORKER, NULL, 0, NULL, "--learning-rate", good[i], "--print-cluster"));
+    // ... and to these values
+    const struct {
+        const char *text;
+        double want;
+    } vals[] = {{"1e-3", 1e-3}, {".5", 0.5}, {"5.", 5.0}, {"+2", 2.0}, {"1E2", 100.0}, {"2.5e-1", 0.25}};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char *args[] = {"test", "--learning-rate", (char *)vals[i].text, "--batch-size", "+32", NULL};
+        tfps_options o;
+        char err[TFPS_ERR_LEN];
+        CU_ASSERT_FATAL(tfps_options_parse(&o, 5, args, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT_EQUAL(o.learning_rate, vals[i].want);
+        CU_ASSERT_EQUAL(o.batch_size, 32);
+    }
+}
+
+/* Numbers in messages (Register's mismatches, the optimizer's description)
+ * are printed in their shortest exact form: two different values never
+ * print alike, round ones stay short. */
+static void test_numbers_print_exactly(void) {
+    char a[TFPS_NUM_LEN], b[TFPS_NUM_LEN];
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_double(a, sizeof(a), 0.1), "0.1");
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_double(a, sizeof(a), 0.1 + 0.2), "0.30000000000000004");
+    CU_ASSERT_STRING_NOT_EQUAL(tfps_fmt_double(a, sizeof(a), 0.1), tfps_fmt_double(b, sizeof(b), nextafter(0.1, 1)));
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_double(a, sizeof(a), 600), "600");
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_double(a, sizeof(a), 1e-9), "1e-09");
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_double(a, sizeof(a), 0.9999999), "0.9999999");   // %g said 1
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_float(a, sizeof(a), 0.1f), "0.1");
+    CU_ASSERT_STRING_EQUAL(tfps_fmt_float(a, sizeof(a), 1e-7f), "1e-07");
+    CU_ASSERT_STRING_NOT_EQUAL(tfps_fmt_float(a, sizeof(a), 0.1f), tfps_fmt_float(b, sizeof(b), nextafterf(0.1f, 1)));
+    // every double read back from its text is the same double (random bit patterns, finite ones)
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double d;
+        memcpy(&d, &x, sizeof(d));
+        if (!isfinite(d)) continue;
+        if (strtod(tfps_fmt_double(a, sizeof(a), d), NULL) != d) {
+            printf("\n  %s does not read back as %a", a, d);
+            CU_FAIL("round trip");
+            break;
+        }
+        float f = (float)(d / 1e300);
+        if ((float)strtod(tfps_fmt_float(a, sizeof(a), f), NULL) != f) {
+            printf("\n  %s does not read back as %a", a, (double)f);
+            CU_FAIL("float round trip");
+            break;
+        }
+    }
 }
 
 static void test_print_cluster(void) {
@@ -442,6 +536,8 @@ int main(void) {
     CU_pSuite s = CU_add_suite("cli", NULL, NULL);
     CU_add_test(s, "--version and --help", test_version_help);
     CU_add_test(s, "bad flags and environment exit 2 with one line", test_bad_flags);
+    CU_add_test(s, "flags and environment: decimal numbers only", test_decimal_only);
+    CU_add_test(s, "numbers in messages print exactly", test_numbers_print_exactly);
     CU_add_test(s, "--print-cluster on both daemons", test_print_cluster);
     CU_add_test(s, "wrong daemon for the task, TF_CONFIG errors", test_roles_and_tf_config_errors);
     CU_add_test(s, "local mode user errors", test_local_user_errors);

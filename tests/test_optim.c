@@ -9,6 +9,7 @@
 #include "optim.h"
 
 #include <CUnit/Basic.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,96 @@ static void test_adam_keras_constants(void) {
     CU_ASSERT_NOT_EQUAL(v, 1.0f - 0.999f);   // the two really differ
 }
 
+/* Huge gradients (a tester made a weight inf with twelve pushes of -3.4e38):
+ * 40 updates through tfps_optim_apply_checked with gradients of magnitude G
+ * on every 61st element and small ones elsewhere. The float64 reference
+ * predicts which updates would leave fp32's range (any weight or slot above
+ * FLT_MAX): exactly those must be refused, with w and the slots unchanged
+ * byte for byte (tfps_optim_finite says 0 first); the others applied,
+ * within TOL of the reference. No weight or slot is ever non-finite.
+ * *accepted, *refused: the counts. */
+static void huge_run(const tfps_optim *o, double G, int *accepted, int *refused) {
+    enum { M = 244, T = 40 };
+    float w[M], s0[M], s1[M], g[M], w_before[M], s0_before[M], s1_before[M];
+    double wd[M], s0d[M], s1d[M], gd[M], wd2[M], s0d2[M], s1d2[M];
+    float *slot[TFPS_OPTIM_MAX_SLOTS] = {s0, s1};
+    const int ns = tfps_optim_slots(o);
+    for (int i = 0; i < M; i++) wd[i] = w[i] = (float)(urand() * 2 - 1);
+    tfps_optim_init_slots(o, slot, M);
+    for (int i = 0; i < M; i++) {
+        s0d[i] = ns > 0 ? s0[i] : 0;
+        s1d[i] = ns > 1 ? s1[i] : 0;
+    }
+    uint64_t t = 0;   // updates made: a refused one is not counted (the ps's optimizer count)
+    *accepted = *refused = 0;
+    double worst = 0;
+    for (int step = 0; step < T; step++) {
+        for (int i = 0; i < M; i++) gd[i] = g[i] = (float)(i % 61 == 0 ? -G : (urand() * 2 - 1) * 0.5);
+        memcpy(wd2, wd, sizeof(wd));
+        memcpy(s0d2, s0d, sizeof(s0d));
+        memcpy(s1d2, s1d, sizeof(s1d));
+        ref_apply(o, t + 1, wd2, s0d2, s1d2, gd, M);
+        int ref_ok = 1;
+        for (int i = 0; i < M; i++)
+            ref_ok &= fabs(wd2[i]) <= FLT_MAX && fabs(s0d2[i]) <= FLT_MAX && fabs(s1d2[i]) <= FLT_MAX;
+        memcpy(w_before, w, sizeof(w));
+        memcpy(s0_before, s0, sizeof(s0));
+        memcpy(s1_before, s1, sizeof(s1));
+        const int finite = tfps_optim_finite(o, t + 1, w, (const float *const *)slot, g, M);
+        const int ok = tfps_optim_apply_checked(o, t + 1, w, slot, g, M);
+        CU_ASSERT_EQUAL(finite, ok);
+        if (ok != ref_ok) printf("\n    %s G=%g update %d: checked apply says %d, float64 reference %d",
+                                 tfps_optim_name(o->kind), G, step + 1, ok, ref_ok);
+        CU_ASSERT_EQUAL(ok, ref_ok);
+        if (ok) {
+            (*accepted)++;
+            t++;
+            memcpy(wd, wd2, sizeof(wd));
+            memcpy(s0d, s0d2, sizeof(s0d));
+            memcpy(s1d, s1d2, sizeof(s1d));
+        } else {
+            (*refused)++;
+            CU_ASSERT(memcmp(w, w_before, sizeof(w)) == 0);
+            CU_ASSERT(memcmp(s0, s0_before, sizeof(s0)) == 0);
+            CU_ASSERT(memcmp(s1, s1_before, sizeof(s1)) == 0);
+        }
+        for (int i = 0; i < M; i++) {
+            CU_ASSERT_FATAL(isfinite(w[i]) && isfinite(s0[i]) && isfinite(s1[i]));
+            double e = fabs((double)w[i] - wd[i]) / (1 + fabs(wd[i]));
+            if (e > worst) worst = e;
+        }
+    }
+    CU_ASSERT(worst < TOL);
+}
+
+static void test_huge_gradients(void) {
+    const struct {
+        int kind, nesterov;
+        double G;
+        int accepted;   /* from the float64 reference's arithmetic, written down: the test can fail */
+    } cases[] = {
+        {TFPS_OPT_SGD, 0, 3.4e38, 20},    // lr 0.05: w grows 1.7e37 per update, FLT_MAX after 20
+        {TFPS_OPT_SGD, 0, 1e19, 40},
+        {TFPS_OPT_MOMENTUM, 0, 3.4e38, 6},
+        {TFPS_OPT_MOMENTUM, 1, 3.4e38, 5},
+        {TFPS_OPT_MOMENTUM, 0, 1e19, 40},
+        {TFPS_OPT_ADAM, 0, 3.4e38, 0},    // g*g is inf: v would be
+        {TFPS_OPT_ADAM, 0, 1e19, 40},     // v stays below 1e38; steps of ~lr
+        {TFPS_OPT_ADAGRAD, 0, 3.4e38, 0},
+        {TFPS_OPT_ADAGRAD, 0, 1e19, 3},   // a += 1e38 per update: the 4th passes FLT_MAX
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        tfps_optim o = make(cases[c].kind);
+        o.nesterov = cases[c].nesterov;
+        int accepted, refused;
+        huge_run(&o, cases[c].G, &accepted, &refused);
+        printf("\n    %-9s%s G=%-7g %2d updates applied, %2d refused as non-finite", tfps_optim_name(o.kind),
+               o.nesterov ? " (nest.)" : "", cases[c].G, accepted, refused);
+        CU_ASSERT_EQUAL(accepted, cases[c].accepted);
+        CU_ASSERT_EQUAL(accepted + refused, 40);
+    }
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("optim", NULL, NULL);
@@ -180,6 +271,7 @@ int main(void) {
     CU_add_test(s, "adam: Keras's float constants", test_adam_keras_constants);
     CU_add_test(s, "the reference discriminates", test_reference_discriminates);
     CU_add_test(s, "describe and digest", test_describe_and_digest);
+    CU_add_test(s, "huge gradients: non-finite updates refused, state unchanged", test_huge_gradients);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());

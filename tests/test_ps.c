@@ -250,6 +250,54 @@ static void test_bad_requests(void) {
     free(before);
 }
 
+/* A tester's attack: pushes of -3.4e38 (finite) until the weight would be
+ * inf. SGD lr 0.1 moves element 200 by 3.4e37 per push; with its initial
+ * value it passes FLT_MAX at the 10th or 11th push. Each push is answered OK;
+ * once the update would be non-finite the reply says nonfinite (applied 0),
+ * the weights stay byte for byte, the version stays and Status counts it.
+ * Every pulled weight is finite throughout. */
+static void test_nonfinite_update_refused(void) {
+    const tfps_wire_status_resp st0 = status_now();
+    float g[4] = {0.0f, -3.4e38f, 0.0f, 0.0f};
+    tfps_buf b = {0};
+    size_t len;
+    int applied_n = 0, refused_n = 0;
+    float *before = pull_all();
+    for (int i = 0; i < 14; i++) {
+        uint8_t *p = push_bytes(worker_id, 199, 203, g, &len, &b);
+        tfps_rpc_result r;
+        CU_ASSERT_EQUAL_FATAL(call(TFPS_M_PUSH, p, len, &r), TFPS_RPC_OK);
+        tfps_wire_push_resp m;
+        void *owner = NULL;
+        CU_ASSERT_FATAL(tfps_wire_unpack_push_resp(r.resp, r.resp_len, &m, &owner, NULL, 0) == 0);
+        tfps_wire_release(owner);
+        tfps_rpc_result_clear(&r);
+        CU_ASSERT_EQUAL(m.applied, !m.nonfinite);
+        float *after = pull_all();
+        for (size_t k = 0; k < OWN; k++) CU_ASSERT_FATAL(isfinite(after[k]));
+        if (m.nonfinite) {
+            refused_n++;
+            CU_ASSERT(memcmp(before, after, OWN * sizeof(float)) == 0);
+        } else {
+            applied_n++;
+            CU_ASSERT_EQUAL(after[200], before[200] - 0.1f * g[1]);   // the plain rule, until the edge
+            CU_ASSERT_EQUAL(after[199], before[199]);
+            CU_ASSERT(refused_n == 0);   // once refused, always refused (nothing changed)
+        }
+        free(before);
+        before = after;
+    }
+    free(before);
+    printf("\n    14 pushes of -3.4e38: %d applied, %d refused as non-finite", applied_n, refused_n);
+    CU_ASSERT(applied_n >= 9 && applied_n <= 11 && refused_n == 14 - applied_n);
+    const tfps_wire_status_resp st = status_now();
+    CU_ASSERT_EQUAL(st.nonfinite - st0.nonfinite, (uint64_t)refused_n);
+    CU_ASSERT_EQUAL(st.applied - st0.applied, (uint64_t)applied_n);
+    CU_ASSERT_EQUAL(st.version - st0.version, (uint64_t)applied_n);
+    CU_ASSERT_EQUAL(st.refused, st0.refused);   // not a malformed request: answered OK, counted apart
+    tfps_buf_free(&b);
+}
+
 static void test_health_and_shutdown(void) {
     tfps_rpc_result r;
     char err[512];
@@ -292,6 +340,8 @@ int main(void) {
     CU_pSuite s = CU_add_suite("ps_over_grpc", suite_init, suite_clean);
     CU_add_test(s, "register: refusals name both sides; ranges start as in one process", test_register_and_init);
     CU_add_test(s, "bad requests refused, weights unchanged; a good push applies", test_bad_requests);
+    CU_add_test(s, "pushes of -3.4e38: the update that would be inf is refused, told, counted",
+                test_nonfinite_update_refused);
     CU_add_test(s, "health check, unknown method, Shutdown exits 0", test_health_and_shutdown);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

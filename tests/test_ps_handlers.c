@@ -110,8 +110,8 @@ static tfps_session sess_of(const cluster *c, int k, uint32_t worker_id) {
     return worker_id >= 1 && worker_id <= 8 ? c->sess[k][worker_id - 1] : none;
 }
 
-/* A small model (8-4-3-2: 59 parameters) over P ps. */
-static void cluster_init(cluster *c, int P, int N, const char *const *args) {
+/* A small model (8-4-3-2: 59 parameters) over P ps, plan by strategy. */
+static void cluster_init_plan(cluster *c, int P, int N, const char *const *args, tfps_shard_strategy strategy) {
     memset(c, 0, sizeof(*c));
     char err[TFPS_ERR_LEN];
     c->o = opts(args);
@@ -120,7 +120,7 @@ static void cluster_init(cluster *c, int P, int N, const char *const *args) {
     c->num_ps = P;
     c->num_workers = N;
     CU_ASSERT_FATAL(tfps_layout_init(&c->l, 8, 4, 3, 2, err, sizeof(err)) == TFPS_OK);
-    CU_ASSERT_FATAL(tfps_shard_plan_build(&c->plan, &c->l, P, TFPS_SHARD_BALANCED, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_shard_plan_build(&c->plan, &c->l, P, strategy, err, sizeof(err)) == TFPS_OK);
     tfps_options_optim(&c->o, &c->opt);
     tfps_optim_describe(&c->opt, c->opt_desc, sizeof(c->opt_desc));
     for (int k = 0; k < P; k++) {
@@ -128,6 +128,10 @@ static void cluster_init(cluster *c, int P, int N, const char *const *args) {
         if (!c->ps[k]) printf("\n  tfps_ps_new: %s", err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(c->ps[k]);
     }
+}
+
+static void cluster_init(cluster *c, int P, int N, const char *const *args) {
+    cluster_init_plan(c, P, N, args, TFPS_SHARD_BALANCED);
 }
 
 static void cluster_destroy(cluster *c) {
@@ -140,7 +144,7 @@ static tfps_wire_register_req reg_req(const cluster *c, int rank) {
         .task_type = "worker", .task_index = (uint32_t)rank, .worker_rank = (uint32_t)rank,
         .num_workers = (uint32_t)c->num_workers, .num_ps = (uint32_t)c->num_ps, .input = 8, .h1 = 4, .h2 = 3,
         .classes = 2, .layout_digest = tfps_layout_digest(&c->l), .shard_plan_digest = c->plan.digest,
-        .shard_strategy = "balanced", .seed = (uint64_t)c->o.seed, .learning_rate = c->o.learning_rate,
+        .shard_strategy = tfps_shard_strategy_name(c->plan.strategy), .seed = (uint64_t)c->o.seed, .learning_rate = c->o.learning_rate,
         .consistency = tfps_consistency_name(c->o.consistency),
         .replicas_to_aggregate = (uint32_t)c->o.replicas_to_aggregate, .staleness = (uint32_t)c->o.staleness,
         .optimizer = c->opt_desc, .optimizer_digest = tfps_optim_digest(&c->opt), .job_secret = c->o.job_secret,
@@ -173,8 +177,9 @@ static void register_all(cluster *c) {
     box_clear(&box);
 }
 
-/* Push of rank's full gradient g [total] to ps k; returns the status, *applied. */
-static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied) {
+/* Push of rank's full gradient g [total] to ps k; returns the status,
+ * *applied and *nonfinite (PushResponse; either may be NULL). */
+static int push_nf(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied, int *nonfinite) {
     tfps_wire_push_req q = {.worker_id = (uint32_t)rank + 1, .base_version = base, .step = 1, .batch_size = 4,
                             .session = sess_of(c, k, (uint32_t)rank + 1)};
     for (int r = 0; r < c->plan.nranges; r++)
@@ -185,16 +190,21 @@ static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int 
     reply_box box = {0};
     tfps_wire_pack_push_req(&q, &b);
     int rc = call(c->ps[k], TFPS_M_PUSH, &b, &box);
-    if (rc == TFPS_RPC_OK && applied) {
+    if (rc == TFPS_RPC_OK && (applied || nonfinite)) {
         tfps_wire_push_resp r;
         void *owner = NULL;
         CU_ASSERT_FATAL(tfps_wire_unpack_push_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
-        *applied = r.applied;
+        if (applied) *applied = r.applied;
+        if (nonfinite) *nonfinite = r.nonfinite;
         tfps_wire_release(owner);
     }
     box_clear(&box);
     tfps_buf_free(&b);
     return rc;
+}
+
+static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied) {
+    return push_nf(c, k, rank, base, g, applied, NULL);
 }
 
 /* Sends a pull of everything ps k owns; the answer lands in box (now or later). */
@@ -371,6 +381,166 @@ static void test_sync_stale_done_and_refusals(void) {
     CU_ASSERT_EQUAL(stats(&c, 0).dropped, 1);
     CU_ASSERT(stats(&c, 0).refused >= 3);
     box_clear(&box);
+    cluster_destroy(&c);
+}
+
+/* Numerical safety, async and ssp: 15 pushes of a gradient that is small
+ * everywhere but -3.4e38 on the last element of each ps's LAST range (round
+ * robin: ps 0 gets 3 tensors per push, so a refused push must leave the
+ * first two untouched as well), for every optimizer. Every weight stays
+ * finite; a push whose update would make a weight or slot non-finite is
+ * answered OK with nonfinite set and applied 0, leaves that ps's ranges
+ * byte-identical, keeps its version, is counted in Status; one that would
+ * not is applied (sgd: equal to a flat reference written out plainly,
+ * refusing the same pushes). ssp: the rank's clock still advances, so its
+ * pulls (clock = its steps) are answered at once. */
+static void test_nonfinite_async_ssp(void) {
+    const char *modes[] = {"async", "ssp"};
+    const char *optims[][5] = {{"--optimizer", "sgd", NULL}, {"--optimizer", "momentum", NULL},
+                               {"--optimizer", "adam", "--learning-rate", "0.001", NULL},
+                               {"--optimizer", "adagrad", NULL}};
+    for (int mi = 0; mi < 2; mi++)
+        for (int oi = 0; oi < 4; oi++) {
+            const char *args[12] = {"--consistency", modes[mi], "--learning-rate", "0.1", "--staleness", "0"};
+            int na = 6;
+            for (int j = 0; optims[oi][j]; j++) args[na++] = optims[oi][j];
+            args[na] = NULL;
+            cluster c;
+            cluster_init_plan(&c, 2, 1, args, TFPS_SHARD_ROUND_ROBIN);
+            register_all(&c);
+            const size_t n = c.l.total;
+            float g[64], before[64], after[64], ref[64], cand[64];
+            for (size_t i = 0; i < n; i++) g[i] = 0.01f * (float)((int)(i % 5) - 2);
+            int last[2] = {-1, -1}, ntensors0 = 0;   // each ps's last element; ps 0's ranges
+            for (int r = 0; r < c.plan.nranges; r++) {
+                last[c.plan.ranges[r].ps] = (int)c.plan.ranges[r].end - 1;
+                ntensors0 += c.plan.ranges[r].ps == 0;
+            }
+            CU_ASSERT_EQUAL(ntensors0, 3);
+            for (int k = 0; k < 2; k++) g[last[k]] = -3.4e38f;
+            pull_model(&c, ref);
+            int nf_count[2] = {0, 0}, applied_count[2] = {0, 0};
+            for (int step = 1; step <= 15; step++) {
+                pull_model(&c, before);
+                for (int k = 0; k < 2; k++) {
+                    int applied = -1, nonfinite = -1;
+                    const uint64_t v = stats(&c, k).version;
+                    CU_ASSERT_EQUAL_FATAL(push_nf(&c, k, 0, v, g, &applied, &nonfinite), TFPS_RPC_OK);
+                    CU_ASSERT_EQUAL(applied, !nonfinite);
+                    nf_count[k] += nonfinite;
+                    applied_count[k] += applied;
+                    CU_ASSERT_EQUAL(stats(&c, k).version, v + (uint64_t)applied);
+                    CU_ASSERT_EQUAL(stats(&c, k).nonfinite, (uint64_t)nf_count[k]);
+                    if (strcmp(optims[oi][1], "sgd") == 0) {   // the reference: all of ps k's elements, or none
+                        int finite = 1;
+                        for (size_t i = 0; i < n; i++) {
+                            cand[i] = ref[i] - 0.1f * g[i];
+                            if (tfps_shard_plan_owner(&c.plan, i) == k) finite &= isfinite(cand[i]) != 0;
+                        }
+                        CU_ASSERT_EQUAL(finite, applied);
+                        if (finite)
+                            for (size_t i = 0; i < n; i++)
+                                if (tfps_shard_plan_owner(&c.plan, i) == k) ref[i] = cand[i];
+                    }
+                }
+                pull_model(&c, after);
+                for (size_t i = 0; i < n; i++) {
+                    CU_ASSERT_FATAL(isfinite(after[i]));
+                }
+                if (strcmp(optims[oi][1], "sgd") == 0) CU_ASSERT(memcmp(after, ref, n * sizeof(float)) == 0);
+                if (mi == 1) {   // ssp, staleness 0: its pull with clock = its steps is answered, not held
+                    reply_box box = {0};
+                    for (int k = 0; k < 2; k++) {
+                        CU_ASSERT_EQUAL(pull(&c, k, 1, 0, (uint64_t)step, &box), TFPS_RPC_OK);
+                        box_clear(&box);
+                    }
+                }
+                (void)before;
+            }
+            // a refused push changed nothing: compare with the model before the last push (all refused by then)
+            CU_ASSERT(memcmp(before, after, n * sizeof(float)) == 0);
+            for (int k = 0; k < 2; k++) {
+                CU_ASSERT(nf_count[k] >= 1);   // the case really reached the edge
+                CU_ASSERT_EQUAL(stats(&c, k).applied, (uint64_t)applied_count[k]);
+            }
+            if (strcmp(optims[oi][1], "sgd") == 0)   // lr 0.1: w grows 3.4e37 per push, passes FLT_MAX at the 11th
+                CU_ASSERT(applied_count[0] == 10 && applied_count[1] == 10);
+            printf("\n    %s %-8s applied %d/%d, refused as non-finite %d/%d (ps 0/1)", modes[mi], optims[oi][1],
+                   applied_count[0], applied_count[1], nf_count[0], nf_count[1]);
+            cluster_destroy(&c);
+        }
+}
+
+/* Numerical safety, sync: 2 workers, 2 ps. Step 1 finite. Step 2: both push
+ * -3.4e38 on the last element (ps 1's): the sum overflows, the mean is -inf,
+ * so ps 1 skips the step: its weights stay, its version still becomes 2
+ * (the held pulls are answered), the completing push is told (nonfinite),
+ * the other worker is told on its next push; ps 0 applies its part as
+ * usual. Step 3 applies on both. */
+static void test_nonfinite_sync(void) {
+    const char *args[] = {"--consistency", "sync", "--learning-rate", "0.1", NULL};
+    cluster c;
+    cluster_init(&c, 2, 2, args);
+    register_all(&c);
+    const size_t n = c.l.total;
+    float g[64], big[64], w1[64], w2[64], w3[64];
+    fill(g, n, 0.05f);
+    memcpy(big, g, sizeof(big));
+    big[n - 1] = -3.4e38f;
+    CU_ASSERT_EQUAL(tfps_shard_plan_owner(&c.plan, n - 1), 1);
+    int applied, nonfinite;
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 2; k++) {
+            CU_ASSERT_EQUAL(push_nf(&c, k, r, 0, g, &applied, &nonfinite), TFPS_RPC_OK);
+            CU_ASSERT(applied == 1 && nonfinite == 0);
+        }
+    pull_model(&c, w1);
+    reply_box held[2][2] = {{{0}}};
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(pull(&c, k, (uint32_t)r + 1, 2, 2, &held[r][k]), TFPS_PS_HELD);
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(push_nf(&c, k, 0, 1, big, &applied, &nonfinite), TFPS_RPC_OK);
+        CU_ASSERT(applied == 1 && nonfinite == 0);   // accepted into the step; its fate is not known yet
+    }
+    CU_ASSERT_EQUAL(push_nf(&c, 0, 1, 1, big, &applied, &nonfinite), TFPS_RPC_OK);
+    CU_ASSERT(applied == 1 && nonfinite == 0);   // ps 0's part is finite
+    CU_ASSERT_EQUAL(push_nf(&c, 1, 1, 1, big, &applied, &nonfinite), TFPS_RPC_OK);
+    CU_ASSERT(applied == 1 && nonfinite == 1);   // completed ps 1's step, which was skipped
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 2; k++) {
+            CU_ASSERT_TRUE(held[r][k].answered);   // the version moved on: nobody waits for a step that never comes
+            CU_ASSERT_EQUAL(held[r][k].status, TFPS_RPC_OK);
+            CU_ASSERT_EQUAL(unpack_into(&held[r][k], w2), 2);
+            box_clear(&held[r][k]);
+        }
+    for (size_t i = 0; i < n; i++) {
+        CU_ASSERT_FATAL(isfinite(w2[i]));
+        if (tfps_shard_plan_owner(&c.plan, i) == 1) {
+            CU_ASSERT_EQUAL(w2[i], w1[i]);   // skipped on ps 1: unchanged
+        } else {
+            float mean = big[i];
+            mean += big[i];
+            mean /= 2.0f;
+            CU_ASSERT_EQUAL(w2[i], w1[i] - 0.1f * mean);   // applied on ps 0
+        }
+    }
+    CU_ASSERT(stats(&c, 0).version == 2 && stats(&c, 1).version == 2);
+    CU_ASSERT(stats(&c, 0).nonfinite == 0 && stats(&c, 1).nonfinite == 1);
+    CU_ASSERT(stats(&c, 0).aggregated == 4 && stats(&c, 1).aggregated == 2);   // a skipped step aggregated nothing
+    CU_ASSERT(stats(&c, 0).applied == 2 && stats(&c, 1).applied == 1);         // optimizer updates made
+    // step 3: worker 1 (rank 0) learns of ps 1's skipped step on its next push there; nobody is told twice
+    CU_ASSERT_EQUAL(push_nf(&c, 1, 0, 2, g, &applied, &nonfinite), TFPS_RPC_OK);
+    CU_ASSERT(applied == 1 && nonfinite == 1);
+    CU_ASSERT_EQUAL(push_nf(&c, 0, 0, 2, g, &applied, &nonfinite), TFPS_RPC_OK);
+    CU_ASSERT(applied == 1 && nonfinite == 0);
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(push_nf(&c, k, 1, 2, g, &applied, &nonfinite), TFPS_RPC_OK);
+        CU_ASSERT(applied == 1 && nonfinite == 0);
+    }
+    pull_model(&c, w3);
+    for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(w3[i], w2[i] - 0.1f * g[i]);   // the mean of two equal g is g
+    CU_ASSERT(stats(&c, 0).version == 3 && stats(&c, 1).version == 3);
+    CU_ASSERT_EQUAL(stats(&c, 1).nonfinite, 1);
     cluster_destroy(&c);
 }
 
@@ -1449,6 +1619,9 @@ int main(void) {
     CU_add_test(s, "sync: held pull, mean in rank order, arrival order changes no bit", test_sync_mean_and_order);
     CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);
+    CU_add_test(s, "async, ssp: a push making a weight non-finite is refused whole, counted, told",
+                test_nonfinite_async_ssp);
+    CU_add_test(s, "sync: a non-finite mean skips the step on that ps, the version goes on", test_nonfinite_sync);
     CU_add_test(s, "ssp: reader held within the staleness", test_ssp_bound);
     CU_add_test(s, "a worker registering again: pending gradient dropped, held pull aborted", test_reregister);
     CU_add_test(s, "sessions: unregistered push, forged done, non-chief shutdown refused; the job secret",

@@ -74,11 +74,41 @@ static void test_local_training(void) {
     CU_ASSERT(system(cmd) == 0);
 }
 
+/* A diverging run (SGD at lr 100 on a wide model: the gradients turn NaN
+ * within ~15 steps) stops on its own: its updates are refused as
+ * non-finite (the weights stay finite), each of the first 10 and the 100th
+ * logged, and after 100 in a row the worker exits 1 saying the training
+ * diverged and to lower --learning-rate (worker/loop.h). */
+static void test_diverging_run(void) {
+    char d[] = "/tmp/tfps-train-dXXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(d));
+    const char *argv[] = {WORKER, "--data-folder", data_dir, "--output-dir", d, "--learning-rate", "100",
+                          "--first-layer-neurons", "2048", "--second-layer-neurons", "1024", "--steps", "300",
+                          "--threads", "1", "--log-every", "0", "--device", "cpu", NULL};
+    const char *env[] = {"TF_CONFIG", NULL};
+    char *out = NULL, *err = NULL;
+    int rc = tu_run(argv, env, &out, &err);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "training diverged: the updates of the last 100 steps"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "lower --learning-rate (now 100)"));
+    int warned = 0;
+    for (const char *p = err; (p = strstr(p, "refused the update as non-finite")); p++) warned++;
+    printf("\n  diverging run: exit %d, %d refusal lines", rc, warned);
+    CU_ASSERT_EQUAL(warned, 11);   // the first 10 and the 100th
+    CU_ASSERT_PTR_NULL(strstr(out, "test accuracy"));   // no summary line: the run failed
+    free(out);
+    free(err);
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+    CU_ASSERT(system(cmd) == 0);
+}
+
 int main(void) {
     if (tu_test_data(data_dir, sizeof(data_dir), TFPS_DEFAULT_TEST_DATA, "test_train")) return 1;
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("local_training", NULL, NULL);
     CU_add_test(s, "one process reaches >= 90% on the offline digits, reproducibly", test_local_training);
+    CU_add_test(s, "a diverging run stops after 100 refused updates in a row, exit 1", test_diverging_run);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());

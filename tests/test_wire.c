@@ -372,11 +372,13 @@ static void test_small_messages(void) {
     tfps_buf b = {0};
     void *own;
     char err[TFPS_ERR_LEN];
-    for (int applied = 0; applied <= 1; applied++) {
-        tfps_wire_push_resp in = {.applied = applied ? 7 : 0, .version = 99}, out = {-1, 0};
+    for (int applied = 0; applied <= 3; applied++) {   // bit 0: applied, bit 1: nonfinite
+        tfps_wire_push_resp in = {.applied = applied & 1 ? 7 : 0, .version = 99, .nonfinite = applied & 2 ? 5 : 0},
+                            out = {-1, 0, -1};
         CU_ASSERT_FATAL(tfps_wire_pack_push_resp(&in, &b) == TFPS_OK);
         CU_ASSERT_FATAL(tfps_wire_unpack_push_resp(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
-        CU_ASSERT_EQUAL(out.applied, applied);   // any non-zero packs as true, comes back 1
+        CU_ASSERT_EQUAL(out.applied, applied & 1);   // any non-zero packs as true, comes back 1
+        CU_ASSERT_EQUAL(out.nonfinite, (applied & 2) >> 1);
         CU_ASSERT_EQUAL(out.version, 99);
         tfps_wire_release(own);
     }
@@ -411,13 +413,15 @@ static void test_small_messages(void) {
                                     .uptime_s = 3600.25,
                                     .ps_index = 4,
                                     .workers_registered = 5,
-                                    .workers_done = 6, .examples = 123456789012ULL},
+                                    .workers_done = 6, .examples = 123456789012ULL,
+                                    .nonfinite = (1ull << 40) + 3},
                               out;
         CU_ASSERT_FATAL(tfps_wire_pack_status_resp(&in, &b) == TFPS_OK);
         CU_ASSERT_FATAL(tfps_wire_unpack_status_resp(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
         CU_ASSERT(out.version == 1 && out.applied == 2 && out.refused == 3 && out.bytes_in == 1ull << 50 &&
                   out.bytes_out == (1ull << 50) + 1 && out.uptime_s == 3600.25 && out.ps_index == 4 &&
-                  out.workers_registered == 5 && out.workers_done == 6 && out.examples == 123456789012ULL);
+                  out.workers_registered == 5 && out.workers_done == 6 && out.examples == 123456789012ULL &&
+                  out.nonfinite == (1ull << 40) + 3);
         tfps_wire_release(own);
     }
     {
@@ -513,7 +517,7 @@ static void test_empty_is_defaults(void) {
         tfps_wire_push_resp ss;
         memset(&ss, 0x5A, sizeof(ss));
         CU_ASSERT_FATAL(tfps_wire_unpack_push_resp(d, 0, &ss, &own, err, sizeof(err)) == TFPS_OK);
-        CU_ASSERT(ss.applied == 0 && ss.version == 0);
+        CU_ASSERT(ss.applied == 0 && ss.version == 0 && ss.nonfinite == 0);
         tfps_wire_release(own);
         tfps_wire_heartbeat_req hq;
         memset(&hq, 0x5A, sizeof(hq));
@@ -529,7 +533,8 @@ static void test_empty_is_defaults(void) {
         memset(&st, 0x5A, sizeof(st));
         CU_ASSERT_FATAL(tfps_wire_unpack_status_resp(d, 0, &st, &own, err, sizeof(err)) == TFPS_OK);
         CU_ASSERT(st.version == 0 && st.applied == 0 && st.refused == 0 && st.bytes_in == 0 && st.bytes_out == 0 &&
-                  st.uptime_s == 0.0 && st.ps_index == 0 && st.workers_registered == 0 && st.workers_done == 0);
+                  st.uptime_s == 0.0 && st.ps_index == 0 && st.workers_registered == 0 && st.workers_done == 0 &&
+                  st.nonfinite == 0);
         tfps_wire_release(own);
         tfps_wire_shutdown_req sd;
         sd.reason = NULL;

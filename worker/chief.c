@@ -71,6 +71,15 @@ static int finish(tfps_cluster_ctx *x) {
             return TFPS_EXIT_FAIL;
         }
     }
+    // updates refused as non-finite: every ps's own (with several ps a step may be refused on one shard only)
+    uint64_t nonfinite = st.nonfinite;
+    for (int k = 1; k < c->num_ps; k++) {
+        tfps_wire_status_resp sk;
+        if (tfps_psclient_status(&x->pc, k, &sk, o->rpc_timeout, err, sizeof(err)) == TFPS_OK) nonfinite += sk.nonfinite;
+        else tfps_warn("Status of ps %d: %s (its non-finite count is left out of summary.json)", k, err);
+    }
+    if (nonfinite) tfps_warn("the ps refused %" PRIu64 " update%s as non-finite (weights unchanged)", nonfinite,
+                             nonfinite == 1 ? "" : "s");
     tfps_cluster_checkpoint(x, "final", o->rpc_timeout);   // before anything else can fail
     double acc = 0.0;
     if (tfps_loop_evaluate(lp, &acc) != TFPS_OK) return TFPS_EXIT_FAIL;
@@ -94,6 +103,8 @@ static int finish(tfps_cluster_ctx *x) {
     cJSON_AddNumberToObject(s, "wait_s", st.wait_s);
     cJSON_AddNumberToObject(s, "max_lead", (double)st.max_lead);
     cJSON_AddNumberToObject(s, "chief_dropped", (double)lp->totals.dropped);
+    cJSON_AddNumberToObject(s, "nonfinite", (double)nonfinite);   // summed over every ps
+    cJSON_AddNumberToObject(s, "chief_nonfinite", (double)lp->totals.nonfinite);
     cJSON_AddNumberToObject(s, "chief_wait_s", lp->totals.wait_s);
     // faults and checkpoints
     cJSON_AddNumberToObject(s, "workers_done", hb.workers_done);

@@ -184,6 +184,8 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
         }
         info->version = x->pc.version_sum;
         info->dropped = (uint64_t)x->pc.last_dropped;
+        info->nonfinite = x->pc.last_nonfinite > 0;
+        info->nonfinite_ps = x->pc.last_nonfinite_ps;
         info->wait_s = x->pc.last_held_s;
         maybe_checkpoint(x, step);
         return TFPS_OK;
@@ -198,13 +200,15 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
 
 static void cluster_progress(void *ctx, const tfps_loop_info *window, char *buf, size_t len) {
     const tfps_cluster_ctx *x = ctx;
+    char nf[48] = "";   // only when there were any: a diverging run shows in every line
+    if (window->nonfinite) snprintf(nf, sizeof(nf), ", non-finite %" PRIu64, window->nonfinite);
     if (x->o->consistency == TFPS_CONSISTENCY_ASYNC) {
-        snprintf(buf, len, " (ps version %" PRIu64 ")", window->version);
+        snprintf(buf, len, " (ps version %" PRIu64 "%s)", window->version, nf);
         return;
     }
     // sync, ssp: how many of these steps the ps dropped as stale, and how long the barrier held us
-    snprintf(buf, len, " (ps version %" PRIu64 ", dropped %.1f%%, waited %.2fs)", window->version,
-             window->steps ? 100.0 * (double)window->dropped / (double)window->steps : 0.0, window->wait_s);
+    snprintf(buf, len, " (ps version %" PRIu64 ", dropped %.1f%%, waited %.2fs%s)", window->version,
+             window->steps ? 100.0 * (double)window->dropped / (double)window->steps : 0.0, window->wait_s, nf);
 }
 
 int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
@@ -250,6 +254,9 @@ int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
     if (rc != TFPS_EXIT_OK) return rc;
     tfps_info("finished %lld steps, %lld examples in %.2fs (%.0f examples/s)", lp->steps, lp->examples, lp->train_s,
               lp->examples / lp->train_s);
+    if (lp->totals.nonfinite)
+        tfps_warn("%" PRIu64 " of %lld steps had their update refused as non-finite by a ps (weights unchanged)",
+                  lp->totals.nonfinite, lp->steps);
     if (o->consistency != TFPS_CONSISTENCY_ASYNC)
         tfps_info("%s: %" PRIu64 " of %lld steps dropped as stale (%.1f%%), pulls held %.2fs in all",
                   tfps_consistency_name(o->consistency), lp->totals.dropped, lp->steps,

@@ -78,11 +78,16 @@ static int local_exchange(void *ctx, const float *grads, float loss, int batch, 
     local_mode *lm = ctx;
     (void)loss;
     (void)batch;
-    (void)info;
     (void)err;
     (void)errlen;
-    // the same update function, in the same float32 order, as a ps's: 1 ps + 1 worker equals this bit for bit
-    tfps_optim_apply(&lm->opt, ++lm->updates, params, lm->slot, grads, lm->l->total);
+    // the same update function, in the same float32 order, as a ps's: 1 ps + 1 worker equals this bit for bit;
+    // and the same refusal of an update that would make the state non-finite (the loop logs and counts it)
+    if (tfps_optim_apply_checked(&lm->opt, lm->updates + 1, params, lm->slot, grads, lm->l->total)) {
+        lm->updates++;
+    } else {
+        info->nonfinite = 1;
+        info->nonfinite_ps = -1;
+    }
     const tfps_options *o = lm->o;
     if (o->checkpoint_every_steps > 0 && step % (uint64_t)o->checkpoint_every_steps == 0)
         local_checkpoint(lm, "--checkpoint-every-steps");
@@ -168,6 +173,7 @@ int tfps_local_train(const tfps_options *o) {
     cJSON_AddStringToObject(s, "consistency", "local");
     cJSON_AddStringToObject(s, "optimizer", opt_desc);
     cJSON_AddNumberToObject(s, "first_step", (double)lp.first_step);
+    cJSON_AddNumberToObject(s, "nonfinite", (double)lp.totals.nonfinite);
     cJSON_AddNumberToObject(s, "checkpoints", lm.checkpoints);
     cJSON_AddNumberToObject(s, "checkpoint_pause_ms", lm.ckpt_max_s * 1e3);
     cJSON_AddStringToObject(s, "checkpoint_dir", lm.ckpt_dir);

@@ -4,6 +4,7 @@
 #include "tfps.h"
 
 #include <cJSON.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -161,6 +162,34 @@ static void fold_info(tfps_loop_info *into, const tfps_loop_info *x) {
     into->dropped += x->dropped;
     into->steps += x->steps;
     into->wait_s += x->wait_s;
+    into->nonfinite += x->nonfinite;
+    into->nonfinite_ps = x->nonfinite_ps;
+}
+
+/* After the exchange of step `step` (info, before folding): a refused
+ * update is logged and counted; TFPS_ERR when the run diverged
+ * (TFPS_LOOP_DIVERGED_STEPS refused in a row). */
+static int check_nonfinite(tfps_loop *lp, const tfps_loop_info *info, long long step) {
+    if (!info->nonfinite) {
+        lp->nonfinite_streak = 0;
+        return TFPS_OK;
+    }
+    lp->nonfinite_streak++;
+    const uint64_t n = lp->totals.nonfinite + 1;   // this one included (folded after)
+    if (n <= 10 || n % 100 == 0) {
+        char who[48];
+        if (info->nonfinite_ps >= 0) snprintf(who, sizeof(who), "ps %d", info->nonfinite_ps);
+        else snprintf(who, sizeof(who), "local mode");
+        tfps_warn("step %lld: %s refused the update as non-finite (a weight or optimizer slot would have become "
+                  "inf/NaN): weights unchanged, training goes on (%" PRIu64 " refused so far, %lld in a row; %s)",
+                  step, who, n, lp->nonfinite_streak,
+                  n == 10 ? "from now on every 100th is logged" : "lower --learning-rate if it goes on");
+    }
+    if (lp->nonfinite_streak < TFPS_LOOP_DIVERGED_STEPS) return TFPS_OK;
+    tfps_error("training diverged: the updates of the last %lld steps (to step %lld) were all refused as non-finite "
+               "(each would have made a weight inf/NaN): lower --learning-rate (now %g)", lp->nonfinite_streak, step,
+               lp->o->learning_rate);
+    return TFPS_ERR;
 }
 
 static void fold(tfps_loop *lp, const tfps_loop_info *info) {
@@ -238,8 +267,10 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
                     goto stop;
                 }
                 info.steps = 1;
+                const int diverged = check_nonfinite(lp, &info, sent) != TFPS_OK;
                 fold(lp, &info);
                 swap_params(lp);
+                if (diverged) goto stop;
             }
             exchange_post(&xt, grads, loss, n, (uint64_t)step + 1, lp->params2);
             posted = 1;
@@ -251,7 +282,12 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
                 goto stop;
             }
             info.steps = 1;
+            const int diverged = check_nonfinite(lp, &info, step + 1) != TFPS_OK;
             fold(lp, &info);
+            if (diverged) {
+                step++;   // this step was made (and exchanged): count it
+                goto stop;
+            }
         }
         lp->examples += n;
         lp->loss = loss;

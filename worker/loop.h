@@ -44,7 +44,17 @@ typedef struct {
     uint64_t dropped;   /* steps whose gradient a ps dropped as stale (sync); fold sums */
     uint64_t steps;     /* exchanges folded in; fold sums */
     double wait_s;      /* seconds the ps held the pulls (sync, ssp); fold sums */
+    uint64_t nonfinite; /* steps whose update was refused as non-finite (by a ps, or local mode); fold sums */
+    int nonfinite_ps;   /* the first ps that refused it this exchange (-1: local mode); fold keeps the newest */
 } tfps_loop_info;
+
+/* A diverging run: when the updates of this many steps in a row were all
+ * refused as non-finite (each would have made a weight or optimizer slot
+ * inf/NaN), the loop stops: exit 1, saying the training diverged and to
+ * lower --learning-rate. Fewer in a row: a warning per step (the first 10,
+ * then every 100th), the count in the progress lines and summary.json, and
+ * training goes on. */
+#define TFPS_LOOP_DIVERGED_STEPS 100
 
 /* A mode: what differs between local and cluster training. */
 typedef struct {
@@ -85,6 +95,7 @@ typedef struct {
     double train_s;             /* seconds run took */
     long long steps, examples;  /* done by this process (from first_step) */
     float loss;                 /* mean loss of the last step */
+    long long nonfinite_streak; /* steps in a row whose update was refused as non-finite */
     tfps_loop_info window, totals;
 } tfps_loop;
 

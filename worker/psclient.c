@@ -278,12 +278,19 @@ static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double time
     }
 }
 
-/* The PushResponse in res: *applied (applied or accepted; 0: dropped as stale). */
-static int read_push(const tfps_rpc_result *res, int *applied, char *err, size_t errlen) {
+/* The PushResponse of ps k in res: *applied (applied or accepted; 0: dropped
+ * as stale, or refused as non-finite); nonfinite refusals are noted in pc. */
+static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *applied, char *err, size_t errlen) {
     tfps_wire_push_resp r;
     void *owner = NULL;
     if (tfps_wire_unpack_push_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     *applied = r.applied != 0;
+    if (r.nonfinite) {
+        if (pc->last_nonfinite++ == 0) pc->last_nonfinite_ps = k;
+        // async/ssp: refused, not stale (nothing to count as dropped); sync: applied stays the step's membership
+        // (the notice may be of the previous step, on a push dropped as stale now)
+        if (pc->consistency != TFPS_CONSISTENCY_SYNC) *applied = 1;
+    }
     tfps_wire_release(owner);
     return TFPS_OK;
 }
@@ -305,6 +312,8 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     int n = 0, pulls_at[TFPS_MAX_PS], pushes_at[TFPS_MAX_PS];
     if (grads) pc->clock++;
     pc->last_dropped = 0;
+    pc->last_nonfinite = 0;
+    pc->last_nonfinite_ps = -1;
     pc->last_held_s = 0;
     int rc = TFPS_OK;
     // backup workers over several ps (psclient.h): phase 1, the decider alone takes the push into its step s or
@@ -318,7 +327,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
         if (add_push(pc, decider, s, grads, loss, batch, step, &n, err, errlen) != TFPS_OK) return TFPS_ERR;
         rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
         int applied = 0;
-        if (rc == TFPS_OK) rc = read_push(&pc->res[0], &applied, err, errlen);
+        if (rc == TFPS_OK) rc = read_push(pc, decider, &pc->res[0], &applied, err, errlen);
         tfps_rpc_result_clear(&pc->res[0]);
         n = 0;
         if (rc == TFPS_OK && applied) {
@@ -353,7 +362,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
         if (pushes_at[k] < 0) continue;
         int applied = 0;
-        rc = read_push(&pc->res[pushes_at[k]], &applied, err, errlen);
+        rc = read_push(pc, k, &pc->res[pushes_at[k]], &applied, err, errlen);
         if (rc == TFPS_OK && !applied) pc->last_dropped = 1;
     }
     if (rc == TFPS_OK && params) {

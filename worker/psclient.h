@@ -12,7 +12,10 @@
  * on (the version of the last pull from k). In sync mode the pull asks for
  * the next version (held on the ps until the step is aggregated); in ssp it
  * carries this worker's clock (its pushes so far). A push the ps dropped as
- * stale is counted in `dropped` (the step is not counted as applied).
+ * stale is counted in `dropped` (the step is not counted as applied). A
+ * push answered `nonfinite` (the ps refused an update with this gradient:
+ * it would have made a weight inf/NaN; sync: possibly the previous step's)
+ * is counted in last_nonfinite; the round still succeeds.
  *
  * Backup workers over more than one ps (sync, 0 < replicas_to_aggregate <
  * num_workers, num_ps > 1): ps 0 decides each step's members for all. A
@@ -69,6 +72,8 @@ typedef struct {
     int failed_ps, failed_status;    /* the first failed call of the last failed operation */
     /* the last round: */
     int last_dropped;                /* 1 if any ps dropped its push as stale */
+    int last_nonfinite;              /* ps that refused an update with our gradient as non-finite (PushResponse) */
+    int last_nonfinite_ps;           /* the first of them (-1: none) */
     double last_held_s;              /* the longest any ps held its pull */
 } tfps_psclient;
 

@@ -1,0 +1,146 @@
+/* fuzz_wire.c -- libFuzzer target: every decoder of common/wire.c.
+ *
+ * Input: byte 0 picks the message (mod the number of decoders), the rest is
+ * the bytes handed to it. A decoder must refuse what is malformed with a
+ * message, or give a struct whose tensors lie inside the message (read here
+ * to the last float, so ASan sees a bad length) and that packs again and
+ * decodes to the same numbers. Built only by tests/fuzz/run.sh (clang). */
+#include "tfps.h"
+#include "wire.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sums every tensor value (touches all of them) and checks the ranges. */
+static float touch(const tfps_wire_tensor *ts, int n) {
+    float s = 0.0f;
+    if (n < 0 || n > TFPS_WIRE_MAX_TENSORS) abort();
+    for (int i = 0; i < n; i++) {
+        if (ts[i].range.end < ts[i].range.begin) abort();
+        for (uint64_t k = 0; k < ts[i].range.end - ts[i].range.begin; k++) s += ts[i].values[k];
+    }
+    return s;
+}
+
+static size_t slen(const char *s) { return s ? strlen(s) : 0; }   // a string must be terminated
+
+#define SAME(x) if (a.x != b.x) abort()
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    const uint8_t *d = data + 1;
+    const size_t n = size - 1;
+    char err[TFPS_ERR_LEN];
+    void *own = NULL, *own2 = NULL;
+    static tfps_buf b;
+    volatile float sink = 0.0f;
+    volatile size_t slen_sink = 0;
+    switch (data[0] % 16) {
+    case 0: {
+        tfps_wire_register_req a, c;
+        if (tfps_wire_unpack_register_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
+        slen_sink += slen(a.task_type) + slen(a.shard_strategy) + slen(a.consistency) + slen(a.optimizer);
+        if (tfps_wire_pack_register_req(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_register_req(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.seed != a.seed || c.optimizer_digest != a.optimizer_digest || strcmp(c.optimizer, a.optimizer)) abort();
+        break;
+    }
+    case 1: {
+        tfps_wire_register_resp a;
+        tfps_wire_unpack_register_resp(d, n, &a, &own, err, sizeof(err));
+        break;
+    }
+    case 2: {
+        tfps_wire_pull_req a, c;
+        if (tfps_wire_unpack_pull_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
+        if (a.nranges < 0 || a.nranges > TFPS_WIRE_MAX_TENSORS) abort();
+        if (tfps_wire_pack_pull_req(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_pull_req(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.nranges != a.nranges || c.min_version != a.min_version || c.clock != a.clock) abort();
+        break;
+    }
+    case 3: {
+        static tfps_wire_pull_resp a, c;
+        if (tfps_wire_unpack_pull_resp(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
+        sink += touch(a.tensors, a.ntensors);
+        if (tfps_wire_pack_pull_resp(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_pull_resp(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.ntensors != a.ntensors || c.version != a.version) abort();
+        for (int i = 0; i < a.ntensors; i++)
+            if (memcmp(a.tensors[i].values, c.tensors[i].values,
+                       (size_t)(a.tensors[i].range.end - a.tensors[i].range.begin) * sizeof(float)))
+                abort();
+        break;
+    }
+    case 4: {
+        static tfps_wire_push_req a, c;
+        if (tfps_wire_unpack_push_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
+        sink += touch(a.gradients, a.ntensors);
+        if (tfps_wire_pack_push_req(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_push_req(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.ntensors != a.ntensors || c.worker_id != a.worker_id || c.base_version != a.base_version) abort();
+        break;
+    }
+    case 5: {
+        tfps_wire_push_resp a, c;
+        if (tfps_wire_unpack_push_resp(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
+        if (tfps_wire_pack_push_resp(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_push_resp(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.applied != a.applied || c.nonfinite != a.nonfinite || c.version != a.version) abort();
+        break;
+    }
+    case 6: {
+        tfps_wire_heartbeat_req a;
+        tfps_wire_unpack_heartbeat_req(d, n, &a, &own, err, sizeof(err));
+        break;
+    }
+    case 7: {
+        tfps_wire_heartbeat_resp a;
+        tfps_wire_unpack_heartbeat_resp(d, n, &a, &own, err, sizeof(err));
+        break;
+    }
+    case 8: tfps_wire_unpack_status_req(d, n, &own, err, sizeof(err)); break;
+    case 9: {
+        tfps_wire_status_resp a, c;
+        if (tfps_wire_unpack_status_resp(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
+        slen_sink += slen(a.consistency) + slen(a.optimizer);
+        if (tfps_wire_pack_status_resp(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_status_resp(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.nonfinite != a.nonfinite || c.applied != a.applied) abort();
+        break;
+    }
+    case 10: {
+        tfps_wire_shutdown_req a;
+        if (tfps_wire_unpack_shutdown_req(d, n, &a, &own, err, sizeof(err)) == TFPS_OK) slen_sink += slen(a.reason);
+        break;
+    }
+    case 11: tfps_wire_unpack_shutdown_resp(d, n, &own, err, sizeof(err)); break;
+    case 12: {
+        tfps_wire_checkpoint_req a;
+        tfps_wire_unpack_checkpoint_req(d, n, &a, &own, err, sizeof(err));
+        break;
+    }
+    case 13: {
+        tfps_wire_checkpoint_resp a;
+        tfps_wire_unpack_checkpoint_resp(d, n, &a, &own, err, sizeof(err));
+        break;
+    }
+    case 14: {
+        const char *service = NULL;
+        if (tfps_wire_unpack_health_req(d, n, &service, &own, err, sizeof(err)) == TFPS_OK) slen_sink += slen(service);
+        break;
+    }
+    case 15: {
+        int status = 0;
+        tfps_wire_unpack_health_resp(d, n, &status, &own, err, sizeof(err));
+        break;
+    }
+    }
+    tfps_wire_release(own);
+    tfps_wire_release(own2);
+    (void)sink;
+    (void)slen_sink;
+    return 0;
+}
