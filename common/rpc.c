@@ -85,10 +85,51 @@ void tfps_rpc_set_server_limits(const tfps_rpc_limits *l) {
     server_limits = l ? *l : (tfps_rpc_limits){0};
 }
 
+/* gRPC warns once per failed handshake, accept error, ...: a client that
+ * fails on purpose could fill the log. At most RPC_GLOG_BURST of them per
+ * RPC_GLOG_WINDOW_S are logged, then one line with the count of the rest.
+ * Called from gRPC's threads: the counters are under a mutex. */
+#define RPC_GLOG_BURST 20
+#define RPC_GLOG_WINDOW_S 10.0
+static pthread_mutex_t glog_mu = PTHREAD_MUTEX_INITIALIZER;
+static double glog_window_start;
+static long glog_logged, glog_dropped;
+
+/* A window that ended with warnings not logged: one line with their count
+ * (from the next warning, the server loop's tick, or the shutdown). */
+static void glog_flush(double now, int force) {
+    long dropped = 0;
+    pthread_mutex_lock(&glog_mu);
+    if (glog_dropped && (force || now - glog_window_start >= RPC_GLOG_WINDOW_S)) {
+        dropped = glog_dropped;
+        glog_window_start = now;
+        glog_logged = glog_dropped = 0;
+    }
+    pthread_mutex_unlock(&glog_mu);
+    if (dropped)
+        tfps_log(TFPS_LOG_WARN, "grpc: %ld more warnings not logged (at most %d per %.0f s: a flood of failed "
+                 "handshakes or connections?)", dropped, RPC_GLOG_BURST, RPC_GLOG_WINDOW_S);
+}
+
 static void rpc_gpr_log(gpr_log_func_args *a) {
     if (strncmp(a->message, "Failed accept4", 14) == 0) atomic_store(&accept_failed, 1);
-    tfps_log(a->severity == GPR_LOG_SEVERITY_ERROR ? TFPS_LOG_WARN : TFPS_LOG_DEBUG, "grpc: %s (%s:%d)", a->message,
-             a->file, a->line);
+    if (a->severity != GPR_LOG_SEVERITY_ERROR) {
+        tfps_log(TFPS_LOG_DEBUG, "grpc: %s (%s:%d)", a->message, a->file, a->line);
+        return;
+    }
+    const double now = tfps_now();
+    glog_flush(now, 0);
+    pthread_mutex_lock(&glog_mu);
+    if (now - glog_window_start >= RPC_GLOG_WINDOW_S) {
+        glog_window_start = now;
+        glog_logged = 0;
+    }
+    const int emit = glog_logged < RPC_GLOG_BURST;
+    if (emit) glog_logged++;
+    else glog_dropped++;
+    pthread_mutex_unlock(&glog_mu);
+    if (emit) tfps_log(TFPS_LOG_WARN, "grpc: %s (%s:%d)", a->message, a->file, a->line);
+    else tfps_log(TFPS_LOG_DEBUG, "grpc: %s (%s:%d)", a->message, a->file, a->line);
 }
 
 static volatile sig_atomic_t interrupted;
@@ -111,6 +152,7 @@ void tfps_rpc_init(void) {
 }
 
 void tfps_rpc_shutdown(void) {
+    glog_flush(tfps_now(), 1);
     grpc_shutdown();
 }
 
@@ -792,6 +834,7 @@ int tfps_rpc_server_run(tfps_rpc_server *s) {
         double now = tfps_now();
         if (now >= next_tick) {   /* also under a steady stream of calls */
             if (s->tick) s->tick(s->ctx);
+            glog_flush(tfps_now(), 0);
             next_tick = now + period;
             /* rpc_init raised glibc's trim threshold for speed: after a flood of unread replies is
              * gone, give the memory back (measured in test_limits) */

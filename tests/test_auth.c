@@ -22,7 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,6 +232,56 @@ static void test_wrong_secret_exits_2(void) {
     CU_ASSERT(file_has(log, "unauthenticated 1)"));
 }
 
+/* A client that fails the TLS handshake on purpose, 100 times: the ps logs
+ * at most 20 of gRPC's warnings per 10 s and then the count of the rest, so
+ * a flood cannot fill its log; it serves on. */
+static void test_handshake_flood_log_bounded(void) {
+    char dir[1100], tf[400], log[1200], cmd[2600];
+    snprintf(dir, sizeof(dir), "%s/flood", root);
+    CU_ASSERT_FATAL(mkdir(dir, 0755) == 0);
+    const int pp = tu_free_port();
+    snprintf(tf, sizeof(tf), "{\"cluster\": {\"worker\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:%d\"]}, "
+             "\"task\": {\"type\": \"ps\", \"index\": 0}}", pp);
+    snprintf(cmd, sizeof(cmd), "bash %s/deploy/make-certs.sh --out %s/certs '%s' >/dev/null 2>&1", TFPS_SOURCE_DIR, dir, tf);
+    CU_ASSERT_FATAL(system(cmd) == 0);
+    char env_tf[450], cert[1200], key[1200], ca[1200];
+    snprintf(env_tf, sizeof(env_tf), "TF_CONFIG=%s", tf);
+    snprintf(cert, sizeof(cert), "%s/certs/ps-0.pem", dir);
+    snprintf(key, sizeof(key), "%s/certs/ps-0.key", dir);
+    snprintf(ca, sizeof(ca), "%s/certs/ca.pem", dir);
+    snprintf(log, sizeof(log), "%s/ps.log", dir);
+    const char *argv[] = {PS, "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, NULL};
+    const char *env[] = {env_tf, NULL};
+    int ps = tu_spawn(argv, env, log);
+    CU_ASSERT_FATAL(wait_file_has(log, "serving", 30));
+    const char junk[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nnot a TLS ClientHello";
+    int sent = 0;
+    for (int i = 0; i < 100; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pp)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, junk, sizeof(junk)) > 0) {
+            char buf[64];
+            struct timeval tv = {1, 0};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+            sent += read(fd, buf, sizeof(buf)) >= 0;   // the ps's alert or close
+        }
+        if (fd >= 0) close(fd);
+    }
+    CU_ASSERT(sent >= 90);
+    nap(0.5);
+    kill(ps, SIGTERM);
+    CU_ASSERT_EQUAL(tu_wait(ps, 20), 0);   // served on, and stops cleanly
+    char *text = tu_read_file(log);
+    int warnings = 0;
+    for (const char *p = text; p && (p = strstr(p, " W grpc: Handshake failed")); p++) warnings++;
+    const char *more = text ? strstr(text, "more warnings not logged") : NULL;
+    printf("\n  100 failed handshakes: %d gRPC warnings logged", warnings);
+    CU_ASSERT(warnings >= 1 && warnings <= 20);
+    CU_ASSERT_PTR_NOT_NULL(more);
+    free(text);
+}
+
 int main(void) {
     if (tu_test_data(data_dir, sizeof(data_dir), TFPS_DEFAULT_TEST_DATA, "test_auth")) return 1;
     if (!mkdtemp(root)) return 1;
@@ -241,6 +295,8 @@ int main(void) {
     CU_add_test(s, "a stranger's Register, Push, done, Shutdown, Checkpoint: refused, the model bit for bit the same",
                 test_stranger_changes_nothing);
     CU_add_test(s, "a worker with a wrong job secret exits 2", test_wrong_secret_exits_2);
+    CU_add_test(s, "100 failed TLS handshakes: at most 20 gRPC warnings logged, then their count",
+                test_handshake_flood_log_bounded);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     const unsigned failed = CU_get_number_of_failures();
