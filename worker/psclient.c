@@ -208,8 +208,12 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
             if (todo[k]) j += (size_t)snprintf(who + j, sizeof(who) - j, "%sps %d (%s)", j ? ", " : "", k,
                                                tfps_rpc_client_target(pc->rpc, k));
         if (tfps_now() >= t_end) {
-            tfps_seterr(err, errlen, "%s did not answer within %.0f s (%s); last: %s", who, timeout_s, what,
-                        pc->failed_status ? tfps_rpc_status_name(pc->failed_status) : "no answer");
+            tfps_seterr(err, errlen, "%s did not answer within %.0f s (%s); last: %s%s", who, timeout_s, what,
+                        pc->failed_status ? tfps_rpc_status_name(pc->failed_status) : "no answer",
+                        tfps_rpc_tls_mode() ? " (mTLS: a failed handshake looks like this too: does every task's "
+                                              "certificate come from the same --tls-ca and name the address dialled? "
+                                              "gRPC's \"Handshake failed\" lines above say why)"
+                                            : "");
         } else if (tfps_now() - last_log >= TFPS_PSCLIENT_WAIT_LOG_S - 0.01) {
             tfps_info("waiting for %s: %.0f s of %.0f s (%s); last: %s", who, tfps_now() - t0, timeout_s, what, err);
             last_log = tfps_now();
