@@ -473,9 +473,11 @@ static void deliver(tfps_rpc_server *s, tfps_rpc_call *c) {
                  s->reply_bytes >> 20, s->lim.memory_limit >> 20);
         if (tfps_now() - s->refuse_logged >= RPC_WAIT_LOG_EVERY_S) {
             s->refuse_logged = tfps_now();
-            tfps_warn("rpc: %s: refusing new calls with RESOURCE_EXHAUSTED", msg);
+            tfps_warn("rpc: %s: refusing new calls with UNAVAILABLE (clients retry until their deadline)", msg);
         }
-        start_reply(c, TFPS_RPC_RESOURCE_EXHAUSTED, msg, NULL, 0);
+        // UNAVAILABLE, not RESOURCE_EXHAUSTED: gRPC clients (tfps's too) retry it with backoff, so one stalled
+        // reader holding the memory makes the workers wait, not exit
+        start_reply(c, TFPS_RPC_UNAVAILABLE, msg, NULL, 0);
         return;
     }
     grpc_slice sl;

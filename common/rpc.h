@@ -146,7 +146,7 @@ const char *tfps_rpc_call_peer(const tfps_rpc_call *call);
 typedef struct {
     int max_streams;            /* concurrent calls per connection (HTTP/2 MAX_CONCURRENT_STREAMS) */
     size_t memory_limit;        /* bytes: gRPC's resource quota, and replies sent but not yet read by
-                                   their clients: beyond it new calls get RESOURCE_EXHAUSTED */
+                                   their clients: beyond it new calls get UNAVAILABLE (retried) */
     int handshake_timeout_ms;   /* a connection that has not spoken HTTP/2 by then is closed */
     int idle_timeout_ms;        /* a connection without calls for this long gets GOAWAY */
 } tfps_rpc_limits;
@@ -158,7 +158,7 @@ void tfps_rpc_set_server_limits(const tfps_rpc_limits *l);
 typedef struct tfps_rpc_flood tfps_rpc_flood;
 tfps_rpc_flood *tfps_rpc_flood_start(const char *target, const char *method, const uint8_t *body, size_t len, int n,
                                      char *err, size_t errlen);
-int tfps_rpc_flood_finished(const tfps_rpc_flood *f);   /* calls that ended (e.g. RESOURCE_EXHAUSTED) */
+int tfps_rpc_flood_finished(const tfps_rpc_flood *f);   /* calls that ended (e.g. refused UNAVAILABLE) */
 void tfps_rpc_flood_stop(tfps_rpc_flood *f);            /* NULL-safe */
 
 /* ---- client --------------------------------------------------------------- */

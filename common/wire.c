@@ -161,6 +161,7 @@ int tfps_wire_pack_register_req(const tfps_wire_register_req *m, tfps_buf *out) 
         p.job_secret.data = (uint8_t *)m->job_secret;   /* only read */
     }
     p.session = session_to_pb(&m->session);
+    p.instance = session_to_pb(&m->instance);
     return pack_msg(&p.base, out);
 }
 
@@ -424,6 +425,8 @@ int tfps_wire_unpack_register_req(const uint8_t *data, size_t len, tfps_wire_reg
         return fail(msg);
     }
     if (session_from_pb(p->session, "RegisterRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
+    if (session_from_pb(p->instance, "RegisterRequest.instance", &m->instance, err, errlen) != TFPS_OK)
+        return fail(msg);
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->job_secret = p->job_secret.len ? p->job_secret.data : NULL;
     m->job_secret_len = p->job_secret.len;

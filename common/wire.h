@@ -69,6 +69,7 @@ typedef struct {
     const uint8_t *job_secret; /* job_secret_len bytes (at most TFPS_WIRE_MAX_SECRET); NULL/0: none */
     size_t job_secret_len;
     tfps_session session;      /* a re-registration: the session this process holds */
+    tfps_session instance;     /* random per process: a Register whose reply was lost is the same process */
 } tfps_wire_register_req;
 
 typedef struct {

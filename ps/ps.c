@@ -30,6 +30,7 @@ typedef struct {
     double wait_s;          /* seconds its pulls were held */
     int push_refused;       /* its last push was refused: its next pull is not held for it */
     tfps_session session;   /* from its last Register: every call of it must carry it */
+    tfps_session instance;  /* the process's id it registered with (RegisterRequest.instance) */
 } worker_state;
 
 struct tfps_ps {
@@ -281,22 +282,25 @@ static void log_refusal(tfps_ps *ps, int method, int status, const char *msg) {
     ps->refusals_unlogged = 0;
 }
 
-/* The rank part of Register (the request fits this ps). */
+/* The rank part of Register (the request fits this ps). The same process
+ * (it shows the rank's session, or the instance id it registered with)
+ * always gets its rank back. Another process gets it only once the holder
+ * has been silent for 3 x --heartbeat-secs (a call of a dead process held
+ * here does not count: it cannot tell a crash from a live holder), so a
+ * second task with the same TF_CONFIG task is refused while the first one
+ * runs, and a restarted task waits at most that long. A finished rank stays
+ * finished for a new process (the chief does not wait for it again). */
 static int register_rank(tfps_ps *ps, const tfps_wire_register_req *m, const char *task, char *msg, size_t msglen) {
     worker_state *w = &ps->workers[m->worker_rank];
     const int rank = (int)m->worker_rank;
-    const int same = w->registered && tfps_session_is_set(&m->session) && tfps_session_equal(&m->session, &w->session);
-    if (w->registered && w->done && !same) {
-        snprintf(msg, msglen, "rank %d (%s %" PRIu32 ") already finished its training on ps %d: a second task with "
-                 "the same TF_CONFIG task?", rank, task, m->task_index, ps->ps_index);
-        log_refusal(ps, TFPS_M_REGISTER, TFPS_RPC_FAILED_PRECONDITION, msg);
-        return refuse(ps, TFPS_RPC_FAILED_PRECONDITION);
-    }
-    if (w->registered && !w->dead && !same) {
+    const int same = w->registered && ((tfps_session_is_set(&m->session) && tfps_session_equal(&m->session, &w->session)) ||
+                                       (tfps_session_is_set(&m->instance) && tfps_session_equal(&m->instance, &w->instance)));
+    const double silent = tfps_now() - w->last_seen, dead_after = 3 * ps->heartbeat_s;
+    if (w->registered && !same && !w->dead && silent <= dead_after) {
         snprintf(msg, msglen, "rank %d (%s %" PRIu32 ") is held by a live process on ps %d (last call %.1f s ago): a "
-                 "second task with the same TF_CONFIG task? A restarted task is taken once the old one is marked dead "
-                 "(no call for 3 x --heartbeat-secs = %.1f s)", rank, task, m->task_index, ps->ps_index,
-                 tfps_now() - w->last_seen, 3 * ps->heartbeat_s);
+                 "second task with the same TF_CONFIG task? A restarted task is taken once the old one has been "
+                 "silent for 3 x --heartbeat-secs = %.1f s", rank, task, m->task_index, ps->ps_index, silent,
+                 dead_after);
         log_refusal(ps, TFPS_M_REGISTER, TFPS_RPC_ALREADY_EXISTS, msg);
         return refuse(ps, TFPS_RPC_ALREADY_EXISTS);
     }
@@ -305,9 +309,11 @@ static int register_rank(tfps_ps *ps, const tfps_wire_register_req *m, const cha
         snprintf(msg, msglen, "ps: no random source for a session token");
         return TFPS_RPC_INTERNAL;
     }
+    const int stays_done = w->registered && w->done && !same;
     if (w->registered) {
         tfps_info("worker %d (%s %" PRIu32 ") registered again (%s): its pending gradient and held pulls are dropped",
-                  rank + 1, task, m->task_index, same ? "the same process, after a failure" : "restarted");
+                  rank + 1, task, m->task_index,
+                  same ? "the same process, after a failure" : stays_done ? "restarted after it finished" : "restarted");
         tfps_held h;
         while (tfps_policy_pop_rank(ps->pol, rank, &h))
             answer_held(ps, &h, TFPS_RPC_ABORTED, "this worker registered again (a newer process has its rank)");
@@ -315,11 +321,11 @@ static int register_rank(tfps_ps *ps, const tfps_wire_register_req *m, const cha
     } else {
         ps->st.workers_registered++;
     }
-    if (w->done) ps->st.workers_done--;   // the same process registering again trains on
+    if (w->done && !stays_done) ps->st.workers_done--;   // the same process registering again trains on
     if (w->dead) ps->st.workers_dead--;
-    *w = (worker_state){.registered = 1, .session = session};
+    *w = (worker_state){.registered = 1, .done = stays_done, .session = session, .instance = m->instance};
     seen(ps, rank);
-    tfps_policy_set_live(ps->pol, rank, 1);
+    if (!stays_done) tfps_policy_set_live(ps->pol, rank, 1);
     tfps_policy_adopt_clock(ps->pol, rank, m->clock);
     tfps_debug("registered %s %" PRIu32 " as worker %d", task, m->task_index, rank + 1);
     tfps_wire_register_resp r = {.worker_id = (uint32_t)rank + 1, .version = tfps_policy_version(ps->pol),

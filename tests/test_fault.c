@@ -377,6 +377,29 @@ static void test_chief_sigterm_then_resume(void) {
     job_reap(&j);
 }
 
+/* The chief finished its steps and waits for a slow worker when it is
+ * killed: a new chief takes the finished rank once the old one is silent
+ * (3 heartbeats), the job does not wait for that rank again, and it ends. */
+static void test_chief_killed_after_done(void) {
+    const char *args[] = {FAST, "--epochs", "1", NULL};
+    job j;
+    job_init(&j, "chief-killed-done", 1, 2, args);
+    job_start(&j, 0, NULL);
+    job_start(&j, 1, NULL);
+    const char *slow[] = {"--slow-step-ms", "60", NULL};   // still training long after the chief is done
+    job_start(&j, 2, slow);
+    CU_ASSERT_FATAL(wait_log(&j, 0, "worker 1 finished at step", 60));
+    kill(j.pid[1], SIGKILL);
+    CU_ASSERT_EQUAL(job_wait(&j, 1, 5), 128 + SIGKILL);
+    CU_ASSERT(!log_has(&j, 2, "step 120/"));   // the slow worker was still training
+    job_start(&j, 1, NULL);
+    for (int t = 0; t < 3; t++) CU_ASSERT_EQUAL(job_wait(&j, t, 120), 0);
+    CU_ASSERT(log_has(&j, 0, "restarted after it finished"));
+    CU_ASSERT_EQUAL(summary_num(&j, "workers_done"), 2);
+    CU_ASSERT(summary_num(&j, "test_accuracy") >= 0.80);
+    job_reap(&j);
+}
+
 static void test_no_ps_at_start(void) {
     const char *args[] = {"--startup-timeout", "6", NULL};
     job j;
@@ -477,6 +500,8 @@ int main(void) {
     CU_add_test(s, "sync: ps killed and restarted: restores, run completes >= 0.90", test_ps_killed_restarted_sync);
     CU_add_test(s, "ps never back: every task exits non-zero in time", test_ps_never_back);
     CU_add_test(s, "chief SIGTERM: checkpoint, 143, a new chief resumes", test_chief_sigterm_then_resume);
+    CU_add_test(s, "chief killed after its steps, waiting for a slow worker: a new chief ends the job",
+                test_chief_killed_after_done);
     CU_add_test(s, "a checkpoint restores onto 1 and 3 ps and exports the same weights",
                 test_restore_onto_other_ps_counts);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -611,6 +611,28 @@ static void test_reregister(void) {
     tfps_wire_release(owner);
     CU_ASSERT_TRUE(held.answered);
     CU_ASSERT_EQUAL(held.status, TFPS_RPC_ABORTED);
+    // ... and by its instance id alone (the reply with the session was lost): the same process again
+    {
+        const tfps_session inst = {{9, 9, 9, 9}};
+        tfps_wire_register_req q = reg_req(&c, 1);
+        q.session = c.sess[0][1];
+        q.instance = inst;
+        tfps_buf b = {0};
+        tfps_wire_pack_register_req(&q, &b);
+        CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);   // its session: taken, instance noted
+        q.session = (tfps_session){{0}};
+        tfps_wire_pack_register_req(&q, &b);
+        CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_OK);   // the reply was lost: the same
+        tfps_wire_register_resp rr;
+        void *own = NULL;
+        CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(box.resp, box.len, &rr, &own, NULL, 0) == TFPS_OK);
+        c.sess[0][1] = rr.session;
+        tfps_wire_release(own);
+        q.instance = (tfps_session){{8, 8}};
+        tfps_wire_pack_register_req(&q, &b);
+        CU_ASSERT_EQUAL(call(c.ps[0], TFPS_M_REGISTER, &b, &box), TFPS_RPC_ALREADY_EXISTS);   // another process
+        tfps_buf_free(&b);
+    }
     // the new process pushes for version 0 again: accepted (the old gradient is gone), and with rank 1's the step is made
     CU_ASSERT_EQUAL(push(&c, 0, 0, 0, g, &applied), TFPS_RPC_OK);
     CU_ASSERT_EQUAL(applied, 1);
@@ -1018,10 +1040,11 @@ static void test_sessions_and_secret(void) {
     CU_ASSERT_EQUAL(st.applied, 0);
     CU_ASSERT_EQUAL(st.unauthenticated, 9);
     CU_ASSERT_EQUAL(st.workers_done, 0);
-    // worker 3 finishes; a second process for its rank is not taken (the chief would wait for it again)
+    // worker 3 finishes; a second process for its rank is refused while the first still calls, and once
+    // that one is silent it takes the rank, which stays finished (the chief does not wait for it again)
     heartbeat_done(&c, 2);
-    CU_ASSERT_EQUAL(register_one(&c, 0, 2, NULL, &box), TFPS_RPC_FAILED_PRECONDITION);
-    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "already finished"));
+    CU_ASSERT_EQUAL(register_one(&c, 0, 2, NULL, &box), TFPS_RPC_ALREADY_EXISTS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "held by a live process"));
     CU_ASSERT_EQUAL(stats(&c, 0).workers_done, 1);
     // worker 2 stops calling: once marked dead, a restarted process takes its rank at once
     CU_ASSERT_EQUAL(register_one(&c, 0, 1, NULL, &box), TFPS_RPC_ALREADY_EXISTS);
@@ -1030,6 +1053,9 @@ static void test_sessions_and_secret(void) {
         tfps_ps_tick(c.ps[0]);
     }
     CU_ASSERT_EQUAL(register_one(&c, 0, 1, NULL, &box), TFPS_RPC_OK);
+    CU_ASSERT_EQUAL(register_one(&c, 0, 2, NULL, &box), TFPS_RPC_OK);   // silent as long: taken, still done
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_done, 1);
+    CU_ASSERT_EQUAL(stats(&c, 0).workers_registered, 3);
     // the chief's Shutdown (a reason with a newline: one log line all the same)
     CU_ASSERT_EQUAL(register_one(&c, 0, 0, NULL, &box), TFPS_RPC_OK);   // rank 0 was dead too by now
     sd.worker_id = 1;

@@ -28,6 +28,10 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
         tfps_psclient_destroy(pc);
         return tfps_seterr(err, errlen, "ps client: out of memory");
     }
+    if (tfps_random_bytes(pc->instance.b, TFPS_SESSION_LEN) != TFPS_OK) {
+        tfps_psclient_destroy(pc);
+        return tfps_seterr(err, errlen, "ps client: no random source (getrandom and /dev/urandom failed)");
+    }
     // the largest message is a pull of the whole model (plus framing)
     pc->rpc = tfps_rpc_client_new((const char *const *)targets, m, tfps_max_message_bytes(l), err, errlen);
     if (!pc->rpc) {
@@ -121,15 +125,15 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
 }
 
 /* One Register attempt with the ps not registered yet (todo[k]), waiting at
- * most timeout_s for them to come up. *taken: some ps said our rank is held
- * by a live process. */
+ * most timeout_s for them to come up. */
 static int register_some(tfps_psclient *pc, const tfps_wire_register_req *req, int *todo, uint64_t *clocks,
-                         double timeout_s, int *refused, int *taken, char *err, size_t errlen) {
+                         double timeout_s, int *refused, char *err, size_t errlen) {
     int n = 0, at[TFPS_MAX_PS];
     for (int k = 0; k < pc->num_ps; k++)
         if (todo[k]) {
             tfps_wire_register_req q = *req;
-            q.session = pc->session[k];   // the same process again: this ps may give it its rank back
+            q.session = pc->session[k];   // the same process again: this ps gives it its rank back
+            q.instance = pc->instance;    // ... even when the reply with the session was lost
             if (tfps_wire_pack_register_req(&q, &pc->ctl_req[k]) != TFPS_OK)
                 return tfps_seterr(err, errlen, "out of memory");
             at[n] = k;
@@ -137,14 +141,12 @@ static int register_some(tfps_psclient *pc, const tfps_wire_register_req *req, i
                                            pc->ctl_req[k].len};
         }
     int rc = call_batch(pc, pc->reqs, n, timeout_s, 1, pc->res, err, errlen);
-    *taken = 0;
     for (int i = 0; i < n; i++) {
         const int k = at[i];
         const int st = pc->res[i].status;
         if (st == TFPS_RPC_FAILED_PRECONDITION || st == TFPS_RPC_UNAUTHENTICATED ||
             st == TFPS_RPC_INVALID_ARGUMENT)
             *refused = 1;
-        if (st == TFPS_RPC_ALREADY_EXISTS) *taken = 1;
         if (pc->res[i].status != TFPS_RPC_OK) continue;
         tfps_wire_register_resp r;
         void *owner = NULL;
@@ -176,7 +178,7 @@ static int register_some(tfps_psclient *pc, const tfps_wire_register_req *req, i
 
 int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req, double timeout_s, const char *what,
                            int *refused, char *err, size_t errlen) {
-    int todo[TFPS_MAX_PS], rc = TFPS_ERR, taken = 0;
+    int todo[TFPS_MAX_PS], rc = TFPS_ERR;
     uint64_t clocks[TFPS_MAX_PS] = {0};   /* each ps's count of our pushes */
     *refused = 0;
     tfps_wire_register_req q = *req;
@@ -195,12 +197,12 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
         }
         const double t_try = tfps_now();
         rc = register_some(pc, &q, todo, clocks, left < TFPS_PSCLIENT_WAIT_LOG_S ? left : TFPS_PSCLIENT_WAIT_LOG_S,
-                           refused, &taken, err, errlen);
+                           refused, err, errlen);
         if (rc == TFPS_OK || *refused) break;
-        if (taken) {   // our rank's old process is not marked dead yet: ask again soon, not in a tight loop
-            const double pause = 0.5 - (tfps_now() - t_try);
-            if (pause > 0) tfps_sleep(pause < t_end - tfps_now() ? pause : t_end - tfps_now());
-        }
+        // an answer at once (our rank's old process not silent long enough yet, any other error): ask again in
+        // half a second, not in a tight loop
+        const double pause = 0.5 - (tfps_now() - t_try);
+        if (pause > 0) tfps_sleep(pause < t_end - tfps_now() ? pause : t_end - tfps_now());
         char who[400];
         size_t j = 0;
         who[0] = '\0';
@@ -226,7 +228,7 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
         behind += todo[k] = pc->consistency == TFPS_CONSISTENCY_SSP && clocks[k] < pc->clock;
     if (behind) {
         q.clock = pc->clock;
-        rc = register_some(pc, &q, todo, clocks, timeout_s, refused, &taken, err, errlen);
+        rc = register_some(pc, &q, todo, clocks, timeout_s, refused, err, errlen);
     }
     if (rc == TFPS_OK) rc = pack_pulls(pc, WAIT_NONE, 0, err, errlen);
     return rc;

@@ -59,6 +59,7 @@ typedef struct {
     tfps_buf *pull_req, *push_req;   /* [num_ps] */
     tfps_buf *ctl_req;               /* [num_ps] register, heartbeat, shutdown: one body per ps (its session) */
     tfps_session *session;           /* [num_ps] from each ps's RegisterResponse: carried by every later call */
+    tfps_session instance;           /* random, this client's: in every Register (the same process again) */
     tfps_rpc_req *reqs;              /* [2 * num_ps] */
     tfps_rpc_result *res;            /* [2 * num_ps] */
     uint64_t version_sum;            /* sum of the versions of the last pull */
@@ -93,8 +94,9 @@ tfps_wire_register_req tfps_psclient_register_req(const tfps_options *o, const t
  * for those not up yet until timeout_s and logging every
  * TFPS_PSCLIENT_WAIT_LOG_S which ps it waits for (`what` names the timeout's
  * flag). A ps whose rank is still held by a live process (ALREADY_EXISTS:
- * the old process of a restarted task, until the ps marks it dead) is asked
- * again every half second. A refusal (layout, plan, options differ, a wrong
+ * the old process of a restarted task, until it has been silent for 3
+ * heartbeat intervals) is asked again every half second, as is one that
+ * answered any other error at once. A refusal (layout, plan, options differ, a wrong
  * job secret) comes back as TFPS_ERR with the ps's message; *refused is then
  * 1 (a user mistake). version[k] and session[k] get each ps's. */
 #define TFPS_PSCLIENT_WAIT_LOG_S 5.0
