@@ -10,8 +10,9 @@
 #   <job>-<index>.pem, .key         per task, e.g. ps-0.pem ps-0.key worker-1.pem
 #                                   chief-0.pem evaluator-0.pem (an evaluator
 #                                   without an address gets one too)
-# Each task's certificate is signed by the CA, carries serverAuth and
-# clientAuth, and names in its SANs the host of the task's address (IP: for an
+# Each task's certificate is signed by the CA; a ps's carries serverAuth and
+# clientAuth, every other task's clientAuth only (a worker's key cannot serve
+# as a ps). Each names in its SANs the host of the task's address (IP: for an
 # IP literal, DNS: for a name) plus DNS:localhost and IP:127.0.0.1. Keys are
 # written mode 0600 and have no passphrase. An existing DIR/ca.pem + ca.key
 # is reused (certificates for new tasks join the same CA); task files are
@@ -123,7 +124,8 @@ while read -r name sans; do
   run openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/$name.key"
   run openssl req -new -key "$tmp/$name.key" -subj "/O=tfps/CN=$name" -out "$tmp/$name.csr"
   printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-    "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=$sans" >"$tmp/$name.ext"
+    "extendedKeyUsage=$(case $name in ps-*) echo serverAuth,clientAuth;; *) echo clientAuth;; esac)" \
+    "subjectAltName=$sans" >"$tmp/$name.ext"
   run openssl x509 -req -in "$tmp/$name.csr" -CA "$out/ca.pem" -CAkey "$out/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
     -days "$days" -sha256 -extfile "$tmp/$name.ext" -out "$tmp/$name.pem"
   chmod 644 "$tmp/$name.pem"

@@ -431,7 +431,9 @@ static void test_make_certs(void) {
         "ca.key ca.pem chief-0.key chief-0.pem evaluator-0.key evaluator-0.pem ps-0.key ps-0.pem worker-1.key "
         "worker-1.pem",
         " 600\n", "c/worker-1.pem: OK", "c/ps-0.pem: OK", "c/evaluator-0.pem: OK",
-        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "Usage:     TLS Web Client AuthenticationX509v3 Subject Alternative Name:     DNS:h0.example",   // chief: client only
+        "Usage:     TLS Web Server Authentication, TLS Web Client AuthenticationX509v3 Subject Alternative Name:     "
+        "IP Address:FD00",   // the ps: both
         "DNS:h0.example, DNS:localhost, IP Address:127.0.0.1",
         "IP Address:10.1.2.3, DNS:localhost, IP Address:127.0.0.1",
         "IP Address:FD00:0:0:0:0:0:0:5, DNS:localhost, IP Address:127.0.0.1"};
