@@ -341,6 +341,48 @@ static void connection_flood(int watchdog) {
 static void test_connection_flood(void) { connection_flood(1); }
 static void test_grpc_alone_does_not_recover(void) { connection_flood(0); }
 
+/* The same descriptor exhaustion on an mTLS ps: the listener the watchdog
+ * re-creates keeps the server's credentials (a client of the CA is served,
+ * a plaintext one still refused). */
+static void test_connection_flood_tls(void) {
+    char cmd[1200], d[700];
+    snprintf(d, sizeof(d), "%s/certs", root);
+    snprintf(cmd, sizeof(cmd), "bash %s/deploy/make-certs.sh --out %s '{\"cluster\": {\"worker\": [\"127.0.0.1:1\"], "
+             "\"ps\": [\"127.0.0.1:2\"]}}' >/dev/null 2>&1", TFPS_SOURCE_DIR, d);
+    CU_ASSERT_FATAL(system(cmd) == 0);
+    char cert[800], key[800], ca[800], wcert[800], wkey[800];
+    snprintf(cert, sizeof(cert), "%s/ps-0.pem", d);
+    snprintf(key, sizeof(key), "%s/ps-0.key", d);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", d);
+    snprintf(wcert, sizeof(wcert), "%s/worker-0.pem", d);
+    snprintf(wkey, sizeof(wkey), "%s/worker-0.key", d);
+    char *pc = tu_read_file(wcert), *pk = tu_read_file(wkey), *pa = tu_read_file(ca);
+    CU_ASSERT_FATAL(pc && pk && pa && tfps_rpc_set_tls(pc, pk, pa, NULL, 0) == 0);
+    ps_proc p;
+    const char *extra[] = {"--max-open-files", "64", "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, NULL};
+    CU_ASSERT_FATAL(ps_start(&p, "conn-tls", extra, NULL) == 0);
+    CU_ASSERT_EQUAL_FATAL(status_call(&p, 30), TFPS_RPC_OK);
+    int fds[FLOOD];
+    const int ok = open_idle(p.port, fds, FLOOD);
+    const double end = now_s() + 10;
+    while (!log_has(&p, "Failed accept4") && now_s() < end) nap(0.1);
+    CU_ASSERT(log_has(&p, "Failed accept4"));
+    close_all(fds, FLOOD);
+    new_client(&p);
+    const double t0 = now_s();
+    int st = status_call(&p, 15);
+    printf("\n  mTLS: %d idle connections, closed: Status %s after %.1f s", ok, tfps_rpc_status_name(st), now_s() - t0);
+    CU_ASSERT_EQUAL(st, TFPS_RPC_OK);
+    CU_ASSERT(log_has(&p, "listening on"));
+    tfps_rpc_set_tls(NULL, NULL, NULL, NULL, 0);   // plaintext against the re-created listener: refused
+    new_client(&p);
+    CU_ASSERT_NOT_EQUAL(status_call(&p, 3), TFPS_RPC_OK);
+    ps_stop(&p);
+    free(pc);
+    free(pk);
+    free(pa);
+}
+
 static int suite_init(void) {
     if (!mkdtemp(root)) return 1;
     tfps_layout_init(&L, 784, 300, 100, 10, NULL, 0);
@@ -365,6 +407,8 @@ int main(void) {
     CU_add_test(s, "stalled readers: RSS bounded by --max-streams and --memory-limit-mb, given back after",
                 test_stalled_readers);
     CU_add_test(s, "descriptor exhaustion: listener re-created, new clients served", test_connection_flood);
+    CU_add_test(s, "descriptor exhaustion over mTLS: the re-created listener keeps the credentials",
+                test_connection_flood_tls);
     CU_add_test(s, "gRPC 1.51 alone: its listener never recovers from EMFILE", test_grpc_alone_does_not_recover);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
