@@ -103,7 +103,15 @@ static int ps_start(ps_proc *p, const char *name, const char *const *extra, cons
 static void ps_stop(ps_proc *p) {
     if (p->pid > 0) {
         kill(p->pid, SIGTERM);
-        if (tu_wait(p->pid, 20) != 0) printf("\n  ps %d did not exit 0 on SIGTERM", p->pid);
+        int rc = tu_wait(p->pid, 20);
+        if (rc != 0) {   // also how a sanitizer report of the ps (abort, or LeakSanitizer's exit 23) shows here
+            char *t = tu_read_file(p->log);
+            size_t n = t ? strlen(t) : 0;
+            printf("\n  ps %d exited %d on SIGTERM (0 expected); the end of %s:\n%s", p->pid, rc, p->log,
+                   t ? t + (n > 6000 ? n - 6000 : 0) : "(none)");
+            free(t);
+        }
+        CU_ASSERT_EQUAL(rc, 0);
     }
     tfps_rpc_client_free(p->cli);
     p->pid = 0;
