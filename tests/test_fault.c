@@ -386,7 +386,8 @@ static void test_chief_killed_after_done(void) {
     job_init(&j, "chief-killed-done", 1, 2, args);
     job_start(&j, 0, NULL);
     job_start(&j, 1, NULL);
-    const char *slow[] = {"--slow-step-ms", "60", NULL};   // still training long after the chief is done
+    // still training long after the chief is done (125 steps of 200 ms: 25 s; the chief's take 2-10 s, ASan included)
+    const char *slow[] = {"--slow-step-ms", "200", NULL};
     job_start(&j, 2, slow);
     CU_ASSERT_FATAL(wait_log(&j, 0, "worker 1 finished at step", 60));
     kill(j.pid[1], SIGKILL);
