@@ -8,7 +8,8 @@ pkgs=(build-essential cmake pkg-config curl ca-certificates
       libopenblas-dev libcunit1-dev zlib1g-dev
       libssl-dev openssl python3   # --tls-* checks (common/tlscheck.c); deploy/make-certs.sh
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
-      iproute2)   # tests/test_netns.sh: ip netns, veth, bridge
+      iproute2    # tests/test_netns.sh: ip netns, veth, bridge
+      python3-yaml)   # tests/test_manifests.sh: parses deploy/k8s/*.yaml, deploy/compose.yaml
 
 missing=()
 for p in "${pkgs[@]}"; do
