@@ -8,7 +8,9 @@ pkgs=(build-essential cmake pkg-config curl ca-certificates
       libopenblas-dev libcunit1-dev zlib1g-dev
       libssl-dev openssl python3   # --tls-* checks (common/tlscheck.c); deploy/make-certs.sh
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
-      iproute2)   # tests/test_netns.sh: ip netns, veth, bridge
+      iproute2    # tests/test_netns.sh: ip netns, veth, bridge
+      dpkg-dev    # tests/test_install.sh: cpack -G DEB runs dpkg-shlibdeps for Depends
+      systemd)    # tests/test_install.sh: systemd-analyze verify on deploy/systemd/*.service
 
 missing=()
 for p in "${pkgs[@]}"; do
