@@ -98,7 +98,7 @@ if command -v dpkg-deb >/dev/null && command -v dpkg-shlibdeps >/dev/null && com
     { tail -20 "$tmp/cpack.log" >&2; fail "cpack -G DEB"; }
   secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   deb=$(ls "$tmp/pkg"/tfps_"$version"_*.deb 2>/dev/null | head -1)
-  if [ -z "$deb" ]; then fail "no tfps_${version}_<arch>.deb in $tmp/pkg: $(ls "$tmp/pkg")"
+  if [ -z "$deb" ]; then fail "no tfps_${version}_<arch>.deb in $tmp/pkg: $(ls "$tmp/pkg" | tr "\n" " ")"
   else
     ok "cpack -G DEB: $(basename "$deb"), $(stat -c %s "$deb") bytes, ${secs}s"
     dep=$(dpkg-deb -f "$deb" Depends)
