@@ -96,10 +96,15 @@ fetch_mnist_mirrors() {
     log "downloaded real MNIST from $used"
 }
 
-# Builds the converter, or uses the one the CMake build made.
+# Builds the converter, or uses the one the CMake build made (or installed:
+# tfps-get-data in bin, the converter in libexec/tfps).
 converter() {
     local tmp=$1 root cc flags
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    if [[ -x $root/libexec/tfps/tfps-mnist-json2idx ]]; then
+        echo "$root/libexec/tfps/tfps-mnist-json2idx"
+        return
+    fi
     if [[ -x $root/build/bin/tfps-mnist-json2idx ]]; then
         echo "$root/build/bin/tfps-mnist-json2idx"
         return

@@ -9,7 +9,9 @@ pkgs=(build-essential cmake pkg-config curl ca-certificates
       libssl-dev openssl python3   # --tls-* checks (common/tlscheck.c); deploy/make-certs.sh
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
       iproute2    # tests/test_netns.sh: ip netns, veth, bridge
-      python3-yaml)   # tests/test_manifests.sh: parses deploy/k8s/*.yaml, deploy/compose.yaml
+      python3-yaml   # tests/test_manifests.sh: parses deploy/k8s/*.yaml, deploy/compose.yaml
+      dpkg-dev    # tests/test_install.sh: cpack -G DEB runs dpkg-shlibdeps for Depends
+      systemd)    # tests/test_install.sh: systemd-analyze verify on deploy/systemd/*.service
 
 missing=()
 for p in "${pkgs[@]}"; do

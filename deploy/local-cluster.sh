@@ -36,7 +36,17 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${TFPS_BIN:-$here/build/bin}
+self=$(cd "$(dirname "$0")" && pwd)
+# Installed (cmake --install, the .deb) as tfps-local-cluster next to tfps-ps and
+# tfps-worker: use its own directory; in the source tree: build/bin.
+if [ -z "${TFPS_BIN:-}" ] && [ -x "$self/tfps-ps" ] && [ -x "$self/tfps-worker" ]; then
+  bin=$self
+else
+  bin=${TFPS_BIN:-$here/build/bin}
+fi
+# deploy/make-certs.sh, installed as tfps-make-certs
+make_certs=$here/deploy/make-certs.sh
+[ -x "$self/tfps-make-certs" ] && make_certs=$self/tfps-make-certs
 num_ps=2
 num_workers=2
 evaluator=0
@@ -113,7 +123,7 @@ cluster="{\"worker\": [$worker_list], \"ps\": [$ps_list]}"
 mkdir -p "$out/logs"
 if [ $tls = 1 ]; then   # a new CA and certificates for these ports, every run
   rm -rf "$out/tls"
-  "$here/deploy/make-certs.sh" --out "$out/tls" --days 30 "{\"cluster\": $cluster$([ $evaluator = 1 ] && echo ', "task": {"type": "evaluator", "index": 0}')}" 2>"$out/logs/make-certs.log" ||
+  "$make_certs" --out "$out/tls" --days 30 "{\"cluster\": $cluster$([ $evaluator = 1 ] && echo ', "task": {"type": "evaluator", "index": 0}')}" 2>"$out/logs/make-certs.log" ||
     { echo "local-cluster: --tls: deploy/make-certs.sh failed:" >&2; cat "$out/logs/make-certs.log" >&2; exit 1; }
 fi
 pidfile=$out/logs/pids
