@@ -96,12 +96,16 @@ fetch_mnist_mirrors() {
     log "downloaded real MNIST from $used"
 }
 
-# Builds the converter, or uses the one the CMake build made.
+# Builds the converter, or uses the one the CMake build made or one on PATH.
 converter() {
     local tmp=$1 root cc flags
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     if [[ -x $root/build/bin/tfps-mnist-json2idx ]]; then
         echo "$root/build/bin/tfps-mnist-json2idx"
+        return
+    fi
+    if command -v tfps-mnist-json2idx >/dev/null; then   # installed (the container image has no compiler)
+        command -v tfps-mnist-json2idx
         return
     fi
     cc=${CC:-cc}
