@@ -46,7 +46,7 @@ if [[ ${TFPS_IMAGE_BASE:-} == new ]] || ! podman image exists "$base"; then
   debootstrap --variant=minbase bookworm "$tmp/rootfs" >"$tmp/debootstrap.log" 2>&1 ||
     { tail -5 "$tmp/debootstrap.log" >&2; echo "FAIL: debootstrap" >&2; exit 1; }
   rm -rf "$tmp/rootfs/var/cache/apt/archives/"*.deb "$tmp/rootfs/var/lib/apt/lists/"* "$tmp/rootfs/var/cache/apt/"*.bin
-  tar -C "$tmp/rootfs" -c . | podman import - "$base" >/dev/null || { echo "FAIL: podman import" >&2; exit 1; }
+  tar -C "$tmp/rootfs" -c . | podman import - "$base" >"$tmp/import.log" 2>&1 || { echo "FAIL: podman import" >&2; exit 1; }
   rm -rf "$tmp/rootfs"
   echo "test_image: base $base made by debootstrap + podman import in $(secs "$t0" "$(now)") s" >&2
 else
