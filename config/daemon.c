@@ -90,6 +90,9 @@ char *tfps_describe_cluster(const tfps_cluster *c, const tfps_options *o, char *
         cJSON_AddStringToObject(root, "shard_plan_digest", hex);
     }
     tfps_shard_plan_destroy(&plan);
+    cJSON *opts = cJSON_CreateObject();   // the options as resolved (defaults < environment < flags)
+    tfps_options_to_json(o, opts);
+    cJSON_AddItemToObject(root, "options", opts);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) tfps_seterr(err, errlen, "print-cluster: out of memory");
@@ -230,9 +233,16 @@ int tfps_daemon_setup(tfps_daemon_kind kind, int argc, char **argv, tfps_options
         return TFPS_EXIT_OK;
     }
     tfps_log_min_level = o->log_level;
+    if (tfps_options_model_dir_is_uri(o))
+        tfps_info("--model_dir %.200s: a URI, ignored (the platform uploads the outputs); outputs go to %.200s",
+                  o->model_dir, o->output_dir);
     if (tfps_cluster_parse(c, getenv("TF_CONFIG"), err, sizeof(err)) != TFPS_OK) {
         fprintf(stderr, "%s: %s\n", me, err);
         return TFPS_EXIT_USAGE;
+    }
+    if (o->print_task_type) {   // either daemon, any task: the entrypoint asks before it picks one
+        printf("%s\n", c->local ? "local" : tfps_job_name(c->task_type));
+        return TFPS_EXIT_OK;
     }
     if (kind == TFPS_DAEMON_PS && c->local) {
         fprintf(stderr, "%s: TF_CONFIG is not set: a ps needs a cluster with a ps task "

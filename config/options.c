@@ -115,6 +115,9 @@ static const opt_def opts[] = {
     {"bind", OPT_PATH, OFF(bind), NULL, 0, 0, NULL,
      "tfps-ps: HOST:PORT to listen on instead of its TF_CONFIG address (e.g. 0.0.0.0:2222 in a container whose "
      "address is a service name)"},
+    {"model_dir", OPT_PATH, OFF(model_dir), NULL, 0, 0, NULL,
+     "SageMaker/Estimator convention, accepted by both daemons: a URI (s3://...) is ignored with one info line; a "
+     "local path is the output folder (as --output-dir) unless --output-dir is given as a flag"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -284,7 +287,10 @@ static int load_job_secret(tfps_options *o, char *err, size_t errlen) {
     return TFPS_OK;
 }
 
+int tfps_options_model_dir_is_uri(const tfps_options *o) { return strstr(o->model_dir, "://") != NULL; }
+
 int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t errlen) {
+    int output_dir_flag = 0;   /* --output-dir given as a flag: it wins over a local --model_dir */
     memset(o, 0, sizeof(*o));
     for (size_t i = 0; i < NOPTS; i++)   // no default (NULL): stays empty, the code picks (see the help)
         if (opts[i].def && set_option(o, &opts[i], opts[i].def, "default", err, errlen) != TFPS_OK) return TFPS_ERR;
@@ -299,6 +305,7 @@ int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) { o->help = 1; continue; }
         if (strcmp(arg, "--version") == 0) { o->version = 1; continue; }
         if (strcmp(arg, "--print-cluster") == 0) { o->print_cluster = 1; continue; }
+        if (strcmp(arg, "--print-task-type") == 0) { o->print_task_type = 1; continue; }
         char txt[208];
         if (strncmp(arg, "--", 2) != 0)
             return tfps_seterr(err, errlen, "unexpected argument \"%s\": expected --option value (see --help)",
@@ -318,12 +325,18 @@ int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t
         char source[80];
         snprintf(source, sizeof(source), "--%s", d->name);
         if (set_option(o, d, val, source, err, errlen) != TFPS_OK) return TFPS_ERR;
+        if (d->off == OFF(output_dir)) output_dir_flag = 1;
     }
+    // SageMaker passes --model_dir s3://...: the platform uploads SM_MODEL_DIR itself, so a URI is only noted
+    // (tfps_daemon_setup logs it); a local path is where the outputs go
+    if (o->model_dir[0] && !tfps_options_model_dir_is_uri(o) && !output_dir_flag)
+        memcpy(o->output_dir, o->model_dir, strlen(o->model_dir) + 1);
     return load_job_secret(o, err, errlen);
 }
 
 void tfps_options_usage(FILE *f, const char *prog, const char *what) {
-    fprintf(f, "usage: %s [--option VALUE]... [--print-cluster] [--help] [--version]\n\n%s\n\n", prog, what);
+    fprintf(f, "usage: %s [--option VALUE]... [--print-cluster] [--print-task-type] [--help] [--version]\n\n%s\n\n",
+            prog, what);
     fprintf(f, "Options (flag, environment variable, default, accepted values):\n");
     for (size_t i = 0; i < NOPTS; i++) {
         char env[64], expected[256];
@@ -334,6 +347,9 @@ void tfps_options_usage(FILE *f, const char *prog, const char *what) {
     }
     fprintf(f, "\nActions:\n"
                "  --print-cluster          resolve TF_CONFIG and options, print the cluster as JSON, exit 0\n"
+               "  --print-task-type        print TF_CONFIG's task.type (chief, master, worker, ps, evaluator; local\n"
+               "                           when TF_CONFIG is unset) after checking TF_CONFIG, exit 0; the container\n"
+               "                           entrypoint (deploy/entrypoint.sh) picks the daemon by it\n"
                "  --help                   this text\n"
                "  --version                print the version\n\n"
                "TF_CONFIG (environment) describes the cluster exactly as TensorFlow reads it; unset means\n"

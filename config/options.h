@@ -71,14 +71,18 @@ typedef struct {
     char tls_key[TFPS_PATH_LEN];
     char tls_ca[TFPS_PATH_LEN];
     char bind[TFPS_PATH_LEN];   /* tfps-ps: HOST:PORT to listen on; "" = its TF_CONFIG address */
+    char model_dir[TFPS_PATH_LEN];  /* --model_dir (SageMaker): a URI is ignored, a local path = output_dir */
     /* actions, flags only */
-    int print_cluster, help, version;
+    int print_cluster, print_task_type, help, version;
 } tfps_options;
 
 /* Fills *o from defaults, then the environment (envp-style lookup through
  * getenv), then argv[1..argc). Returns TFPS_ERR with one line naming the flag
  * or variable, the value and what was expected; *o is then unspecified. */
 int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t errlen);
+/* 1 when --model_dir is a URI (holds "://", e.g. s3://bucket/model): accepted and ignored. A local
+ * --model_dir has already been copied to output_dir by tfps_options_parse unless --output-dir was a flag. */
+int tfps_options_model_dir_is_uri(const tfps_options *o);
 /* --help text: every option with its environment variable, default and limits. */
 void tfps_options_usage(FILE *f, const char *prog, const char *what);
 /* Appends every option as a member of a cJSON object (cJSON *obj). */

@@ -97,7 +97,7 @@ fetch_mnist_mirrors() {
 }
 
 # Builds the converter, or uses the one the CMake build made (or installed:
-# tfps-get-data in bin, the converter in libexec/tfps).
+# tfps-get-data in bin, the converter in libexec/tfps), or one on PATH.
 converter() {
     local tmp=$1 root cc flags
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -107,6 +107,10 @@ converter() {
     fi
     if [[ -x $root/build/bin/tfps-mnist-json2idx ]]; then
         echo "$root/build/bin/tfps-mnist-json2idx"
+        return
+    fi
+    if command -v tfps-mnist-json2idx >/dev/null; then   # installed (the container image has no compiler)
+        command -v tfps-mnist-json2idx
         return
     fi
     cc=${CC:-cc}

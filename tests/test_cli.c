@@ -258,6 +258,77 @@ static void test_print_cluster(void) {
     free(out);
 }
 
+/* The output-dir and model_dir of --print-cluster's options (caller frees both). */
+static void print_cluster_dirs(const char *bin, const char *tf, const char *a1, const char *a2, const char *a3,
+                               char **output_dir, char **model_dir, char **err) {
+    char *out = run(bin, tf, 0, err, a1, a2, a3);
+    cJSON *j = cJSON_Parse(out), *o = cJSON_GetObjectItem(j, "options");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    *output_dir = strdup(cJSON_GetObjectItem(o, "output-dir")->valuestring);
+    *model_dir = strdup(cJSON_GetObjectItem(o, "model_dir")->valuestring);
+    cJSON_Delete(j);
+    free(out);
+}
+
+static void test_model_dir_and_task_type(void) {
+    const char *tfps = "{" CLUSTER2x2 ", \"task\": {\"type\": \"ps\", \"index\": 1}}";
+    const char *tfw = "{" CLUSTER2x2 ", \"task\": {\"type\": \"worker\", \"index\": 0}}";
+    char *od, *md, *err;
+    // SageMaker's s3:// model_dir: accepted by both daemons, ignored with one info line
+    print_cluster_dirs(PS, tfps, "--print-cluster", "--model_dir", "s3://bucket/job/model", &od, &md, &err);
+    CU_ASSERT_STRING_EQUAL(od, "outputs");
+    CU_ASSERT_STRING_EQUAL(md, "s3://bucket/job/model");
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, " I --model_dir s3://bucket/job/model: a URI, ignored"));
+    CU_ASSERT_EQUAL(tu_count_lines(err), 1);
+    free(od), free(md), free(err);
+    // a local path is the output folder, in both flag forms
+    print_cluster_dirs(WORKER, tfw, "--print-cluster", "--model_dir=/tmp/tfps-md", NULL, &od, &md, &err);
+    CU_ASSERT_STRING_EQUAL(od, "/tmp/tfps-md");
+    CU_ASSERT_STRING_EQUAL(err, "");
+    free(od), free(md), free(err);
+    // ... unless --output-dir is a flag, before or after it
+    print_cluster_dirs(WORKER, NULL, "--print-cluster", "--output-dir=/tmp/tfps-od", "--model_dir=/tmp/tfps-md", &od,
+                       &md, NULL);
+    CU_ASSERT_STRING_EQUAL(od, "/tmp/tfps-od");
+    CU_ASSERT_STRING_EQUAL(md, "/tmp/tfps-md");
+    free(od), free(md);
+    char *out = run(WORKER, NULL, 0, NULL, "--model_dir=/tmp/tfps-md", "--output-dir=/tmp/tfps-od", "--print-cluster");
+    cJSON *j = cJSON_Parse(out);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "options"), "output-dir")->valuestring,
+                           "/tmp/tfps-od");
+    cJSON_Delete(j);
+    free(out);
+    // it needs a value like every option
+    expect_usage_error(WORKER, NULL, "--print-cluster", "--model_dir", "--model_dir: missing value");
+    // the help documents it
+    out = run(PS, NULL, 0, NULL, "--help", NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--model_dir"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--print-task-type"));
+    free(out);
+
+    // --print-task-type: the entrypoint's question, answered by either daemon for any task
+    const char *types[] = {"chief", "master", "worker", "ps", "evaluator"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        char tf[512];
+        snprintf(tf, sizeof(tf), "{\"cluster\": {\"%s\": [\"h0:1\"], \"worker\": [\"h1:1\"], \"ps\": [\"h2:1\"]}, "
+                 "\"task\": {\"type\": \"%s\", \"index\": 0}}", strcmp(types[i], "master") ? "chief" : "master",
+                 types[i]);
+        char want[32];
+        snprintf(want, sizeof(want), "%s\n", types[i]);
+        for (int b = 0; b < 2; b++) {
+            out = run(b ? PS : WORKER, tf, 0, NULL, "--print-task-type", NULL, NULL);
+            if (strcmp(out, want) != 0) printf("\n  %s: --print-task-type printed \"%s\"", types[i], out);
+            CU_ASSERT_STRING_EQUAL(out, want);
+            free(out);
+        }
+    }
+    out = run(PS, NULL, 0, NULL, "--print-task-type", NULL, NULL);
+    CU_ASSERT_STRING_EQUAL(out, "local\n");
+    free(out);
+    expect_usage_error(WORKER, "{" CLUSTER2x2 ", \"task\": {\"type\": \"trainer\", \"index\": 0}}",
+                       "--print-task-type", NULL, "task.type \"trainer\" unknown");
+}
+
 static void test_roles_and_tf_config_errors(void) {
     const char *tfw = "{" CLUSTER2x2 ", \"task\": {\"type\": \"worker\", \"index\": 0}}";
     const char *tfps = "{" CLUSTER2x2 ", \"task\": {\"type\": \"ps\", \"index\": 1}}";
@@ -543,6 +614,7 @@ int main(void) {
     CU_add_test(s, "--print-cluster on both daemons", test_print_cluster);
     CU_add_test(s, "wrong daemon for the task, TF_CONFIG errors", test_roles_and_tf_config_errors);
     CU_add_test(s, "local mode user errors", test_local_user_errors);
+    CU_add_test(s, "--model_dir (SageMaker) and --print-task-type (the entrypoint)", test_model_dir_and_task_type);
     CU_add_test(s, "--tls-cert/--tls-key/--tls-ca checked at start: exit 2, one line", test_tls_flags);
     CU_add_test(s, "the ps binds its TF_CONFIG address or --bind; bad --bind exits 2", test_bind);
     CU_add_test(s, "deploy/make-certs.sh: CA, a certificate per task with its SANs; bad input exits 2", test_make_certs);
