@@ -40,15 +40,27 @@ for d in tfps-ps tfps-worker; do
     [[ -x $bin/$d ]] || usage_error "$bin/$d: not found or not executable (set TFPS_BIN to the folder of the daemons)"
 done
 
-# SageMaker's conventions first, then the image's folders; never over what the user set
-if [[ -z ${TFPS_OUTPUT_DIR+set} ]]; then
+# SageMaker starts a training image as `IMAGE train`: that word is SageMaker's, not an option
+if [[ ${1:-} == train ]]; then
+    echo "$me: \"train\" (SageMaker's first argument) dropped" >&2
+    shift
+fi
+
+# SageMaker's conventions first (its variables, else its /opt/ml folders when they exist), then the
+# image's folders; never over what the user set (an empty value counts as unset)
+if [[ -z ${TFPS_OUTPUT_DIR:-} ]]; then
     if [[ -n ${SM_MODEL_DIR:-} ]]; then export TFPS_OUTPUT_DIR=$SM_MODEL_DIR
+    elif [[ -d ${TFPS_SAGEMAKER_ROOT:-/opt/ml}/model ]]; then export TFPS_OUTPUT_DIR=${TFPS_SAGEMAKER_ROOT:-/opt/ml}/model
     elif [[ -n ${TFPS_DEFAULT_OUTPUT_DIR:-} ]]; then export TFPS_OUTPUT_DIR=$TFPS_DEFAULT_OUTPUT_DIR
+    else unset TFPS_OUTPUT_DIR
     fi
 fi
-if [[ -z ${TFPS_DATA_FOLDER+set} ]]; then
+if [[ -z ${TFPS_DATA_FOLDER:-} ]]; then
     if [[ -n ${SM_CHANNEL_TRAINING:-} ]]; then export TFPS_DATA_FOLDER=$SM_CHANNEL_TRAINING
+    elif [[ -d ${TFPS_SAGEMAKER_ROOT:-/opt/ml}/input/data/training ]]; then
+        export TFPS_DATA_FOLDER=${TFPS_SAGEMAKER_ROOT:-/opt/ml}/input/data/training
     elif [[ -n ${TFPS_DEFAULT_DATA_FOLDER:-} ]]; then export TFPS_DATA_FOLDER=$TFPS_DEFAULT_DATA_FOLDER
+    else unset TFPS_DATA_FOLDER
     fi
 fi
 

@@ -28,7 +28,8 @@ run() {
   rc=0
   env -u TF_CONFIG -u SM_MODEL_DIR -u SM_CHANNEL_TRAINING -u TFPS_OUTPUT_DIR -u TFPS_DATA_FOLDER \
     -u TFPS_FETCH_DATA -u TFPS_GET_DATA -u TFPS_DEFAULT_OUTPUT_DIR -u TFPS_DEFAULT_DATA_FOLDER -u TFPS_LOG_LEVEL \
-    TFPS_BIN="$bin" "${envs[@]}" timeout 120 bash "$ep" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+    TFPS_BIN="$bin" TFPS_SAGEMAKER_ROOT="$tmp/no-sagemaker" "${envs[@]}" timeout 120 bash "$ep" "$@" \
+    >"$tmp/out" 2>"$tmp/err" || rc=$?
   out=$(cat "$tmp/out"); err=$(cat "$tmp/err")
 }
 expect_rc() { [[ $rc -eq $1 ]] || fail "$2: exit $rc, expected $1; stderr: $err"; }
@@ -104,6 +105,15 @@ eq "$(json options.output-dir)" /outputs "image default output"
 eq "$(json options.data-folder)" /data "image default data"
 run SM_MODEL_DIR=/opt/ml/model TFPS_DEFAULT_OUTPUT_DIR=/outputs -- --print-cluster
 eq "$(json options.output-dir)" /opt/ml/model "SM_MODEL_DIR over the image default"
+# SageMaker: `IMAGE train` (the word dropped), and its /opt/ml folders when SM_* are not set
+mkdir -p "$tmp/ml/model" "$tmp/ml/input/data/training"
+run TFPS_SAGEMAKER_ROOT="$tmp/ml" TFPS_DEFAULT_OUTPUT_DIR=/outputs TFPS_DEFAULT_DATA_FOLDER=/data -- train --print-cluster
+expect_rc 0 "SageMaker's train argument"
+[[ $err == *'"train" (SageMaker'* ]] || fail "train: not said: $err"
+eq "$(json options.output-dir)" "$tmp/ml/model" "/opt/ml/model when it exists"
+eq "$(json options.data-folder)" "$tmp/ml/input/data/training" "/opt/ml/input/data/training when it exists"
+run TFPS_OUTPUT_DIR= TFPS_DEFAULT_OUTPUT_DIR=/outputs -- --print-cluster
+eq "$(json options.output-dir)" /outputs "an empty TFPS_OUTPUT_DIR counts as unset"
 run "TF_CONFIG=$(tf "$cl" ps 0)" SM_MODEL_DIR=/opt/ml/model -- --print-cluster --model_dir s3://bucket/job/model
 expect_rc 0 "--model_dir s3://"
 eq "$(json options.output-dir)" /opt/ml/model "--model_dir s3:// ignored"
