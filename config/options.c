@@ -100,7 +100,7 @@ static const opt_def opts[] = {
      "ps: concurrent calls per client connection (HTTP/2 MAX_CONCURRENT_STREAMS); more wait in the client"},
     {"memory-limit-mb", OPT_INT, OFF(memory_limit_mb), "1024", 16, 1048576, NULL,
      "ps: gRPC's memory quota, and replies sent but not yet read by their clients: beyond it new calls get "
-     "RESOURCE_EXHAUSTED"},
+     "UNAVAILABLE (clients retry until their deadline)"},
     {"max-open-files", OPT_I64, OFF(max_open_files), "0", 0, 1e9, NULL,
      "file descriptors (RLIMIT_NOFILE) a daemon sets at start, capped by the hard limit; 0 = the hard limit. "
      "Each client connection takes one"},
