@@ -151,7 +151,11 @@ static void run_case(const gcase *gc) {
 
     // predict agrees with the argmax of the float64 probabilities (up to near-ties)
     uint8_t *pred = malloc((size_t)gc->B);
-    CU_ASSERT(be->predict(be, params, x, gc->B, pred) == TFPS_OK);
+    float *plogits = malloc((size_t)gc->B * gc->out * sizeof(float));
+    CU_ASSERT(be->predict(be, params, x, gc->B, pred, plogits) == TFPS_OK);
+    // its logits are the training forward's (the same functions: equal bits)
+    CU_ASSERT(memcmp(plogits, lg, (size_t)gc->B * gc->out * sizeof(float)) == 0);
+    CU_ASSERT(be->predict(be, params, x, gc->B, pred, NULL) == TFPS_OK);   // logits are optional
     for (int i = 0; i < gc->B; i++) {
         int best = 0;
         for (int o = 1; o < gc->out; o++)
@@ -163,6 +167,7 @@ static void run_case(const gcase *gc) {
 
     tfps_backend_free(be);
     free(pred);
+    free(plogits);
     free(fd);
     free(idx);
     free(a1);
@@ -259,8 +264,8 @@ static void test_cpu_refusals(void) {
     y[0] = 255;
     expect_refused(be, be->step(be, params, x, y, 1, grads, &loss), "label 255", "label 255 of example 0", "0..9");
     y[0] = 0;
-    expect_refused(be, be->predict(be, params, x, MAXB + 1, pred), "predict over max batch", "batch of 5", "1..4");
-    expect_refused(be, be->predict(be, params, x, 0, pred), "predict of 0", "batch of 0", "1..4");
+    expect_refused(be, be->predict(be, params, x, MAXB + 1, pred, NULL), "predict over max batch", "batch of 5", "1..4");
+    expect_refused(be, be->predict(be, params, x, 0, pred, NULL), "predict of 0", "batch of 0", "1..4");
 
     int untouched = loss == -1.0f;
     for (size_t i = 0; i < l.total; i++) untouched &= grads[i] == 7.0f;
@@ -270,7 +275,7 @@ static void test_cpu_refusals(void) {
     // the same backend still serves a good batch, at the edges of both ranges
     y[0] = 9;
     CU_ASSERT_EQUAL(be->step(be, params, x, y, MAXB, grads, &loss), TFPS_OK);
-    CU_ASSERT_EQUAL(be->predict(be, params, x, 1, pred), TFPS_OK);
+    CU_ASSERT_EQUAL(be->predict(be, params, x, 1, pred, NULL), TFPS_OK);
     tfps_backend_free(be);
     free(params);
     free(grads);

@@ -92,8 +92,9 @@ static void two_by_two(int tls) {
     tfps_mnist m = {0};
     CU_ASSERT_FATAL(tfps_mnist_load(&m, data_dir, err, sizeof(err)) == 0);
     tfps_backend *be = tfps_cpu_backend_new(&l, 1000);
-    double acc2 = -1;
-    CU_ASSERT(tfps_evaluate(be, params, &m.test, &acc2, err, sizeof(err)) == 0);
+    tfps_eval ev = {0};
+    CU_ASSERT(tfps_evaluate(be, params, &m.test, &ev, err, sizeof(err)) == 0);
+    const double acc2 = ev.accuracy;
     // the same count of correct test examples; the tolerance only absorbs cJSON printing
     // doubles with 15 significant digits (1e-9 is far below one example in 1/N)
     if (fabs(acc2 - acc) > 1e-9) printf("\n  model file evaluates to %.9f, summary says %.9f", acc2, acc);

@@ -18,6 +18,7 @@
 #include "refnet.h"
 #include "tfps.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,7 @@ static void run_case(tfps_backend *g, int h1, int h2, int B) {
           *a1g = malloc((size_t)B * h1 * sizeof(float)), *a2g = malloc((size_t)B * h2 * sizeof(float)),
           *prg = malloc((size_t)B * 10 * sizeof(float));
     uint8_t *pc = malloc((size_t)B), *pg = malloc((size_t)B);
+    float *zcp = malloc((size_t)B * 10 * sizeof(float)), *zgp = malloc((size_t)B * 10 * sizeof(float));
     float lc = 0, lg = 0;
     if (!cpu || !gc || !gg || !a1c || !a2c || !zc || !prc || !a1g || !a2g || !prg || !pc || !pg) {
         fail("case", "out of host memory");
@@ -184,9 +186,15 @@ static void run_case(tfps_backend *g, int h1, int h2, int B) {
     if (B >= 7) run_pipeline(g, &rc);
 
     // evaluation: no example is near a tie, so the predictions agree one by one
-    if (cpu->predict(cpu, rc.params, rc.x, B, pc) != TFPS_OK || g->predict(g, rc.params, rc.x, B, pg) != TFPS_OK) {
+    if (cpu->predict(cpu, rc.params, rc.x, B, pc, zcp) != TFPS_OK ||
+        g->predict(g, rc.params, rc.x, B, pg, zgp) != TFPS_OK) {
         fail("predict", g->err);
     } else {
+        // the logits it hands back (evaluation loss, tfps-predict) agree with the CPU's
+        double worst = 0;
+        for (int i = 0; i < B * 10; i++) worst = fmax(worst, fabs((double)zgp[i] - zcp[i]) / (1.0 + fabs(zcp[i])));
+        printf("  predict logits: worst |gpu - cpu| / (1 + |cpu|) %.2e%s\n", worst, worst <= 1e-4 ? "" : "  <-- FAIL");
+        failures += !(worst <= 1e-4);
         int same = 0, correct_c = 0, correct_g = 0;
         for (int i = 0; i < B; i++) {
             same += pc[i] == pg[i];
@@ -201,7 +209,7 @@ out:
     tfps_backend_free(cpu);
     free(gc); free(gg);
     free(a1c); free(a2c); free(zc); free(prc); free(a1g); free(a2g); free(prg);
-    free(pc); free(pg);
+    free(pc); free(pg); free(zcp); free(zgp);
     refnet_case_free(&rc);
 }
 

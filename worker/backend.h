@@ -25,8 +25,9 @@ struct tfps_backend {
     /* grads = d(mean loss)/d(params) on the batch; *loss = mean loss. */
     int (*step)(tfps_backend *b, const float *params, const float *x, const uint8_t *y, int B, float *grads,
                 float *loss);
-    /* pred[i] = argmax of the logits of example i. */
-    int (*predict)(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred);
+    /* pred[i] = argmax of the logits of example i; logits [B][out] too
+     * when not NULL (evaluation loss, tfps-predict's probabilities). */
+    int (*predict)(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred, float *logits);
     void (*free)(tfps_backend *b);
     /* Optional (NULL on the CPU). Starts uploading the batch that the NEXT
      * step will be called with (same x and y pointers) while the current step

@@ -81,12 +81,14 @@ static int finish(tfps_cluster_ctx *x) {
     if (nonfinite) tfps_warn("the ps refused %" PRIu64 " update%s as non-finite (weights unchanged)", nonfinite,
                              nonfinite == 1 ? "" : "s");
     tfps_cluster_checkpoint(x, "final", o->rpc_timeout);   // before anything else can fail
-    double acc = 0.0;
-    if (tfps_loop_evaluate(lp, &acc) != TFPS_OK) return TFPS_EXIT_FAIL;
+    tfps_eval ev;
+    if (tfps_loop_evaluate(lp, &ev) != TFPS_OK) return TFPS_EXIT_FAIL;
+    const double acc = ev.accuracy;
     if (tfps_export_model(o, &lp->l, lp->params, st.applied, path, sizeof(path)) != TFPS_OK) return TFPS_EXIT_FAIL;
 
     // steps: the pushes ps 0 applied, i.e. every replica's steps; examples as ps 0 counted them
-    const tfps_loop_result sum = {.mode = "cluster", .model = path, .test_accuracy = acc, .steps = (double)st.applied,
+    const tfps_loop_result sum = {.mode = "cluster", .model = path, .test_accuracy = acc, .test_loss = ev.loss,
+                              .steps = (double)st.applied,
                               .examples = (double)st.examples, .train_s = train_s, .wall_s = tfps_now() - lp->t0};
     cJSON *s = tfps_loop_summary(lp, &sum);
     if (!s) return TFPS_EXIT_FAIL;

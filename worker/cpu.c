@@ -121,7 +121,7 @@ static int cpu_step(tfps_backend *b, const float *params, const float *x, const 
     return TFPS_OK;
 }
 
-static int cpu_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
+static int cpu_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred, float *logits) {
     cpu_backend *c = (cpu_backend *)b;
     const tfps_layout *l = &b->layout;
     if (!batch_ok(b, "predict", B)) return TFPS_ERR;
@@ -138,6 +138,7 @@ static int cpu_predict(tfps_backend *b, const float *params, const float *x, int
             if (z[j] > z[best]) best = j;
         pred[i] = (uint8_t)best;
     }
+    if (logits) memcpy(logits, c->logits, (size_t)B * l->out * sizeof(float));
     return TFPS_OK;
 }
 

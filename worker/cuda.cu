@@ -309,7 +309,7 @@ static int cuda_step(tfps_backend *b, const float *params, const float *x, const
     return drained(b, step_once(b, params, x, y, B, grads, loss));
 }
 
-static int predict_once(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
+static int predict_once(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred, float *logits) {
     cuda_backend *c = (cuda_backend *)b;
     const tfps_layout *l = &b->layout;
     int k = 0;
@@ -321,13 +321,16 @@ static int predict_once(tfps_backend *b, const float *params, const float *x, in
     argmax_kernel<<<blocks(B, 128), 128, 0, c->compute>>>(c->pred, c->logits, B, l->out);
     CUDA_TRY(cudaGetLastError());
     CUDA_TRY(cudaMemcpyAsync(pred, c->pred, (size_t)B, cudaMemcpyDeviceToHost, c->compute));
+    if (logits)
+        CUDA_TRY(cudaMemcpyAsync(logits, c->logits, (size_t)B * l->out * sizeof(float), cudaMemcpyDeviceToHost,
+                                 c->compute));
     CUDA_TRY(cudaStreamSynchronize(c->compute));
     return TFPS_OK;
 }
 
-static int cuda_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred) {
+static int cuda_predict(tfps_backend *b, const float *params, const float *x, int B, uint8_t *pred, float *logits) {
     if (!batch_ok(b, "predict", B)) return TFPS_ERR;
-    return drained(b, predict_once(b, params, x, B, pred));
+    return drained(b, predict_once(b, params, x, B, pred, logits));
 }
 
 static int prefetch_once(tfps_backend *b, const float *x, const uint8_t *y, int B) {

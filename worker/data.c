@@ -3,6 +3,7 @@
 #include "tfps.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,15 +146,16 @@ int tfps_eval_max_batch(int B) {
     return B > TFPS_EVAL_CHUNK ? B : TFPS_EVAL_CHUNK;
 }
 
-int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set, double *accuracy, char *err,
+int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set, tfps_eval *ev, char *err,
                   size_t errlen) {
-    const int chunk = be->max_batch;
+    const int chunk = be->max_batch, V = be->layout.out;
     const size_t d = (size_t)set->rows * set->cols;
-    float *x = malloc((size_t)chunk * d * sizeof(float));
+    float *x = malloc((size_t)chunk * d * sizeof(float)), *z = malloc((size_t)chunk * V * sizeof(float));
     uint8_t *y = malloc((size_t)chunk), *pred = malloc((size_t)chunk);
     int rc = TFPS_OK;
     long long correct = 0;
-    if (!x || !y || !pred) {
+    double loss = 0.0;
+    if (!x || !z || !y || !pred) {
         rc = tfps_seterr(err, errlen, "evaluate: out of memory");
         goto done;
     }
@@ -163,15 +165,28 @@ int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set
         const tfps_idx_set view = {.n = n, .rows = set->rows, .cols = set->cols,
                                    .images = set->images + off * d, .labels = set->labels + off};
         tfps_gather(&view, NULL, n, x, y);
-        if (be->predict(be, params, x, n, pred) != TFPS_OK) {
-            rc = tfps_seterr(err, errlen, "evaluate: %s backend failed to predict", be->name);
+        if (be->predict(be, params, x, n, pred, z) != TFPS_OK) {
+            rc = tfps_seterr(err, errlen, "evaluate: %s backend failed to predict: %s", be->name, be->err);
             goto done;
         }
-        for (int i = 0; i < n; i++) correct += pred[i] == y[i];
+        for (int i = 0; i < n; i++) {
+            const float *zi = z + (size_t)i * V;
+            double m = zi[0], s = 0.0;
+            for (int j = 1; j < V; j++) m = zi[j] > m ? zi[j] : m;
+            for (int j = 0; j < V; j++) s += exp((double)zi[j] - m);
+            loss += m + log(s) - (double)zi[y[i]];   // -log softmax(z)[y], stable
+            correct += pred[i] == y[i];
+        }
+        if (ev->pred) memcpy(ev->pred + off, pred, (size_t)n);
+        if (ev->logits) memcpy(ev->logits + off * V, z, (size_t)n * V * sizeof(float));
     }
-    *accuracy = set->n ? (double)correct / set->n : 0.0;
+    ev->n = set->n;
+    ev->correct = correct;
+    ev->accuracy = set->n ? (double)correct / set->n : 0.0;
+    ev->loss = set->n ? loss / set->n : 0.0;
 done:
     free(x);
+    free(z);
     free(y);
     free(pred);
     return rc;

@@ -78,8 +78,20 @@ void tfps_gather(const tfps_idx_set *set, const int *idx, int n, float *x, uint8
 #define TFPS_EVAL_CHUNK 1000
 int tfps_eval_max_batch(int B);
 
-/* Accuracy of params on the whole set, in chunks of the backend's max batch. */
-int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set, double *accuracy, char *err,
+/* An evaluation of params on a whole set. */
+typedef struct {
+    double accuracy;       /* correct / n */
+    double loss;           /* mean softmax cross-entropy, summed in float64 */
+    long long correct, n;
+    /* optional outputs, set by the caller before the call (NULL: not wanted) */
+    uint8_t *pred;         /* [n] each example's predicted class */
+    float *logits;         /* [n][classes] */
+} tfps_eval;
+
+/* Evaluates params on the whole set in chunks of the backend's max batch:
+ * fills ev's accuracy, loss, correct, n (and pred, logits when given).
+ * TFPS_OK, or TFPS_ERR with err. */
+int tfps_evaluate(tfps_backend *be, const float *params, const tfps_idx_set *set, tfps_eval *ev, char *err,
                   size_t errlen);
 
 #endif

@@ -32,8 +32,9 @@ int tfps_evaluator_run(tfps_cluster_ctx *x) {
                       best);
             return TFPS_EXIT_OK;
         }
-        double acc = 0.0;
-        if (tfps_loop_evaluate(lp, &acc) != TFPS_OK) return TFPS_EXIT_FAIL;
+        tfps_eval ev;
+        if (tfps_loop_evaluate(lp, &ev) != TFPS_OK) return TFPS_EXIT_FAIL;
+        const double acc = ev.accuracy;
         evals++;
         if (acc > best) best = acc;
         tfps_info("evaluation %d: ps version %" PRIu64 ", test accuracy %.4f", evals, x->pc.version_sum, acc);

@@ -158,18 +158,18 @@ int tfps_local_train(const tfps_options *o) {
     if (lm.params) local_checkpoint(&lm, rc == TFPS_EXIT_OK ? "final" : "stopped");
     if (rc != TFPS_EXIT_OK) goto done;
     rc = TFPS_EXIT_FAIL;
-    double acc = 0.0;
-    if (tfps_loop_evaluate(&lp, &acc) != TFPS_OK) goto done;
+    tfps_eval ev;
+    if (tfps_loop_evaluate(&lp, &ev) != TFPS_OK) goto done;
+    const double acc = ev.accuracy;
     const double wall_s = tfps_now() - lp.t0;
     char mpath[TFPS_PATH_LEN + 64];
     if (tfps_export_model(o, l, lp.params, (uint64_t)(lp.first_step + lp.steps), mpath, sizeof(mpath)) != TFPS_OK)
         goto done;
     const tfps_loop_result sum = {.mode = "local", .model = mpath, .test_accuracy = acc,
-                                  .steps = (double)(lp.first_step + lp.steps),
+                                  .test_loss = ev.loss, .steps = (double)(lp.first_step + lp.steps),
                               .examples = (double)lp.examples, .train_s = lp.train_s, .wall_s = wall_s};
     cJSON *s = tfps_loop_summary(&lp, &sum);
     if (!s) goto done;
-    cJSON_AddNumberToObject(s, "final_loss", lp.loss);
     cJSON_AddStringToObject(s, "consistency", "local");
     cJSON_AddStringToObject(s, "optimizer", opt_desc);
     cJSON_AddNumberToObject(s, "first_step", (double)lp.first_step);
@@ -204,13 +204,13 @@ int tfps_local_export_checkpoint(const tfps_options *o) {
         rc = TFPS_EXIT_USAGE;
         goto done;
     }
-    double acc = 0.0;
+    tfps_eval ev;
     rc = TFPS_EXIT_FAIL;
-    if (tfps_loop_evaluate(&lp, &acc) != TFPS_OK ||
+    if (tfps_loop_evaluate(&lp, &ev) != TFPS_OK ||
         tfps_export_model(o, &lp.l, lp.params, info.step, mpath, sizeof(mpath)) != TFPS_OK)
         goto done;
     printf("tfps: checkpoint %s (step %llu) -> %s, test accuracy %.4f\n", info.path, (unsigned long long)info.step,
-           mpath, acc);
+           mpath, ev.accuracy);
     rc = TFPS_EXIT_OK;
 done:
     tfps_loop_close(&lp);

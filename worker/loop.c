@@ -325,9 +325,10 @@ stop:
     return failed;
 }
 
-int tfps_loop_evaluate(tfps_loop *lp, double *accuracy) {
+int tfps_loop_evaluate(tfps_loop *lp, tfps_eval *ev) {
     char err[TFPS_ERR_LEN];
-    if (tfps_evaluate(lp->be, lp->params, &lp->data.test, accuracy, err, sizeof(err)) != TFPS_OK) {
+    memset(ev, 0, sizeof(*ev));
+    if (tfps_evaluate(lp->be, lp->params, &lp->data.test, ev, err, sizeof(err)) != TFPS_OK) {
         tfps_error("%s", err);
         return TFPS_ERR;
     }
@@ -349,13 +350,52 @@ double tfps_loop_examples_per_s(const tfps_loop_result *r) {
     return r->train_s > 0 ? r->examples / r->train_s : 0.0;
 }
 
+/* The "dataset" object: name and source from the data folder's SOURCE.txt
+ * (deploy/get-data.sh writes its "dataset:" and "source:" lines), else the
+ * folder's name and "unknown"; the counts the run used. */
+static cJSON *dataset_json(const tfps_loop *lp) {
+    char name[128] = "", source[512] = "", line[1024], path[TFPS_PATH_LEN + 32];
+    snprintf(path, sizeof(path), "%s/SOURCE.txt", lp->o->data_folder);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        // %.*s: the line may be longer than the field (then cut)
+        if (!name[0] && strncmp(line, "dataset: ", 9) == 0)
+            snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, line + 9);
+        else if (!source[0] && strncmp(line, "source: ", 8) == 0)
+            snprintf(source, sizeof(source), "%.*s", (int)sizeof(source) - 1, line + 8);
+    }
+    if (f) fclose(f);
+    if (!name[0]) {
+        const char *slash = strrchr(lp->o->data_folder, '/');
+        snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, slash && slash[1] ? slash + 1 : lp->o->data_folder);
+    }
+    if (!source[0]) snprintf(source, sizeof(source), "unknown (no SOURCE.txt in %.*s)", 400, lp->o->data_folder);
+    cJSON *d = cJSON_CreateObject();
+    if (!d) return NULL;
+    cJSON_AddStringToObject(d, "name", name);
+    cJSON_AddStringToObject(d, "source", source);
+    cJSON_AddStringToObject(d, "folder", lp->o->data_folder);
+    cJSON_AddNumberToObject(d, "train_examples", lp->data.train.n);
+    cJSON_AddNumberToObject(d, "test_examples", lp->data.test.n);
+    return d;
+}
+
 cJSON *tfps_loop_summary(const tfps_loop *lp, const tfps_loop_result *r) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return NULL;
+    cJSON *d = dataset_json(lp);
+    if (!d) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    cJSON_AddItemToObject(j, "dataset", d);
     cJSON_AddStringToObject(j, "mode", r->mode);
     cJSON_AddStringToObject(j, "model", r->model);
     cJSON_AddStringToObject(j, "version", TFPS_VERSION);
     cJSON_AddNumberToObject(j, "test_accuracy", r->test_accuracy);
+    cJSON_AddNumberToObject(j, "test_loss", r->test_loss);
+    cJSON_AddNumberToObject(j, "final_loss", lp->loss);   // this process's last training step's mean loss
     cJSON_AddNumberToObject(j, "test_examples", lp->data.test.n);
     cJSON_AddNumberToObject(j, "train_examples", lp->data.train.n);
     cJSON_AddNumberToObject(j, "steps", r->steps);

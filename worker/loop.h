@@ -124,8 +124,9 @@ extern volatile sig_atomic_t tfps_loop_stop_signal;
  * after logging why, or 128 + signal when tfps_loop_stop_signal stopped it. */
 int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m);
 
-/* Test-set accuracy of params; TFPS_OK, or TFPS_ERR after logging why. */
-int tfps_loop_evaluate(tfps_loop *lp, double *accuracy);
+/* Test-set accuracy and loss of params (ev zeroed first: no per-example
+ * outputs); TFPS_OK, or TFPS_ERR after logging why. */
+int tfps_loop_evaluate(tfps_loop *lp, tfps_eval *ev);
 
 void tfps_loop_close(tfps_loop *lp);
 
@@ -136,6 +137,7 @@ typedef struct {
     const char *mode;    /* "local", "cluster" */
     const char *model;   /* the exported model's path */
     double test_accuracy;
+    double test_loss;    /* mean cross-entropy on the test set */
     double steps, examples;
     double train_s, wall_s;
 } tfps_loop_result;
@@ -143,8 +145,10 @@ typedef struct {
 /* examples / train_s of r, 0 when train_s is 0. */
 double tfps_loop_examples_per_s(const tfps_loop_result *r);
 
-/* A new cJSON object with r and the loop's fields: mode, model, version,
- * test_accuracy, test_examples, train_examples, steps, epochs, examples,
+/* A new cJSON object with r and the loop's fields: dataset (name, source,
+ * folder, train_examples, test_examples), mode, model, version,
+ * test_accuracy, test_loss, final_loss (this process's last step's mean
+ * loss), test_examples, train_examples, steps, epochs, examples,
  * examples_per_s, train_s, wall_s, parameters, backend. The mode adds its
  * own; tfps_write_summary (export.h) adds the options and writes it. NULL
  * when out of memory. */
