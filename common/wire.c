@@ -197,11 +197,35 @@ int tfps_wire_pack_pull_req(const tfps_wire_pull_req *m, tfps_buf *out) {
     return pack_msg(&p.base, out);
 }
 
+/* Evaluation: only a message with count > 0 goes on the wire. pb must
+ * outlive the packing (the caller's stack). */
+static Tfps__V1__Evaluation *eval_to_pb(const tfps_wire_eval *e, Tfps__V1__Evaluation *pb) {
+    if (e->count == 0) return NULL;
+    tfps__v1__evaluation__init(pb);
+    pb->count = e->count;
+    pb->step = e->step;
+    pb->accuracy = e->accuracy;
+    pb->loss = e->loss;
+    return pb;
+}
+
+static void eval_from_pb(const Tfps__V1__Evaluation *pb, tfps_wire_eval *e) {
+    memset(e, 0, sizeof(*e));
+    if (!pb || pb->count == 0) return;
+    e->count = pb->count;
+    e->step = pb->step;
+    e->accuracy = pb->accuracy;
+    e->loss = pb->loss;
+}
+
 int tfps_wire_pack_pull_resp(const tfps_wire_pull_resp *m, tfps_buf *out) {
     tensor_slots s;
     Tfps__V1__PullResponse p = TFPS__V1__PULL_RESPONSE__INIT;
+    Tfps__V1__Evaluation ev;
     p.version = m->version;
     p.held_s = m->held_s;
+    p.examples = m->examples;
+    p.eval = eval_to_pb(&m->eval, &ev);
     p.tensors = tensors_to_pb(m->tensors, m->ntensors, &s);
     p.n_tensors = (size_t)m->ntensors;
     return pack_msg(&p.base, out);
@@ -231,6 +255,8 @@ int tfps_wire_pack_push_resp(const tfps_wire_push_resp *m, tfps_buf *out) {
 
 int tfps_wire_pack_heartbeat_req(const tfps_wire_heartbeat_req *m, tfps_buf *out) {
     Tfps__V1__HeartbeatRequest p = TFPS__V1__HEARTBEAT_REQUEST__INIT;
+    Tfps__V1__Evaluation ev;
+    p.eval = eval_to_pb(&m->eval, &ev);
     p.worker_id = m->worker_id;
     p.step = m->step;
     p.examples = m->examples;
@@ -256,6 +282,8 @@ int tfps_wire_pack_status_req(tfps_buf *out) {
 
 int tfps_wire_pack_status_resp(const tfps_wire_status_resp *m, tfps_buf *out) {
     Tfps__V1__StatusResponse p = TFPS__V1__STATUS_RESPONSE__INIT;
+    Tfps__V1__Evaluation ev;
+    p.eval = eval_to_pb(&m->eval, &ev);
     p.version = m->version;
     p.applied = m->applied;
     p.refused = m->refused;
@@ -498,6 +526,8 @@ int tfps_wire_unpack_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_r
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     m->version = p->version;
     m->held_s = p->held_s;
+    m->examples = p->examples;
+    eval_from_pb(p->eval, &m->eval);
     m->ntensors = (int)p->n_tensors;
     tensors_from_pb(p->tensors, p->n_tensors, m->tensors);
     return TFPS_OK;
@@ -544,6 +574,7 @@ int tfps_wire_unpack_heartbeat_req(const uint8_t *data, size_t len, tfps_wire_he
     m->step = p->step;
     m->examples = p->examples;
     m->done = p->done != 0;
+    eval_from_pb(p->eval, &m->eval);
     return TFPS_OK;
 }
 
@@ -595,6 +626,7 @@ int tfps_wire_unpack_status_resp(const uint8_t *data, size_t len, tfps_wire_stat
     m->checkpoint_pause_s = p->checkpoint_pause_s;
     m->unauthenticated = p->unauthenticated;
     m->nonfinite = p->nonfinite;
+    eval_from_pb(p->eval, &m->eval);
     return TFPS_OK;
 }
 

@@ -90,11 +90,20 @@ typedef struct {
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
 } tfps_wire_pull_req;
 
+/* An evaluation on the test set (tfps.proto Evaluation); count 0: none. */
+typedef struct {
+    uint32_t count;            /* evaluations reported so far */
+    uint64_t step;             /* global step of the weights evaluated */
+    double accuracy, loss;
+} tfps_wire_eval;
+
 typedef struct {
     uint64_t version;
     int ntensors;
     tfps_wire_tensor tensors[TFPS_WIRE_MAX_TENSORS];
     double held_s;             /* seconds the ps held the pull before answering */
+    uint64_t examples;         /* examples in the pushes this ps applied */
+    tfps_wire_eval eval;       /* the evaluator's latest report to this ps */
 } tfps_wire_pull_resp;
 
 typedef struct {
@@ -120,6 +129,7 @@ typedef struct {
     uint64_t examples;
     int done;                  /* this worker finished training */
     tfps_session session;
+    tfps_wire_eval eval;       /* the evaluator: its latest evaluation (count > 0) */
 } tfps_wire_heartbeat_req;
 
 typedef struct {
@@ -147,6 +157,7 @@ typedef struct {
     double checkpoint_pause_s; /* the longest snapshot pause */
     uint64_t unauthenticated;  /* calls refused for a missing or wrong session or job secret */
     uint64_t nonfinite;        /* updates refused: they would have made the state non-finite */
+    tfps_wire_eval eval;       /* the evaluator's latest report */
 } tfps_wire_status_resp;
 
 typedef struct {

@@ -4,7 +4,7 @@
 #
 #   deploy/local-cluster.sh [--ps M] [--workers N] [--evaluator] [--task-args TASK "ARGS"]...
 #                           [--restart never|on-failure] [--max-restarts R] [--kill TASK SECONDS]... [--tls]
-#                           [options...]
+#                           [--quiet] [options...]
 #
 # Each ps listens on its own 127.0.0.1 address (its TF_CONFIG address). With
 # --tls every task talks mTLS: deploy/make-certs.sh makes a CA and a
@@ -30,6 +30,12 @@
 # after the start, once per --kill, to try faults (a killed task exits 137 and
 # counts as a failure).
 #
+# Progress: the chief's progress lines (step, epoch, loss, examples/s of this
+# task and of the cluster, ETA, global step, the evaluator's latest accuracy)
+# and its warnings are shown as they come: on a terminal as one updating line,
+# else (a pipe, CI) as plain lines. --quiet shows none; every task's full log
+# stays in <output-dir>/logs.
+#
 # Each run gets a random job secret (TFPS_JOB_SECRET, in the tasks'
 # environment only) unless TFPS_JOB_SECRET, TFPS_JOB_SECRET_FILE or
 # --job-secret-file is given.
@@ -54,10 +60,11 @@ tls=0
 out=outputs
 restart=never
 max_restarts=5
+quiet=0
 args=()
 kills=()   # "TASK SECONDS" pairs
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; }
 declare -A task_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -68,6 +75,7 @@ while [ $# -gt 0 ]; do
       shift 2;;
     --evaluator) evaluator=1; shift;;
     --tls) tls=1; shift;;
+    --quiet) quiet=1; shift;;
     --task-args)
       [ $# -ge 3 ] && [[ "$2" =~ ^(ps|worker|evaluator)-[0-9]+$ ]] ||
         { echo "local-cluster: --task-args \"${2:-}\": expected --task-args ps-K|worker-K|evaluator-0 \"ARGS\"" >&2; exit 2; }
@@ -178,7 +186,45 @@ stop_all() {
   pid_of=()
   write_pids
 }
-trap 'echo "local-cluster: interrupted, stopping every task" >&2; stop_all; exit 130' INT TERM
+# The chief's progress, read from its log as it grows (polled by the wait loop
+# below: no extra process to clean up). prog_off: bytes of it shown so far;
+# prog_open: a terminal's updating line is showing.
+chief_log=$(log_of worker-0)
+prog_off=0
+prog_open=0
+prog_tty=0
+[ -t 2 ] && [ "${TERM:-dumb}" != dumb ] && prog_tty=1
+prog_line() {   # kind (step|note) text
+  if [ $prog_tty = 1 ]; then
+    if [ "$1" = step ]; then printf '\r\033[K%s' "$2" >&2; prog_open=1
+    else printf '\r\033[K%s\n' "$2" >&2; prog_open=0; fi
+  else
+    printf '%s\n' "$2" >&2
+  fi
+}
+prog_end() { if [ $prog_open = 1 ]; then printf '\n' >&2; prog_open=0; fi; }
+show_progress() {
+  [ $quiet = 0 ] || return 0
+  local size chunk line msg
+  size=$(stat -c %s "$chief_log" 2>/dev/null || echo 0)
+  [ "$size" -lt "$prog_off" ] && prog_off=0   # truncated: read it again
+  [ "$size" -gt "$prog_off" ] || return 0
+  chunk=$(LC_ALL=C tail -c +$((prog_off + 1)) "$chief_log" | LC_ALL=C head -c $((size - prog_off)); echo x)
+  chunk=${chunk%x}
+  case "$chunk" in *$'\n'*) ;; *) return 0;; esac   # no whole line yet
+  chunk=${chunk%$'\n'*}$'\n'                       # whole lines only; the rest comes next time
+  prog_off=$((prog_off + $(printf '%s' "$chunk" | LC_ALL=C wc -c)))
+  while IFS= read -r line; do
+    case "$line" in
+      *" I step "*) msg=${line#*" I "}; prog_line step "chief: $msg";;
+      *" I final evaluation"*|*" I waiting for the workers"*|*" I resuming at step"*|*" I checkpoint step"*" (final)"*)
+        msg=${line#*" I "}; prog_line note "chief: $msg";;
+      *" W "*|*" E "*) msg=${line#*" "*" "*" "*" "*" "}; prog_line note "chief: $msg";;
+    esac
+  done <<<"$chunk"
+}
+
+trap 'prog_end; echo "local-cluster: interrupted, stopping every task" >&2; stop_all; exit 130' INT TERM
 trap 'stop_helpers' EXIT
 
 echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator")$([ $tls = 1 ] && echo ", mTLS (certificates in $out/tls)"); cluster $cluster; logs in $out/logs$([ $restart = on-failure ] && echo "; --restart on-failure, at most $max_restarts per task")" >&2
@@ -212,6 +258,7 @@ done
 # busy elsewhere (seen: a task killed during another's restart was never
 # noticed). bash reaps every child as it ends and keeps its status for `wait`.
 while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
+  show_progress
   finished=
   for p in "${pid_of[@]}" "${!timer_of[@]}"; do
     kill -0 "$p" 2>/dev/null || { finished=$p; break; }
@@ -221,6 +268,8 @@ while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
   wait "$finished" 2>/dev/null   # not bash's own "Killed" line: ours says it
   rc=$?
   set -e
+  show_progress   # what the task said before it ended comes first
+  prog_end
   if [ -n "${timer_of[$finished]:-}" ]; then   # a backoff ended: start the task again
     name=${timer_of[$finished]}
     unset "timer_of[$finished]"
@@ -255,7 +304,13 @@ while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
   stop_all
   exit 1
 done
+show_progress
+prog_end
 stop_helpers
 trap - INT TERM
 grep -h '^tfps:' "$out/logs/worker-0.log" || true
+if [ $evaluator = 1 ]; then   # the evaluator's last word: its final evaluation (eval.json)
+  grep -h ' I final evaluation\| I done: \| W no final evaluation' "$out/logs/evaluator-0.log" | tail -n 2 |
+    sed 's/^[^ ]* [0-9]* [A-Za-z]* [0-9:.]* [A-Z] /evaluator: /' >&2 || true
+fi
 [ -f "$out/summary.json" ] && echo "local-cluster: summary in $out/summary.json, model in $out/model/" >&2

@@ -14,6 +14,7 @@
 #include "wire.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ struct tfps_ps {
     worker_state *workers;   /* [num_workers], by rank */
     int observers;
     tfps_session observer_session;   /* handed to every evaluator: it may pull and heartbeat, not push */
+    tfps_wire_eval eval;             /* the evaluator's latest report (count 0: none): in pulls and Status */
     uint8_t secret[TFPS_JOB_SECRET_MAX];   /* the job secret Register must carry (secret_len 0: none) */
     size_t secret_len;
     double last_refusal_log;         /* refused calls are logged at most every PS_REFUSAL_LOG_S */
@@ -234,7 +236,8 @@ static int refuse(tfps_ps *ps, int status) {
 
 /* The weights of q's ranges, packed into out. */
 static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *out, char *msg, size_t msglen) {
-    tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n, .held_s = held_s};
+    tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n, .held_s = held_s,
+                             .examples = ps->st.examples, .eval = ps->eval};
     for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){q->ranges[i], ps->store.w + q->at[i]};
     if (tfps_wire_pack_pull_resp(&r, out) != TFPS_OK) {
         snprintf(msg, msglen, "ps: out of memory packing the reply");
@@ -415,6 +418,7 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
                                "give every task the same --optimizer and its options", trusted, msg, msglen);
     } else if (strcmp(m.task_type, "evaluator") == 0) {
         ps->observers++;
+        tfps_info("the evaluator registered (it may pull and report evaluations, never push)");
         tfps_wire_release(owner);
         tfps_wire_register_resp r = {.worker_id = TFPS_OBSERVER_ID, .version = tfps_policy_version(ps->pol),
                                      .ps_index = (uint32_t)ps->ps_index, .session = ps->observer_session};
@@ -517,6 +521,21 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *t
     int rank = caller_rank(ps, m.worker_id, &m.session, 1, msg, msglen);
     tfps_wire_release(owner);
     if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
+    if (m.eval.count > 0) {   // an evaluation report: kept, and handed to every pull (the chief's progress line)
+        if (rank != ps->num_workers) {
+            snprintf(msg, msglen, "HeartbeatRequest.eval: only the evaluator reports evaluations");
+            return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+        }
+        if (!(m.eval.accuracy >= 0.0 && m.eval.accuracy <= 1.0) || !(m.eval.loss >= 0.0 && m.eval.loss < INFINITY)) {
+            snprintf(msg, msglen, "HeartbeatRequest.eval: accuracy %g, loss %g: expected an accuracy in [0, 1] and a "
+                     "finite loss >= 0", m.eval.accuracy, m.eval.loss);
+            return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+        }
+        if (m.eval.count != ps->eval.count)
+            tfps_info("evaluator: evaluation %" PRIu32 " at global step %" PRIu64 ": test accuracy %.4f, loss %.4f",
+                      m.eval.count, m.eval.step, m.eval.accuracy, m.eval.loss);
+        ps->eval = m.eval;
+    }
     if (rank < ps->num_workers) {
         worker_state *w = &ps->workers[rank];
         seen(ps, rank);
@@ -551,7 +570,7 @@ static int handle_status(tfps_ps *ps, const uint8_t *req, size_t len, void *toke
                                .aggregated = s.aggregated, .workers_dead = s.workers_dead,
                                .checkpoints = s.checkpoints, .last_checkpoint_step = s.last_checkpoint_step,
                                .restored_step = s.restored_step, .checkpoint_pause_s = s.checkpoint_pause_s,
-                               .unauthenticated = s.unauthenticated, .nonfinite = s.nonfinite};
+                               .unauthenticated = s.unauthenticated, .nonfinite = s.nonfinite, .eval = ps->eval};
     return tfps_wire_pack_status_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 

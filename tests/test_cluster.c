@@ -60,10 +60,22 @@ static void two_by_two(int tls) {
         free(log);
     }
     CU_ASSERT_PTR_NOT_NULL(strstr(so, "test accuracy"));
+    // live progress where the user is: the chief's lines on the launcher's stderr (plain lines: not a terminal),
+    // with the cluster's throughput and the global step
+    CU_ASSERT_PTR_NOT_NULL(strstr(se, "chief: step 200/"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(se, " (cluster "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(se, "(global step "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(se, "evaluator: final evaluation"));
     snprintf(path, sizeof(path), "%s/logs/evaluator-0.log", out);
     char *elog = tu_read_file(path);
     CU_ASSERT_PTR_NOT_NULL(elog && strstr(elog, "test accuracy"));   // the evaluator evaluated
+    CU_ASSERT_PTR_NOT_NULL(elog && strstr(elog, "registered with 2 ps as the evaluator"));
+    CU_ASSERT_PTR_NULL(elog && strstr(elog, "100000"));   // not a worker id
     free(elog);
+    snprintf(path, sizeof(path), "%s/logs/ps-0.log", out);
+    char *plog = tu_read_file(path);
+    CU_ASSERT_PTR_NOT_NULL(plog && strstr(plog, "the evaluator registered"));
+    free(plog);
     free(so);
     free(se);
 
@@ -99,6 +111,83 @@ static void two_by_two(int tls) {
     // doubles with 15 significant digits (1e-9 is far below one example in 1/N)
     if (fabs(acc2 - acc) > 1e-9) printf("\n  model file evaluates to %.9f, summary says %.9f", acc2, acc);
     CU_ASSERT(fabs(acc2 - acc) <= 1e-9);
+    // summary.json: the dataset, the test loss (the same evaluation) and the chief's last training loss
+    const cJSON *ds = cJSON_GetObjectItem(s, "dataset");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ds);
+    CU_ASSERT(cJSON_IsString(cJSON_GetObjectItem(ds, "name")) && cJSON_GetObjectItem(ds, "name")->valuestring[0]);
+    CU_ASSERT(cJSON_IsString(cJSON_GetObjectItem(ds, "source")));
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(ds, "train_examples")->valueint, m.train.n);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(ds, "test_examples")->valueint, m.test.n);
+    // the loss to 1e-6 relative: this process's OpenBLAS may use more threads than the chief's (TFPS_THREADS=1
+    // in local-cluster.sh), which reorders sgemm's float sums (seen: 3e-9 apart); the accuracy above is exact
+    const double test_loss = cJSON_GetObjectItem(s, "test_loss")->valuedouble;
+    if (fabs(test_loss - ev.loss) > 1e-6 * ev.loss)
+        printf("\n  model file's loss %.9f, summary says %.9f", ev.loss, test_loss);
+    CU_ASSERT(fabs(test_loss - ev.loss) <= 1e-6 * ev.loss);
+    const double final_loss = cJSON_GetObjectItem(s, "final_loss")->valuedouble;
+    CU_ASSERT(final_loss > 0 && final_loss < 1.0);
+
+    // the evaluator's final evaluation saw the chief's final weights: the same numbers
+    snprintf(path, sizeof(path), "%s/eval.json", out);
+    cJSON *e = tu_read_json(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    const cJSON *fin = cJSON_GetObjectItem(e, "final"), *best = cJSON_GetObjectItem(e, "best");
+    CU_ASSERT_FATAL(cJSON_IsObject(fin) && cJSON_IsObject(best));
+    const double eacc = cJSON_GetObjectItem(fin, "accuracy")->valuedouble;
+    printf("\n  evaluator: %d evaluations, final accuracy %.4f at step %g (%s), chief %.4f", 
+           cJSON_GetObjectItem(e, "evaluations")->valueint, eacc, cJSON_GetObjectItem(fin, "step")->valuedouble,
+           cJSON_GetObjectItem(fin, "source")->valuestring, acc);
+    CU_ASSERT(fabs(eacc - acc) <= 1e-9);
+    CU_ASSERT(fabs(cJSON_GetObjectItem(fin, "loss")->valuedouble - test_loss) <= 1e-9);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(fin, "step")->valuedouble, cJSON_GetObjectItem(s, "steps")->valuedouble);
+    CU_ASSERT(cJSON_GetObjectItem(best, "accuracy")->valuedouble >= eacc);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(e, "task")->valuestring, "evaluator-0");
+    cJSON_Delete(e);
+
+    // metrics history: the chief's training lines (global step rising, loss) and its final evaluation; the
+    // evaluator's lines ending with its final one
+    const char *files[] = {"metrics-worker-0.jsonl", "metrics-worker-1.jsonl", "metrics-evaluator-0.jsonl"};
+    for (int f = 0; f < 3; f++) {
+        snprintf(path, sizeof(path), "%s/logs/%s", out, files[f]);
+        char *text = tu_read_file(path);
+        CU_ASSERT_PTR_NOT_NULL(text);
+        int lines = 0, train = 0, bad = 0;
+        double last_step = -1;
+        cJSON *last = NULL;
+        for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+            cJSON *j = cJSON_Parse(line);
+            lines++;
+            if (!j || !cJSON_IsNumber(cJSON_GetObjectItem(j, "time")) || !cJSON_IsNumber(cJSON_GetObjectItem(j, "step"))) {
+                bad++;
+                cJSON_Delete(j);
+                continue;
+            }
+            if (cJSON_GetObjectItem(j, "loss") && !cJSON_GetObjectItem(j, "kind")) {
+                train++;
+                const double st = cJSON_GetObjectItem(j, "step")->valuedouble;
+                if (st <= last_step) bad++;   // the global step only rises
+                last_step = st;
+                if (!cJSON_IsNumber(cJSON_GetObjectItem(j, "examples_per_s")) ||
+                    !cJSON_IsNumber(cJSON_GetObjectItem(j, "cluster_examples_per_s")) ||
+                    !cJSON_IsNumber(cJSON_GetObjectItem(j, "lr")))
+                    bad++;
+            }
+            cJSON_Delete(last);
+            last = j;
+        }
+        printf("\n  %s: %d lines, %d training", files[f], lines, train);
+        CU_ASSERT_EQUAL(bad, 0);
+        CU_ASSERT(f == 2 ? train == 0 : train >= 1);
+        if (f != 1) {   // the chief's and the evaluator's last line: the final evaluation, the summary's accuracy
+            CU_ASSERT_FATAL(last != NULL);
+            const cJSON *kind = cJSON_GetObjectItem(last, "kind");
+            CU_ASSERT(cJSON_IsString(kind) && strcmp(kind->valuestring, "final") == 0);
+            CU_ASSERT(fabs(cJSON_GetObjectItem(last, "accuracy")->valuedouble - acc) <= 1e-9);
+        }
+        cJSON_Delete(last);
+        free(text);
+    }
+
     tfps_backend_free(be);
     tfps_mnist_free(&m);
     free(params);

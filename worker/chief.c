@@ -2,6 +2,7 @@
 #include "chief.h"
 #include "export.h"
 #include "log.h"
+#include "metrics.h"
 #include "tfps.h"
 
 #include <cJSON.h>
@@ -84,6 +85,9 @@ static int finish(tfps_cluster_ctx *x) {
     tfps_eval ev;
     if (tfps_loop_evaluate(lp, &ev) != TFPS_OK) return TFPS_EXIT_FAIL;
     const double acc = ev.accuracy;
+    tfps_info("final evaluation at global step %" PRIu64 ": test accuracy %.4f, loss %.4f", x->pc.version[0], acc,
+              ev.loss);
+    tfps_metrics_eval(lp->metrics, "final", x->pc.version[0], acc, ev.loss, "ps");
     if (tfps_export_model(o, &lp->l, lp->params, st.applied, path, sizeof(path)) != TFPS_OK) return TFPS_EXIT_FAIL;
 
     // steps: the pushes ps 0 applied, i.e. every replica's steps; examples as ps 0 counted them

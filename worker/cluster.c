@@ -49,8 +49,11 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
         tfps_error("register: %s", err);
         return refused ? TFPS_EXIT_USAGE : TFPS_EXIT_FAIL;
     }
-    tfps_info("registered with %d ps as worker id %" PRIu32 "; model %d-%d-%d-%d, %s plan %016" PRIx64 ", %s backend; "
-              "%s, %s", c->num_ps, x->pc.worker_id, l->in, l->h1, l->h2, l->out,
+    char as[48];
+    if (c->task_type == TFPS_JOB_EVALUATOR) snprintf(as, sizeof(as), "the evaluator");
+    else snprintf(as, sizeof(as), "worker id %" PRIu32 " (rank %d)", x->pc.worker_id, x->rank);
+    tfps_info("registered with %d ps as %s; model %d-%d-%d-%d, %s plan %016" PRIx64 ", %s backend; "
+              "%s, %s", c->num_ps, as, l->in, l->h1, l->h2, l->out,
               tfps_shard_strategy_name(x->plan.strategy), x->plan.digest, lp->be->name,
               tfps_consistency_name(o->consistency), x->opt_desc);
     return TFPS_EXIT_OK;
@@ -88,6 +91,18 @@ void tfps_cluster_ctx_close(tfps_cluster_ctx *x) {
     tfps_shard_plan_destroy(&x->plan);
 }
 
+/* What every round tells the loop: the global step (ps 0's version: the
+ * updates it applied; the same number the chief checkpoints at), the
+ * examples every replica pushed and the evaluator's latest accuracy, as ps 0
+ * knows them. */
+static void note_round(const tfps_cluster_ctx *x, tfps_loop_info *info) {
+    info->version = x->pc.version[0];
+    info->cluster_examples = x->pc.examples;
+    info->evals = x->pc.eval.count;
+    info->eval_step = x->pc.eval.step;
+    info->eval_accuracy = x->pc.eval.accuracy;
+}
+
 /* The first weights: a pull from every ps. */
 static int cluster_begin(void *ctx, float *params, tfps_loop_info *info, char *err, size_t errlen) {
     tfps_cluster_ctx *x = ctx;
@@ -98,7 +113,7 @@ static int cluster_begin(void *ctx, float *params, tfps_loop_info *info, char *e
         if (!tfps_psclient_recoverable(&x->pc) || tfps_cluster_recover(x, why, err, errlen) != TFPS_OK)
             return tfps_seterr(err, errlen, "initial pull: %s", why);
     }
-    info->version = x->pc.version_sum;
+    note_round(x, info);
     return TFPS_OK;
 }
 
@@ -182,7 +197,7 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
                       tfps_now() - x->t_failed);
             x->t_failed = 0;
         }
-        info->version = x->pc.version_sum;
+        note_round(x, info);
         info->dropped = (uint64_t)x->pc.last_dropped;
         info->nonfinite = x->pc.last_nonfinite > 0;
         info->nonfinite_ps = x->pc.last_nonfinite_ps;
@@ -200,15 +215,14 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
 
 static void cluster_progress(void *ctx, const tfps_loop_info *window, char *buf, size_t len) {
     const tfps_cluster_ctx *x = ctx;
-    char nf[48] = "";   // only when there were any: a diverging run shows in every line
+    char nf[48] = "", ev[80] = "", sync[80] = "";   // each only when there is something to say
     if (window->nonfinite) snprintf(nf, sizeof(nf), ", non-finite %" PRIu64, window->nonfinite);
-    if (x->o->consistency == TFPS_CONSISTENCY_ASYNC) {
-        snprintf(buf, len, " (ps version %" PRIu64 "%s)", window->version, nf);
-        return;
-    }
-    // sync, ssp: how many of these steps the ps dropped as stale, and how long the barrier held us
-    snprintf(buf, len, " (ps version %" PRIu64 ", dropped %.1f%%, waited %.2fs%s)", window->version,
-             window->steps ? 100.0 * (double)window->dropped / (double)window->steps : 0.0, window->wait_s, nf);
+    if (window->evals)
+        snprintf(ev, sizeof(ev), ", eval accuracy %.4f at step %" PRIu64, window->eval_accuracy, window->eval_step);
+    if (x->o->consistency != TFPS_CONSISTENCY_ASYNC)   // how many of these steps were dropped as stale, how long held
+        snprintf(sync, sizeof(sync), ", dropped %.1f%%, waited %.2fs",
+                 window->steps ? 100.0 * (double)window->dropped / (double)window->steps : 0.0, window->wait_s);
+    snprintf(buf, len, " (global step %" PRIu64 "%s%s%s)", window->version, sync, ev, nf);
 }
 
 int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {

@@ -1,5 +1,6 @@
 /* local.c -- see local.h. */
 #include "local.h"
+#include "metrics.h"
 #include "ckpt.h"
 #include "export.h"
 #include "log.h"
@@ -111,6 +112,7 @@ int tfps_local_train(const tfps_options *o) {
     char err[TFPS_ERR_LEN];
     int rc = tfps_loop_open(&lp, o);
     if (rc != TFPS_EXIT_OK) goto done;
+    lp.metrics = tfps_metrics_open(o->output_dir, "local");
     const tfps_layout *l = &lp.l;
     lm.l = l;
     tfps_options_optim(o, &lm.opt);
@@ -161,6 +163,7 @@ int tfps_local_train(const tfps_options *o) {
     tfps_eval ev;
     if (tfps_loop_evaluate(&lp, &ev) != TFPS_OK) goto done;
     const double acc = ev.accuracy;
+    tfps_metrics_eval(lp.metrics, "final", (uint64_t)(lp.first_step + lp.steps), acc, ev.loss, "local");
     const double wall_s = tfps_now() - lp.t0;
     char mpath[TFPS_PATH_LEN + 64];
     if (tfps_export_model(o, l, lp.params, (uint64_t)(lp.first_step + lp.steps), mpath, sizeof(mpath)) != TFPS_OK)
@@ -185,6 +188,7 @@ int tfps_local_train(const tfps_options *o) {
 done:
     for (int k = 0; k < TFPS_OPTIM_MAX_SLOTS; k++) free(lm.slot[k]);
     tfps_shard_plan_destroy(&plan);
+    tfps_metrics_close(lp.metrics);
     tfps_loop_close(&lp);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* loop.c -- see loop.h. */
 #include "loop.h"
 #include "log.h"
+#include "metrics.h"
 #include "tfps.h"
 
 #include <cJSON.h>
@@ -164,6 +165,12 @@ static void fold_info(tfps_loop_info *into, const tfps_loop_info *x) {
     into->wait_s += x->wait_s;
     into->nonfinite += x->nonfinite;
     into->nonfinite_ps = x->nonfinite_ps;
+    if (x->cluster_examples) into->cluster_examples = x->cluster_examples;
+    if (x->evals) {
+        into->evals = x->evals;
+        into->eval_step = x->eval_step;
+        into->eval_accuracy = x->eval_accuracy;
+    }
 }
 
 /* After the exchange of step `step` (info, before folding): a refused
@@ -202,6 +209,35 @@ static void swap_params(tfps_loop *lp) {
     float *t = lp->params;
     lp->params = lp->params2;
     lp->params2 = t;
+}
+
+/* The progress line after `done` steps (and the metrics line): see loop.h. */
+static void progress_line(tfps_loop *lp, const tfps_loop_mode *m, long long done, int epoch, double loss) {
+    const tfps_options *o = lp->o;
+    const tfps_loop_info *w = &lp->window;
+    const double now = tfps_now(), el = now - lp->t_train;
+    const double rate = el > 0 ? lp->examples / el : 0.0;
+    char tail[256] = "", cluster[48] = "";
+    if (m->progress) m->progress(m->ctx, w, tail, sizeof(tail));
+    double crate = -1.0;
+    if (w->cluster_examples > 0) {   // every replica's: what ps 0 applied since the last line
+        if (lp->prog_t > 0 && w->cluster_examples >= lp->prog_cx && now > lp->prog_t)
+            crate = (double)(w->cluster_examples - lp->prog_cx) / (now - lp->prog_t);
+        else if (el > 0)
+            crate = (double)w->cluster_examples / el;   // the first line: since training began (a resumed run's ps count from their start)
+        lp->prog_t = now;
+        lp->prog_cx = w->cluster_examples;
+        snprintf(cluster, sizeof(cluster), " (cluster %.0f)", crate);
+    }
+    const double eta = (double)(lp->total_steps - done) * el / (double)(done - lp->first_step);
+    tfps_info("step %lld/%lld epoch %d loss %.4f examples/s %.0f%s eta %.1fs%s", done, lp->total_steps, epoch, loss,
+              rate, cluster, eta, tail);
+    const tfps_metrics_train r = {.step = w->version ? w->version : (uint64_t)done, .local_step = done,
+                                  .epoch = epoch, .loss = loss, .examples_per_s = rate,
+                                  .cluster_examples_per_s = crate, .lr = o->learning_rate,
+                                  .cluster = w->cluster_examples > 0 || w->version > 0, .version = w->version,
+                                  .dropped = w->dropped, .nonfinite = w->nonfinite, .wait_s = w->wait_s};
+    tfps_metrics_train_line(lp->metrics, &r);
 }
 
 int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
@@ -294,12 +330,7 @@ int tfps_loop_run(tfps_loop *lp, const tfps_loop_mode *m) {
         loss_sum += loss;
         loss_n++;
         if (o->log_every > 0 && (step + 1) % o->log_every == 0) {
-            const double el = tfps_now() - lp->t_train;
-            char tail[256] = "";
-            if (m->progress) m->progress(m->ctx, &lp->window, tail, sizeof(tail));
-            tfps_info("step %lld/%lld epoch %d loss %.4f examples/s %.0f eta %.1fs%s", step + 1, total, epoch + 1,
-                      loss_sum / loss_n, lp->examples / el,
-                      (double)(total - step - 1) * el / (double)(step + 1 - lp->first_step), tail);
+            progress_line(lp, m, step + 1, epoch + 1, loss_sum / loss_n);
             loss_sum = 0.0;
             loss_n = 0;
             memset(&lp->window, 0, sizeof(lp->window));

@@ -46,6 +46,11 @@ typedef struct {
     double wait_s;      /* seconds the ps held the pulls (sync, ssp); fold sums */
     uint64_t nonfinite; /* steps whose update was refused as non-finite (by a ps, or local mode); fold sums */
     int nonfinite_ps;   /* the first ps that refused it this exchange (-1: local mode); fold keeps the newest */
+    /* cluster mode, from ps 0's reply; fold keeps the newest: */
+    uint64_t cluster_examples; /* examples in every replica's pushes it applied (0: local mode) */
+    uint32_t evals;            /* the evaluator's reports so far (0: none; then eval_* are unset) */
+    uint64_t eval_step;        /* the global step of its latest evaluation */
+    double eval_accuracy;
 } tfps_loop_info;
 
 /* A diverging run: when the updates of this many steps in a row were all
@@ -97,6 +102,10 @@ typedef struct {
     float loss;                 /* mean loss of the last step */
     long long nonfinite_streak; /* steps in a row whose update was refused as non-finite */
     tfps_loop_info window, totals;
+    double prog_t;              /* tfps_now() of the last progress line with cluster_examples (0: none yet) */
+    uint64_t prog_cx;           /* its cluster_examples */
+    /* Set by the caller before run (NULL: none): a line per progress line (metrics.h) */
+    struct tfps_metrics *metrics;
 } tfps_loop;
 
 /* Zeroes *lp, then: layout from the flags, the data set (--data-folder) and
@@ -117,8 +126,10 @@ int tfps_loop_prepare(tfps_loop *lp, int slice, int num_slices, long long first_
 #include <signal.h>
 extern volatile sig_atomic_t tfps_loop_stop_signal;
 
-/* Trains steps first_step..total_steps with mode m; logs "step i/n ... loss
- * ..." every --log-every. On return (either way) no exchange is in flight,
+/* Trains steps first_step..total_steps with mode m; logs "step i/n epoch e
+ * loss l examples/s r [(cluster R)] eta t[mode's tail]" every --log-every
+ * (r: this process; R: every replica's, from the growth of the window's
+ * cluster_examples), and a metrics line when lp->metrics is set. On return (either way) no exchange is in flight,
  * params holds the newest weights the exchanges gave, and steps, examples,
  * loss, train_s and totals are set. Returns TFPS_EXIT_OK, TFPS_EXIT_FAIL
  * after logging why, or 128 + signal when tfps_loop_stop_signal stopped it. */

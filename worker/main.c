@@ -16,6 +16,7 @@
 #include "local.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "rpc.h"
 
 #include <signal.h>
@@ -34,7 +35,10 @@ static void on_signal(int sig) {
 static int run_cluster(const tfps_options *o, const tfps_cluster *c) {
     tfps_loop lp;
     tfps_cluster_ctx x = {0};
+    char task[64];
     int rc = tfps_loop_open(&lp, o);
+    snprintf(task, sizeof(task), "%s-%d", tfps_job_name(c->task_type), c->task_index);
+    if (rc == TFPS_EXIT_OK) lp.metrics = tfps_metrics_open(o->output_dir, task);
     if (rc == TFPS_EXIT_OK) rc = tfps_cluster_ctx_open(&x, &lp, o, c);
     if (rc == TFPS_EXIT_OK) {
         if (c->task_type == TFPS_JOB_EVALUATOR) {
@@ -47,6 +51,7 @@ static int run_cluster(const tfps_options *o, const tfps_cluster *c) {
         }
     }
     tfps_cluster_ctx_close(&x);
+    tfps_metrics_close(lp.metrics);
     tfps_loop_close(&lp);
     return rc;
 }
@@ -62,7 +67,7 @@ int main(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         // the chief and local mode write there: find out now, not after training
-        const int writes = c.local || c.is_chief || o.export_checkpoint[0];
+        const int writes = c.local || c.is_chief || c.task_type == TFPS_JOB_EVALUATOR || o.export_checkpoint[0];
         if (writes && tfps_check_output_dir(&o) != TFPS_OK) {
             rc = TFPS_EXIT_USAGE;
         } else if (o.export_checkpoint[0]) {

@@ -276,6 +276,10 @@ static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double time
             if (rc == TFPS_OK) {
                 pc->version[k] = r.version;   // the weights come again after this step's push
                 if (r.held_s > pc->last_held_s) pc->last_held_s = r.held_s;
+                if (k == 0) {
+                    pc->examples = r.examples;
+                    pc->eval = r.eval;
+                }
             }
             tfps_wire_release(owner);
         }
@@ -394,6 +398,10 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
             vsum += r.version;
             pc->version[k] = r.version;
             if (r.held_s > pc->last_held_s) pc->last_held_s = r.held_s;
+            if (k == 0) {
+                pc->examples = r.examples;
+                pc->eval = r.eval;
+            }
             tfps_wire_release(owner);
         }
         pc->version_sum = vsum;
@@ -406,7 +414,7 @@ int tfps_psclient_heartbeat(tfps_psclient *pc, uint64_t step, uint64_t examples,
                             tfps_wire_heartbeat_resp *resp0, double timeout_s, char *err, size_t errlen) {
     for (int k = 0; k < pc->num_ps; k++) {
         tfps_wire_heartbeat_req q = {.worker_id = pc->worker_id, .step = step, .examples = examples, .done = done,
-                                     .session = pc->session[k]};
+                                     .session = pc->session[k], .eval = pc->eval_report};
         if (tfps_wire_pack_heartbeat_req(&q, &pc->ctl_req[k]) != TFPS_OK)
             return tfps_seterr(err, errlen, "out of memory");
         pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_HEARTBEAT], pc->ctl_req[k].data, pc->ctl_req[k].len};

@@ -76,6 +76,11 @@ typedef struct {
     int last_nonfinite;              /* ps that refused an update with our gradient as non-finite (PushResponse) */
     int last_nonfinite_ps;           /* the first of them (-1: none) */
     double last_held_s;              /* the longest any ps held its pull */
+    /* from ps 0's last pull: */
+    uint64_t examples;               /* examples in the pushes it applied (every replica's) */
+    tfps_wire_eval eval;             /* the evaluator's latest report to it (count 0: none) */
+    /* the evaluator: its latest evaluation, sent in every heartbeat (count 0: none) */
+    tfps_wire_eval eval_report;
 } tfps_psclient;
 
 int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layout *l, const tfps_shard_plan *plan,
