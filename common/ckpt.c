@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,27 +35,6 @@ static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
-/* ---- CRC-32C: reflected Castagnoli polynomial, one table lookup per byte ---- */
-
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
-        crc_table[i] = c;
-    }
-}
-
-uint32_t tfps_crc32c(uint32_t crc, const void *p, size_t n) {
-    pthread_once(&crc_once, crc_init);
-    const uint8_t *b = p;
-    crc = ~crc;
-    while (n--) crc = crc_table[(crc ^ *b++) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
 
 /* ---- paths and the step directories under dir ---- */
 

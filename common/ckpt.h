@@ -35,7 +35,8 @@
  * checkpoint restores onto a different number of ps (or one process). A
  * checkpoint that is incomplete or corrupt (no MANIFEST, a missing shard, a
  * bad CRC, a short file, another layout or optimizer) is refused with one log
- * line naming the file and the reason, and the previous complete one is used. */
+ * line naming the file and the reason, and the previous complete one is used.
+ * The CRCs are CRC-32C (tfps_crc32c, tfps.h). */
 #ifndef TFPS_CKPT_H
 #define TFPS_CKPT_H
 
@@ -134,9 +135,5 @@ int tfps_ckpt_verify(const char *stepdir, const tfps_layout *l, char *err, size_
  * delete this run's own). The CRCs are restore's to check. keep < 1 counts
  * as 1. Returns the number removed; failures are logged, not fatal. */
 int tfps_ckpt_prune(const char *dir, int keep, const tfps_layout *l, int optim_kind);
-
-/* CRC-32C (Castagnoli), as TFRecord uses: crc = tfps_crc32c(0, p, n), and
- * chained: tfps_crc32c(crc, more, m). */
-uint32_t tfps_crc32c(uint32_t crc, const void *p, size_t n);
 
 #endif

@@ -8,6 +8,7 @@
 #define TFPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* TFPS_VERSION comes from CMake's project(tfps VERSION ...), the
  * one source of truth, as a compile definition of tfps_common. */
@@ -57,5 +58,10 @@ int tfps_random_bytes(void *buf, size_t n);
 double tfps_now(void);
 /* Sleeps s seconds (s >= 0); a signal may cut it short. */
 void tfps_sleep(double s);
+/* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78; not zlib's CRC-32),
+ * as TFRecord and TensorBoard event files use it and checkpoints (ckpt.h):
+ * crc = tfps_crc32c(0, p, n), and chained: tfps_crc32c(crc, more, m).
+ * Check value: tfps_crc32c(0, "123456789", 9) == 0xE3069283. */
+uint32_t tfps_crc32c(uint32_t crc, const void *p, size_t n);
 
 #endif

@@ -10,6 +10,8 @@ pkgs=(build-essential cmake pkg-config curl ca-certificates
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
       iproute2    # tests/test_netns.sh: ip netns, veth, bridge
       python3-yaml   # tests/test_manifests.sh: parses deploy/k8s/*.yaml, deploy/compose.yaml
+      python3-crc32c       # tests/test_tfevents.py: checks the CRCs of TensorBoard event files
+      python3-matplotlib   # deploy/plot-metrics (tfps-plot-metrics) and tests/test_plot.sh
       dpkg-dev    # tests/test_install.sh: cpack -G DEB runs dpkg-shlibdeps for Depends
       systemd)    # tests/test_install.sh: systemd-analyze verify on deploy/systemd/*.service
 
