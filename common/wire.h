@@ -1,5 +1,6 @@
 /* wire.h -- the tfps messages as C structs, and the ONLY module that calls
- * protobuf-c (proto/tfps.proto, package tfps.v1; grpc.health.v1 for probes).
+ * protobuf-c (proto/tfps.proto, package tfps.v1; grpc.health.v1 for probes),
+ * but for its one sibling for a file format, onnx.c (model.onnx).
  *
  * Packing: the caller fills a struct whose pointers point into memory it
  * owns (no copies), and tfps_wire_pack_* serialises it into a reusable
