@@ -1,5 +1,6 @@
 /* wire.c -- the tfps messages <-> protobuf-c (see wire.h). The only file of
- * tfps that calls protobuf-c, with tfevents.c for TensorBoard's event files.
+ * tfps that calls protobuf-c, with tfevents.c for TensorBoard's event files
+ * and onnx.c for the ONNX file format.
  *
  * Packing builds the protobuf-c structs on the stack, pointing into the
  * caller's memory (tensor values are never copied here), and packs them

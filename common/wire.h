@@ -1,6 +1,7 @@
 /* wire.h -- the tfps messages as C structs, and the ONLY module that calls
  * protobuf-c (proto/tfps.proto, package tfps.v1; grpc.health.v1 for probes),
- * but for its one sibling tfevents.c (TensorBoard event files).
+ * but for its siblings for file formats, tfevents.c (TensorBoard event files)
+ * and onnx.c (model.onnx).
  *
  * Packing: the caller fills a struct whose pointers point into memory it
  * owns (no copies), and tfps_wire_pack_* serialises it into a reusable

@@ -6,12 +6,14 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config curl ca-certificates
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libcjson-dev
       libopenblas-dev libcunit1-dev zlib1g-dev
+      libonnx-dev    # onnx.proto: protoc-c generates model.onnx's writer from it (proto/CMakeLists.txt)
       libssl-dev openssl python3   # --tls-* checks (common/tlscheck.c); deploy/make-certs.sh
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
       iproute2    # tests/test_netns.sh: ip netns, veth, bridge
       python3-yaml   # tests/test_manifests.sh: parses deploy/k8s/*.yaml, deploy/compose.yaml
       python3-crc32c       # tests/test_tfevents.py: checks the CRCs of TensorBoard event files
       python3-matplotlib   # deploy/plot-metrics (tfps-plot-metrics) and tests/test_plot.sh
+      python3-onnx   # tests/test_onnx.py: checks model.onnx (onnx.checker) and evaluates it with numpy
       dpkg-dev    # tests/test_install.sh: cpack -G DEB runs dpkg-shlibdeps for Depends
       systemd)    # tests/test_install.sh: systemd-analyze verify on deploy/systemd/*.service
 

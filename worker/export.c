@@ -3,6 +3,7 @@
 #include "export.h"
 #include "log.h"
 #include "model.h"
+#include "onnx.h"
 #include "tfps.h"
 
 #include <cJSON.h>
@@ -69,7 +70,23 @@ int tfps_export_model(const tfps_options *o, const tfps_layout *l, const float *
     int rc = tfps_mkdirs(path, err, sizeof(err));
     snprintf(path, pathlen, "%s/model/%s", o->output_dir, TFPS_MODEL_FILE);
     if (rc == TFPS_OK) rc = tfps_model_write(path, l, params, step, err, sizeof(err));
-    if (rc != TFPS_OK) tfps_error("model: %s", err);
-    else tfps_info("wrote %s", path);
-    return rc;
+    if (rc != TFPS_OK) {
+        tfps_error("model: %s", err);
+        return rc;
+    }
+    tfps_info("wrote %s", path);
+    // the same weights as ONNX, beside it (path keeps model.tfps's name for the caller)
+    char opath[TFPS_PATH_LEN + 64];
+    snprintf(opath, sizeof(opath), "%s/model/%s", o->output_dir, TFPS_ONNX_FILE);
+    if (!tfps_onnx_fits(l)) {
+        tfps_warn("%s not written: %zu parameters exceed the 2 GiB an ONNX file holds without external data "
+                  "(model.tfps has them)", opath, l->total);
+        return TFPS_OK;
+    }
+    if (tfps_onnx_write(opath, l, params, TFPS_VERSION, err, sizeof(err)) != TFPS_OK) {
+        tfps_error("model: %s", err);
+        return TFPS_ERR;
+    }
+    tfps_info("wrote %s", opath);
+    return TFPS_OK;
 }

@@ -1,5 +1,6 @@
-/* export.h -- what a finished run leaves in --output-dir: the model file
- * (<output-dir>/model/model.tfps, model.h) and summary.json.
+/* export.h -- what a finished run leaves in --output-dir: the model files
+ * (<output-dir>/model/model.tfps, model.h, and model.onnx, onnx.h) and
+ * summary.json.
  *
  * Local mode and the chief both end here; neither file is written half: the
  * writes go through a temp file and a rename. */
@@ -13,8 +14,10 @@
 #include <stdint.h>
 
 /* Writes <output-dir>/model/model.tfps (model.h) with params [l->total] as
- * of step; path gets its name, written or not. Returns TFPS_OK, or TFPS_ERR
- * after logging why. */
+ * of step, then the same weights as <output-dir>/model/model.onnx (onnx.h;
+ * skipped with a warning only for a model over ONNX's 2 GiB); path gets
+ * model.tfps's name, written or not. Returns TFPS_OK, or TFPS_ERR after
+ * logging why. */
 int tfps_export_model(const tfps_options *o, const tfps_layout *l, const float *params, uint64_t step, char *path,
                       size_t pathlen);
 
