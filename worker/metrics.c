@@ -3,6 +3,7 @@
 #include "metrics.h"
 #include "log.h"
 #include "options.h"
+#include "tfevents.h"
 #include "tfps.h"
 
 #include <cJSON.h>
@@ -15,6 +16,7 @@ struct tfps_metrics {
     char task[64];
     FILE *jsonl;          /* NULL: none (could not be made, or a write failed) */
     char path[TFPS_PATH_LEN + 96];
+    tfps_tfevents *tb;    /* NULL: none (likewise) */
 };
 
 static double unix_now(void) {
@@ -33,14 +35,32 @@ tfps_metrics *tfps_metrics_open(const char *output_dir, const char *task) {
     snprintf(m->path, sizeof(m->path), "%s/metrics-%s.jsonl", dir, m->task);
     if (tfps_mkdirs(dir, err, sizeof(err)) != TFPS_OK) {
         tfps_warn("metrics: %s (training goes on without them)", err);
+        free(m);
+        return NULL;
     } else if (!(m->jsonl = fopen(m->path, "a"))) {
         tfps_warn("metrics: %s: cannot be opened for appending (training goes on without it)", m->path);
     }
-    if (!m->jsonl) {
+    snprintf(dir, sizeof(dir), "%s/logs/tensorboard", output_dir);
+    char tbdir[TFPS_PATH_LEN + 96];
+    snprintf(tbdir, sizeof(tbdir), "%s/%s", dir, m->task);
+    if (!(m->tb = tfps_tfevents_open(tbdir, err, sizeof(err))))
+        tfps_warn("metrics: TensorBoard events: %s (training goes on without them)", err);
+    if (!m->jsonl && !m->tb) {
         free(m);
         return NULL;
     }
     return m;
+}
+
+/* n scalars at step into the event file; a failure ends it for this run. */
+static void put_scalars(tfps_metrics *m, uint64_t step, int n, const char *const *tags, const float *values) {
+    char err[TFPS_ERR_LEN];
+    if (!m->tb) return;
+    if (tfps_tfevents_scalars(m->tb, (int64_t)step, n, tags, values, err, sizeof(err)) != TFPS_OK) {
+        tfps_warn("metrics: TensorBoard events: %s (no more events this run)", err);
+        tfps_tfevents_close(m->tb);
+        m->tb = NULL;
+    }
 }
 
 /* One line: the object printed unformatted, a newline, flushed (a reader
@@ -86,6 +106,9 @@ void tfps_metrics_train_line(tfps_metrics *m, const tfps_metrics_train *r) {
     }
     if (r->nonfinite) cJSON_AddNumberToObject(j, "nonfinite", (double)r->nonfinite);
     put_line(m, j);
+    const char *tags[] = {"loss", "examples_per_sec", "learning_rate", "cluster_examples_per_sec"};
+    const float values[] = {(float)r->loss, (float)r->examples_per_s, (float)r->lr, (float)r->cluster_examples_per_s};
+    put_scalars(m, r->step, r->cluster_examples_per_s >= 0 ? 4 : 3, tags, values);
 }
 
 void tfps_metrics_eval(tfps_metrics *m, const char *kind, uint64_t step, double accuracy, double loss,
@@ -98,10 +121,14 @@ void tfps_metrics_eval(tfps_metrics *m, const char *kind, uint64_t step, double 
     cJSON_AddNumberToObject(j, "loss", loss);
     if (source) cJSON_AddStringToObject(j, "source", source);
     put_line(m, j);
+    const char *tags[] = {"eval/accuracy", "eval/loss"};
+    const float values[] = {(float)accuracy, (float)loss};
+    put_scalars(m, step, 2, tags, values);
 }
 
 void tfps_metrics_close(tfps_metrics *m) {
     if (!m) return;
     if (m->jsonl) fclose(m->jsonl);
+    tfps_tfevents_close(m->tb);
     free(m);
 }
