@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config curl ca-certificates
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libcjson-dev
       libopenblas-dev libcunit1-dev zlib1g-dev
+      libpng-dev  # tfps-predict reads PNG images (worker/predict.c, libpng's simplified API)
       libssl-dev openssl python3   # --tls-* checks (common/tlscheck.c); deploy/make-certs.sh
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
       iproute2    # tests/test_netns.sh: ip netns, veth, bridge
