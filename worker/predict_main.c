@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "  --help, --version\n\n"
             "Options shared with the daemons (flag, environment variable, default):\n");
     tfps_options_usage_of(f, shared_opts);
+    fprintf(f, "  (" ME " logs only warnings to stderr unless --log-level or TFPS_LOG_LEVEL is given)\n");
     fprintf(f, "\nExit status: 0 done; 2 a user mistake (a missing or corrupt model, data or image that does not fit\n"
                "the model, a bad flag), named in one line on stderr; 1 an internal failure.\n");
 }

@@ -42,6 +42,7 @@ static void usage(FILE *f) {
             "Options shared with the daemons (flag, environment variable, default); for a ps that serves mTLS\n"
             "give all three, e.g. a worker's certificate (deploy/make-certs.sh):\n");
     tfps_options_usage_of(f, shared_opts);
+    fprintf(f, "  (" ME " logs only errors to stderr unless --log-level or TFPS_LOG_LEVEL is given)\n");
     fprintf(f, "\nStatus and the health check need no session or job secret.\n"
                "Exit status: 0 every ps answered; 1 some ps did not (shown unreachable, or its error); 2 a usage\n"
                "mistake (no TF_CONFIG and no --ps, a malformed address, a bad flag or TLS file).\n");
