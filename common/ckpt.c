@@ -654,6 +654,68 @@ int tfps_ckpt_verify(const char *stepdir, const tfps_layout *l, char *err, size_
     return r == LOAD_OK ? TFPS_OK : TFPS_ERR;
 }
 
+/* The MANIFEST of stepdir parsed into *l and *step: LOAD_OK, LOAD_REFUSED
+ * with why, LOAD_ERR (out of memory). */
+static int peek_one(const char *stepdir, tfps_layout *l, uint64_t *step, char *why, size_t whylen) {
+    uint8_t *text;
+    size_t len;
+    manifest m;
+    memset(&m, 0, sizeof(m));
+    int rc = slurp(stepdir, "MANIFEST", 0, &text, &len, why, whylen);
+    if (rc != LOAD_OK) return rc;
+    rc = parse_manifest((const char *)text, len, &m, why, whylen);
+    free(text);
+    free(m.entries);
+    if (rc != LOAD_OK) return rc;
+    tfps_layout got;
+    if (m.in > TFPS_MAX_UNITS || m.h1 > TFPS_MAX_UNITS || m.h2 > TFPS_MAX_UNITS || m.out > TFPS_MAX_UNITS ||
+        tfps_layout_init(&got, (int)m.in, (int)m.h1, (int)m.h2, (int)m.out, NULL, 0) != TFPS_OK)
+        return REFUSE("MANIFEST: layout %" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64 ": not a valid layout", m.in,
+                      m.h1, m.h2, m.out);
+    if (m.digest != tfps_layout_digest(&got)) return REFUSE("MANIFEST: layout digest does not match its widths");
+    *l = got;
+    *step = m.step;
+    return LOAD_OK;
+}
+
+int tfps_ckpt_peek(const char *dir, tfps_layout *l, uint64_t *step, char *stepdir, size_t n, char *err,
+                   size_t errlen) {
+    char sd[PATH_LEN], why[TFPS_ERR_LEN];
+    snprintf(sd, sizeof(sd), "%s/MANIFEST", dir);
+    if (access(sd, F_OK) == 0) {   // a step-N folder itself
+        snprintf(sd, sizeof(sd), "%s", dir);
+        int r = peek_one(sd, l, step, why, sizeof(why));
+        if (r == LOAD_OK) {
+            snprintf(stepdir, n, "%s", sd);
+            return TFPS_OK;
+        }
+        tfps_seterr(err, errlen, "checkpoint %s: %s", dir, why);
+        return r == LOAD_ERR ? TFPS_ERR : TFPS_CKPT_NONE;
+    }
+    uint64_t *steps;
+    int nsteps;
+    if (list_steps(dir, &steps, &nsteps, err, errlen) != TFPS_OK) return TFPS_ERR;
+    int rc = TFPS_CKPT_NONE;
+    tfps_seterr(err, errlen, "%s: " TFPS_CKPT_NO_STEPS, dir);
+    for (int i = 0; i < nsteps && rc == TFPS_CKPT_NONE; i++) {
+        if (tfps_ckpt_step_dir(dir, steps[i], sd, sizeof(sd), err, errlen) != TFPS_OK) {
+            rc = TFPS_ERR;
+            break;
+        }
+        int r = peek_one(sd, l, step, why, sizeof(why));
+        if (r == LOAD_OK) {
+            snprintf(stepdir, n, "%s", sd);
+            rc = TFPS_OK;
+        } else if (r == LOAD_ERR) {
+            rc = tfps_seterr(err, errlen, "checkpoint %s: %s", sd, why);
+        } else if (i == 0) {   // the newest says why there is none
+            tfps_seterr(err, errlen, "checkpoint %s: %s", sd, why);
+        }
+    }
+    free(steps);
+    return rc;
+}
+
 /* Removes a step directory, its MANIFEST first: a crash half way leaves an
  * incomplete checkpoint (skipped, pruned next time), never a corrupt one. */
 static int remove_step_dir(const char *path) {

@@ -47,6 +47,7 @@
 #include <stdint.h>
 
 #define TFPS_CKPT_NONE 1   /* restore: no complete checkpoint (not an error) */
+#define TFPS_CKPT_NO_STEPS "no step-N folder with a MANIFEST"   /* peek's message when there is not even one */
 
 typedef struct {
     uint64_t begin, end;   /* flat range */
@@ -119,6 +120,15 @@ typedef struct {
 int tfps_ckpt_restore(const char *dir, const tfps_layout *l, const tfps_optim *opt, int ps_index,
                       uint64_t plan_digest, const tfps_ckpt_range *want, int nwant, float *w,
                       float *const slot[TFPS_OPTIM_MAX_SLOTS], tfps_ckpt_info *info, char *err, size_t errlen);
+
+/* The layout and step of the checkpoint restore would try first, for a
+ * caller that does not know the layout (tfps-predict): dir's own MANIFEST
+ * when dir is a step-N folder, else the newest step-N under dir whose
+ * MANIFEST parses. Reads MANIFESTs only; restore still checks everything.
+ * Returns TFPS_OK with *l, *step and its step directory in stepdir (n bytes),
+ * TFPS_CKPT_NONE when no MANIFEST under dir parses (err says why, naming the
+ * newest one tried), or TFPS_ERR with err (dir unreadable, out of memory). */
+int tfps_ckpt_peek(const char *dir, tfps_layout *l, uint64_t *step, char *stepdir, size_t n, char *err, size_t errlen);
 
 /* Checks one step directory completely (MANIFEST, every shard's size,
  * CRC and header, the layout, the ranges' cover): TFPS_OK, or TFPS_ERR with

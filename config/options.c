@@ -356,6 +356,18 @@ void tfps_options_usage(FILE *f, const char *prog, const char *what) {
                "local mode: tfps-worker trains in one process.\n");
 }
 
+void tfps_options_usage_of(FILE *f, const char *const *names) {
+    for (int k = 0; names && names[k]; k++)
+        for (size_t i = 0; i < NOPTS; i++) {
+            if (strcmp(opts[i].name, names[k]) != 0) continue;
+            char env[64], expected[256];
+            env_name(&opts[i], env, sizeof(env));
+            describe_expected(&opts[i], expected, sizeof(expected));
+            fprintf(f, "  --%-22s %-28s default %s\n      %s; %s\n", opts[i].name, env,
+                    opts[i].def ? opts[i].def : "(none)", opts[i].help, expected);
+        }
+}
+
 void tfps_options_to_json(const tfps_options *o, cJSON *obj) {
     for (size_t i = 0; i < NOPTS; i++) {
         const opt_def *d = &opts[i];

@@ -85,6 +85,9 @@ int tfps_options_parse(tfps_options *o, int argc, char **argv, char *err, size_t
 int tfps_options_model_dir_is_uri(const tfps_options *o);
 /* --help text: every option with its environment variable, default and limits. */
 void tfps_options_usage(FILE *f, const char *prog, const char *what);
+/* The --help lines of the options named in names (NULL-terminated, without
+ * "--"), in the same form: the tools' help (cli.h). */
+void tfps_options_usage_of(FILE *f, const char *const *names);
 /* Appends every option as a member of a cJSON object (cJSON *obj). */
 struct cJSON;
 void tfps_options_to_json(const tfps_options *o, struct cJSON *obj);

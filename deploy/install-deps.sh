@@ -7,6 +7,7 @@ pkgs=(build-essential cmake pkg-config curl ca-certificates
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libcjson-dev
       libopenblas-dev libcunit1-dev zlib1g-dev
       libonnx-dev    # onnx.proto: protoc-c generates model.onnx's writer from it (proto/CMakeLists.txt)
+      libpng-dev  # tfps-predict reads PNG images (worker/predict.c, libpng's simplified API)
       libssl-dev openssl python3   # --tls-* checks (common/tlscheck.c); deploy/make-certs.sh
       clang       # tests/fuzz: libFuzzer (clang -fsanitize=fuzzer)
       iproute2    # tests/test_netns.sh: ip netns, veth, bridge

@@ -3,8 +3,8 @@
 #
 # 1. `cmake --install BUILD_DIR --prefix TMP` installs exactly the expected files
 #    (no tests, no benchmarks), the units rewritten to TMP's paths;
-# 2. the installed tfps-ps / tfps-worker print VERSION for --version; tfps-make-certs and
-#    tfps-plot-metrics --help;
+# 2. the installed tfps-ps / tfps-worker / tfps-predict / tfps-status print VERSION for --version;
+#    tfps-make-certs and tfps-plot-metrics --help;
 #    tfps-get-data with no argument exits 2;
 # 3. the installed tfps-local-cluster (no TFPS_BIN, no build/bin next to it) finds its
 #    sibling daemons: 1 ps + 1 worker, --steps 20, summary.json says cluster mode with 1 ps;
@@ -33,7 +33,9 @@ bin/tfps-get-data
 bin/tfps-local-cluster
 bin/tfps-make-certs
 bin/tfps-plot-metrics
+bin/tfps-predict
 bin/tfps-ps
+bin/tfps-status
 bin/tfps-worker
 etc/tfps/ps.env.example
 etc/tfps/worker.env.example
@@ -44,7 +46,7 @@ share/doc/tfps/README.md
 EOF2
 if diff -u "$tmp/want" "$tmp/got" >"$tmp/diff"; then ok "install tree: $(wc -l <"$tmp/got") files as expected"
 else cat "$tmp/diff" >&2; fail "install tree differs (- expected, + installed)"; fi
-for f in tfps-ps tfps-worker tfps-local-cluster tfps-get-data tfps-make-certs tfps-plot-metrics; do
+for f in tfps-ps tfps-worker tfps-predict tfps-status tfps-local-cluster tfps-get-data tfps-make-certs tfps-plot-metrics; do
   [ -x "$p/bin/$f" ] || fail "bin/$f is not executable"
 done
 for u in ps worker; do
@@ -55,7 +57,7 @@ for u in ps worker; do
 done
 
 # 2. the installed programs run
-for d in tfps-ps tfps-worker; do
+for d in tfps-ps tfps-worker tfps-predict tfps-status; do
   v=$("$p/bin/$d" --version 2>&1); rc=$?
   [ $rc -eq 0 ] && [[ $v == *"$version"* ]] && ok "$d --version: $v" || fail "$d --version: exit $rc, \"$v\" lacks $version"
 done
@@ -109,14 +111,15 @@ if command -v dpkg-deb >/dev/null && command -v dpkg-shlibdeps >/dev/null && com
     [[ $dep == *libgrpc* ]] || fail "Depends lacks a libgrpc package"
     [[ $dep == *libopenblas* ]] || fail "Depends lacks a libopenblas package"
     [[ $dep == *libprotobuf-c* ]] || fail "Depends lacks libprotobuf-c"
+    [[ $dep == *libpng* ]] || fail "Depends lacks libpng (tfps-predict)"
     dpkg-deb -c "$deb" | awk '{print $NF}' | sed 's#^\./#/#' | grep -v '/$' | sort >"$tmp/debfiles"
-    for f in /usr/bin/tfps-ps /usr/bin/tfps-worker /usr/bin/tfps-local-cluster /usr/bin/tfps-get-data \
-             /usr/bin/tfps-make-certs /usr/bin/tfps-plot-metrics \
+    for f in /usr/bin/tfps-ps /usr/bin/tfps-worker /usr/bin/tfps-predict /usr/bin/tfps-status \
+             /usr/bin/tfps-local-cluster /usr/bin/tfps-get-data /usr/bin/tfps-make-certs /usr/bin/tfps-plot-metrics \
              /usr/lib/systemd/system/tfps-ps.service /usr/lib/systemd/system/tfps-worker.service \
              /etc/tfps/ps.env.example /etc/tfps/worker.env.example /usr/share/doc/tfps/README.md; do
       grep -qx "$f" "$tmp/debfiles" || fail "the .deb lacks $f"
     done
-    n=$(wc -l <"$tmp/debfiles"); [ "$n" -eq 12 ] || { cat "$tmp/debfiles" >&2; fail "the .deb holds $n files, expected 12"; }
+    n=$(wc -l <"$tmp/debfiles"); [ "$n" -eq 14 ] || { cat "$tmp/debfiles" >&2; fail "the .deb holds $n files, expected 14"; }
     dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles 2>/dev/null | grep -qx /etc/tfps/ps.env.example ||
       fail "/etc/tfps/ps.env.example is not a conffile"
     mkdir -p "$tmp/x" && dpkg-deb -x "$deb" "$tmp/x"
