@@ -83,6 +83,30 @@ TF_CONFIG="{\"cluster\": $cluster}" "$S" --json >"$tmp/j2" 2>&1 && check_json "$
 env -u TF_CONFIG "$S" --ps "$ps0,$ps1" --json >"$tmp/j3" 2>&1 && check_json "$tmp/j3" up,up &&
   ok "--ps $ps0,$ps1" || { cat "$tmp/j3" >&2; fail "--ps"; }
 
+# the evaluator's report: it evaluates the ps's weights and tells them; tfps-status shows its latest (EVAL column,
+# "eval" in --json) at the global step it evaluated (40: nothing trains now)
+TF_CONFIG=$(tfc evaluator 0) timeout 60 "$bin/tfps-worker" --data-folder "$data" --output-dir "$tmp/eval" \
+  --eval-every 0.2 >"$tmp/e.log" 2>&1 &
+epid=$!
+pids+=($epid)
+for _ in $(seq 1 100); do
+  TF_CONFIG=$(tfc worker 0) "$S" --json >"$tmp/j5" 2>/dev/null
+  python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); sys.exit(not all(o.get("eval") for o in a))' "$tmp/j5" 2>/dev/null && break
+  sleep 0.2
+done
+kill -TERM $epid 2>/dev/null; wait $epid 2>/dev/null
+TF_CONFIG=$(tfc worker 0) "$S" >"$tmp/t5" 2>&1
+python3 - "$tmp/j5" "$STEPS" "$tmp/eval/eval.json" <<'EOF2' && grep -q "  EVAL  " "$tmp/t5" && grep -q "@$STEPS " "$tmp/t5" &&
+import json, sys
+a, steps, ej = json.load(open(sys.argv[1])), int(sys.argv[2]), json.load(open(sys.argv[3]))
+for o in a:
+    e = o["eval"]
+    assert e and e["count"] >= 1 and e["step"] == steps and 0 < e["accuracy"] <= 1 and e["loss"] > 0, o
+    assert abs(e["accuracy"] - ej["latest"]["accuracy"]) < 1e-12, (e, ej)   # what the evaluator wrote itself
+EOF2
+  ok "the evaluator's latest accuracy at step $STEPS in Status (table and --json), as in its eval.json" ||
+  { cat "$tmp/j5" "$tmp/t5" "$tmp/e.log" >&2; fail "the evaluator's report in Status"; }
+
 # 2. ps 1 down
 kill -TERM "${pids[1]}"; wait "${pids[1]}" 2>/dev/null
 s0=$(date +%s.%N)

@@ -145,13 +145,14 @@ static const char *up_text(const tfps_status_ps *s, char *buf, size_t n) {
     return buf;
 }
 
-#define NCOLS 12
-enum { C_PS, C_ADDR, C_UP, C_VERSION, C_APPLIED, C_REFUSED, C_WORKERS, C_IN, C_OUT, C_UPTIME, C_CKPT, C_CONS };
+#define NCOLS 13
+enum { C_PS, C_ADDR, C_UP, C_VERSION, C_APPLIED, C_REFUSED, C_WORKERS, C_IN, C_OUT, C_UPTIME, C_CKPT, C_EVAL, C_CONS };
 
 void tfps_status_table(FILE *f, const tfps_status_ps *ps, int n) {
     static const char *const head[NCOLS] = {"PS",      "ADDRESS", "UP",     "VERSION", "APPLIED", "REFUSED",
-                                            "WORKERS", "IN",      "OUT",    "UPTIME",  "CKPT",    "CONSISTENCY"};
-    static const int right[NCOLS] = {1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0};   // numbers right-aligned
+                                            "WORKERS", "IN",      "OUT",    "UPTIME",  "CKPT",    "EVAL",
+                                            "CONSISTENCY"};
+    static const int right[NCOLS] = {1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0};   // numbers right-aligned
     char(*cell)[NCOLS][200] = calloc((size_t)n + 1, sizeof(*cell));
     if (!cell) return;
     size_t w[NCOLS];
@@ -194,6 +195,9 @@ void tfps_status_table(FILE *f, const tfps_status_ps *ps, int n) {
                 snprintf(row[C_CKPT], sizeof(row[C_CKPT]), "%llu", (unsigned long long)st->last_checkpoint_step);
             else if (st->restored_step)
                 snprintf(row[C_CKPT], sizeof(row[C_CKPT]), "restored %llu", (unsigned long long)st->restored_step);
+            if (st->eval.count)   // the evaluator's latest report: accuracy at its global step
+                snprintf(row[C_EVAL], sizeof(row[C_EVAL]), "%.4f@%llu", st->eval.accuracy,
+                         (unsigned long long)st->eval.step);
             snprintf(row[C_CONS], sizeof(row[C_CONS]), "%s", s->consistency[0] ? s->consistency : "-");
         }
         for (int c = 0; c < NCOLS; c++)
@@ -256,6 +260,17 @@ cJSON *tfps_status_json(const tfps_status_ps *ps, int n) {
         cJSON_AddNumberToObject(o, "last_checkpoint_step", (double)st->last_checkpoint_step);
         cJSON_AddNumberToObject(o, "restored_step", (double)st->restored_step);
         cJSON_AddNumberToObject(o, "checkpoint_pause_s", st->checkpoint_pause_s);
+        if (st->eval.count) {   // the evaluator's latest report to this ps
+            cJSON *e = cJSON_AddObjectToObject(o, "eval");
+            if (e) {
+                cJSON_AddNumberToObject(e, "count", st->eval.count);
+                cJSON_AddNumberToObject(e, "step", (double)st->eval.step);
+                cJSON_AddNumberToObject(e, "accuracy", st->eval.accuracy);
+                cJSON_AddNumberToObject(e, "loss", st->eval.loss);
+            }
+        } else {
+            cJSON_AddNullToObject(o, "eval");
+        }
     }
     return a;
 }
