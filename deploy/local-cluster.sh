@@ -153,7 +153,8 @@ helpers=()               # --kill timers
 
 log_of() { echo "$out/logs/$1.log"; }
 # Both stderr and the task's log (opened O_APPEND by every writer, so lines never overwrite each other).
-say() { echo "local-cluster: $2" >&2; echo "local-cluster: $2" >>"$(log_of "$1")"; }
+# (stderr writes in the wait loop never fail the script: a reader that went away must not orphan the tasks)
+say() { echo "local-cluster: $2" >&2 2>/dev/null || true; echo "local-cluster: $2" >>"$(log_of "$1")"; }
 write_pids() {
   local t
   for t in "${tasks[@]}"; do [ -n "${pid_of[$t]:-}" ] && echo "$t ${pid_of[$t]}"; done >"$pidfile.tmp"
@@ -194,38 +195,56 @@ prog_off=0
 prog_open=0
 prog_tty=0
 [ -t 2 ] && [ "${TERM:-dumb}" != dumb ] && prog_tty=1
+# The display never stops the run: a write that fails (a reader that went away: SIGPIPE is ignored
+# below) turns it off.
 prog_line() {   # kind (step|note) text
+  local t=$2
   if [ $prog_tty = 1 ]; then
-    if [ "$1" = step ]; then printf '\r\033[K%s' "$2" >&2; prog_open=1
-    else printf '\r\033[K%s\n' "$2" >&2; prog_open=0; fi
+    if [ "$1" = step ]; then   # one terminal row: \r and erase-line redraw only that row, so cut to its width
+      local cols
+      cols=$(tput cols 2>/dev/null || echo "${COLUMNS:-80}")
+      [[ $cols =~ ^[0-9]+$ ]] && [ "$cols" -gt 10 ] || cols=80
+      [ ${#t} -ge "$cols" ] && t="${t:0:$((cols - 2))}…"
+      printf '\r\033[K%s' "$t" >&2 2>/dev/null || quiet=1
+      prog_open=1
+    else
+      printf '\r\033[K%s\n' "$t" >&2 2>/dev/null || quiet=1
+      prog_open=0
+    fi
   else
-    printf '%s\n' "$2" >&2
+    printf '%s\n' "$t" >&2 2>/dev/null || quiet=1
   fi
 }
-prog_end() { if [ $prog_open = 1 ]; then printf '\n' >&2; prog_open=0; fi; }
+prog_end() { if [ $prog_open = 1 ]; then printf '\n' >&2 2>/dev/null || true; prog_open=0; fi; }
 show_progress() {
   [ $quiet = 0 ] || return 0
   local size chunk line msg
   size=$(stat -c %s "$chief_log" 2>/dev/null || echo 0)
   [ "$size" -lt "$prog_off" ] && prog_off=0   # truncated: read it again
   [ "$size" -gt "$prog_off" ] || return 0
-  chunk=$(LC_ALL=C tail -c +$((prog_off + 1)) "$chief_log" | LC_ALL=C head -c $((size - prog_off)); echo x)
+  chunk=$(LC_ALL=C tail -c +$((prog_off + 1)) "$chief_log" 2>/dev/null | LC_ALL=C head -c $((size - prog_off)) | tr -d '\000'; echo x)
   chunk=${chunk%x}
   case "$chunk" in *$'\n'*) ;; *) return 0;; esac   # no whole line yet
   chunk=${chunk%$'\n'*}$'\n'                       # whole lines only; the rest comes next time
   prog_off=$((prog_off + $(printf '%s' "$chunk" | LC_ALL=C wc -c)))
+  local hdr day mon tod lvl
   while IFS= read -r line; do
-    case "$line" in
-      *" I step "*) msg=${line#*" I "}; prog_line step "chief: $msg";;
-      *" I final evaluation"*|*" I waiting for the workers"*|*" I resuming at step"*|*" I checkpoint step"*" (final)"*)
-        msg=${line#*" I "}; prog_line note "chief: $msg";;
-      *" W "*|*" E "*) msg=${line#*" "*" "*" "*" "*" "}; prog_line note "chief: $msg";;
+    # pid:<role><index> <date: day month> <time> <level> message (README, Outputs)
+    read -r hdr day mon tod lvl msg <<<"$line" || true
+    case "$lvl" in
+      I) case "$msg" in
+           "step "*) prog_line step "chief: $msg";;
+           "final evaluation"*|"waiting for the workers"*|"resuming at step"*|"checkpoint step "*" (final)"*)
+             prog_line note "chief: $msg";;
+         esac;;
+      W|E) prog_line note "chief: $msg";;
     esac
   done <<<"$chunk"
 }
 
 trap 'prog_end; echo "local-cluster: interrupted, stopping every task" >&2; stop_all; exit 130' INT TERM
-trap 'stop_helpers' EXIT
+trap '' PIPE   # a reader of our stderr that goes away (| head) must not kill this script and orphan the tasks
+trap 'stop_all' EXIT   # whatever ends this script (an error too) stops what it started
 
 echo "local-cluster: $num_ps ps, $num_workers workers$([ $evaluator = 1 ] && echo ", 1 evaluator")$([ $tls = 1 ] && echo ", mTLS (certificates in $out/tls)"); cluster $cluster; logs in $out/logs$([ $restart = on-failure ] && echo "; --restart on-failure, at most $max_restarts per task")" >&2
 if compgen -G "$out/checkpoints/step-*/MANIFEST" >/dev/null; then
@@ -283,13 +302,13 @@ while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
   write_pids
   last_rc[$name]=$rc
   if [ "$rc" -eq 0 ]; then
-    echo "local-cluster: $name exited 0" >&2
+    echo "local-cluster: $name exited 0" >&2 2>/dev/null || true
     continue
   fi
   if [ $restart = on-failure ] && [ "$rc" -ne 2 ] && [ "${restarts[$name]}" -lt "$max_restarts" ]; then
     restarts[$name]=$((restarts[$name] + 1))
     delay=$((1 << (restarts[$name] - 1))); [ $delay -gt 10 ] && delay=10
-    echo "local-cluster: $name exited $(describe "$rc"); restart in $delay s" >&2
+    echo "local-cluster: $name exited $(describe "$rc"); restart in $delay s" >&2 2>/dev/null || true
     sleep "$delay" </dev/null >/dev/null 2>&1 &
     timer_of[$!]=$name
     continue
@@ -299,8 +318,8 @@ while [ ${#pid_of[@]} -gt 0 ] || [ ${#timer_of[@]} -gt 0 ]; do
     if [ "$rc" -eq 2 ]; then why=" (exit 2 is a usage or configuration error: not restarted)"
     else why=" after ${restarts[$name]} restart$([ "${restarts[$name]}" = 1 ] || echo s) (--max-restarts $max_restarts)"; fi
   fi
-  echo "local-cluster: $name exited $(describe "$rc")$why; stopping the other tasks. Last lines of $(log_of "$name"):" >&2
-  tail -n 5 "$(log_of "$name")" >&2
+  echo "local-cluster: $name exited $(describe "$rc")$why; stopping the other tasks. Last lines of $(log_of "$name"):" >&2 2>/dev/null || true
+  tail -n 5 "$(log_of "$name")" >&2 2>/dev/null || true
   stop_all
   exit 1
 done
@@ -308,9 +327,11 @@ show_progress
 prog_end
 stop_helpers
 trap - INT TERM
-grep -h '^tfps:' "$out/logs/worker-0.log" || true
+grep -h '^tfps:' "$out/logs/worker-0.log" 2>/dev/null || true
 if [ $evaluator = 1 ]; then   # the evaluator's last word: its final evaluation (eval.json)
   grep -h ' I final evaluation\| I done: \| W no final evaluation' "$out/logs/evaluator-0.log" | tail -n 2 |
     sed 's/^[^ ]* [0-9]* [A-Za-z]* [0-9:.]* [A-Z] /evaluator: /' >&2 || true
 fi
-[ -f "$out/summary.json" ] && echo "local-cluster: summary in $out/summary.json, model in $out/model/" >&2
+if [ -f "$out/summary.json" ]; then
+  echo "local-cluster: summary in $out/summary.json, model in $out/model/" >&2 2>/dev/null || true
+fi

@@ -11,20 +11,21 @@ bash deploy/install-deps.sh
 echo "quickstart: building tfps into build/ (full output in build/build.log)" >&2
 mkdir -p build
 tty=0; [ -t 2 ] && [ "${TERM:-dumb}" != dumb ] && tty=1
-( cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
-  cmake --build build -j "$(nproc 2>/dev/null || echo 2)" ) >build/build.log 2>&1 &
-pid=$!
-last=
-while kill -0 "$pid" 2>/dev/null; do   # the newest percentage, twice a second
-  pct=$(grep -o '^\[ *[0-9]*%\]' build/build.log 2>/dev/null | tail -n 1 | tr -d '[] ' || true)
-  if [ -n "$pct" ] && [ "$pct" != "$last" ]; then
-    if [ $tty = 1 ]; then printf '\rquickstart: building %s' "$pct" >&2; else echo "quickstart: building $pct" >&2; fi
+# In the foreground (Ctrl-C stops the build too): cmake's output to build/build.log, its newest
+# percentage to the user.
+show_build() {
+  local line pct last=
+  while IFS= read -r line; do
+    [[ $line =~ ^\[\ *([0-9]+)%\] ]] || continue
+    pct=${BASH_REMATCH[1]}
+    [ "$pct" = "$last" ] && continue
     last=$pct
-  fi
-  sleep 0.5
-done
-[ $tty = 1 ] && [ -n "$last" ] && printf '\n' >&2
-if ! wait "$pid"; then
+    if [ $tty = 1 ]; then printf '\rquickstart: building %s%%' "$pct" >&2; else echo "quickstart: building $pct%" >&2; fi
+  done
+  if [ $tty = 1 ] && [ -n "$last" ]; then printf '\n' >&2; fi
+}
+if ! { cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
+       cmake --build build -j "$(nproc 2>/dev/null || echo 2)"; } 2>&1 | tee build/build.log | show_build; then
   echo "quickstart: the build failed; the end of build/build.log:" >&2
   tail -n 30 build/build.log >&2
   exit 1

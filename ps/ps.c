@@ -51,6 +51,7 @@ struct tfps_ps {
     int observers;
     tfps_session observer_session;   /* handed to every evaluator: it may pull and heartbeat, not push */
     tfps_wire_eval eval;             /* the evaluator's latest report (count 0: none): in pulls and Status */
+    uint32_t eval_ignored;           /* the count of the last report ignored as out of range (logged once) */
     uint8_t secret[TFPS_JOB_SECRET_MAX];   /* the job secret Register must carry (secret_len 0: none) */
     size_t secret_len;
     double last_refusal_log;         /* refused calls are logged at most every PS_REFUSAL_LOG_S */
@@ -524,17 +525,21 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *t
     if (m.eval.count > 0) {   // an evaluation report: kept, and handed to every pull (the chief's progress line)
         if (rank != ps->num_workers) {
             snprintf(msg, msglen, "HeartbeatRequest.eval: only the evaluator reports evaluations");
-            return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+            return refuse(ps, TFPS_RPC_PERMISSION_DENIED);
         }
         if (!(m.eval.accuracy >= 0.0 && m.eval.accuracy <= 1.0) || !(m.eval.loss >= 0.0 && m.eval.loss < INFINITY)) {
-            snprintf(msg, msglen, "HeartbeatRequest.eval: accuracy %g, loss %g: expected an accuracy in [0, 1] and a "
-                     "finite loss >= 0", m.eval.accuracy, m.eval.loss);
-            return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+            // the heartbeat itself still counts; the report is not kept (once per report, not per heartbeat)
+            if (m.eval.count != ps->eval_ignored) {
+                tfps_warn("evaluator: evaluation %" PRIu32 " ignored: accuracy %g, loss %g (expected an accuracy in "
+                          "[0, 1] and a finite loss >= 0)", m.eval.count, m.eval.accuracy, m.eval.loss);
+                ps->eval_ignored = m.eval.count;
+            }
+        } else {
+            if (m.eval.count != ps->eval.count)
+                tfps_info("evaluator: evaluation %" PRIu32 " at global step %" PRIu64 ": test accuracy %.4f, loss %.4f",
+                          m.eval.count, m.eval.step, m.eval.accuracy, m.eval.loss);
+            ps->eval = m.eval;
         }
-        if (m.eval.count != ps->eval.count)
-            tfps_info("evaluator: evaluation %" PRIu32 " at global step %" PRIu64 ": test accuracy %.4f, loss %.4f",
-                      m.eval.count, m.eval.step, m.eval.accuracy, m.eval.loss);
-        ps->eval = m.eval;
     }
     if (rank < ps->num_workers) {
         worker_state *w = &ps->workers[rank];

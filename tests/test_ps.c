@@ -298,6 +298,65 @@ static void test_nonfinite_update_refused(void) {
     tfps_buf_free(&b);
 }
 
+/* The evaluator's reports (HeartbeatRequest.eval): kept and handed back in Status; one out of range
+ * (a NaN loss from diverged weights) is ignored while the heartbeat still counts; a training worker's
+ * report is refused PERMISSION_DENIED. */
+static void heartbeat_eval(uint32_t id, tfps_session ses, tfps_wire_eval e, int want) {
+    tfps_buf b = {0};
+    tfps_wire_heartbeat_req h = {.worker_id = id, .session = ses, .eval = e};
+    tfps_wire_pack_heartbeat_req(&h, &b);
+    tfps_rpc_result r;
+    const int got = call(TFPS_M_HEARTBEAT, b.data, b.len, &r);
+    if (got != want) printf("\n  heartbeat with eval %u: status %d, expected %d (%s)", e.count, got, want, r.details);
+    CU_ASSERT_EQUAL(got, want);
+    tfps_rpc_result_clear(&r);
+    tfps_buf_free(&b);
+}
+
+static void test_evaluator_reports(void) {
+    // register as the evaluator: its id and the observer session
+    tfps_wire_register_req q = reg_req();
+    q.task_type = "evaluator";
+    tfps_buf b = {0};
+    tfps_wire_pack_register_req(&q, &b);
+    tfps_rpc_result r;
+    CU_ASSERT_EQUAL_FATAL(call(TFPS_M_REGISTER, b.data, b.len, &r), TFPS_RPC_OK);
+    tfps_wire_register_resp rr;
+    void *owner = NULL;
+    char err[512];
+    CU_ASSERT_FATAL(tfps_wire_unpack_register_resp(r.resp, r.resp_len, &rr, &owner, err, sizeof(err)) == 0);
+    const uint32_t eid = rr.worker_id;
+    const tfps_session es = rr.session;
+    tfps_wire_release(owner);
+    tfps_rpc_result_clear(&r);
+    tfps_buf_free(&b);
+    CU_ASSERT_EQUAL(eid, TFPS_OBSERVER_ID);
+
+    CU_ASSERT_EQUAL(status_now().eval.count, 0);   // none yet
+    heartbeat_eval(eid, es, (tfps_wire_eval){.count = 1, .step = 7, .accuracy = 0.625, .loss = 1.25}, TFPS_RPC_OK);
+    tfps_wire_status_resp st = status_now();
+    CU_ASSERT(st.eval.count == 1 && st.eval.step == 7 && st.eval.accuracy == 0.625 && st.eval.loss == 1.25);
+    // out of range: the heartbeat is answered OK, the report not kept
+    heartbeat_eval(eid, es, (tfps_wire_eval){.count = 2, .step = 9, .accuracy = 0.1, .loss = NAN}, TFPS_RPC_OK);
+    heartbeat_eval(eid, es, (tfps_wire_eval){.count = 3, .step = 9, .accuracy = 1.5, .loss = 1.0}, TFPS_RPC_OK);
+    heartbeat_eval(eid, es, (tfps_wire_eval){.count = 4, .step = 9, .accuracy = 0.5, .loss = -1.0}, TFPS_RPC_OK);
+    heartbeat_eval(eid, es, (tfps_wire_eval){.count = 5, .step = 9, .accuracy = 0.5, .loss = INFINITY}, TFPS_RPC_OK);
+    st = status_now();
+    CU_ASSERT(st.eval.count == 1 && st.eval.step == 7 && st.eval.accuracy == 0.625);
+    // a training worker may not report; nor may a caller without the evaluator's session
+    heartbeat_eval(worker_id, session, (tfps_wire_eval){.count = 1, .step = 1, .accuracy = 0.9, .loss = 0.1},
+                   TFPS_RPC_PERMISSION_DENIED);
+    heartbeat_eval(eid, session, (tfps_wire_eval){.count = 9, .step = 1, .accuracy = 0.9, .loss = 0.1},
+                   TFPS_RPC_UNAUTHENTICATED);
+    heartbeat_eval(eid, es, (tfps_wire_eval){.count = 6, .step = 11, .accuracy = 0.75, .loss = 0.5}, TFPS_RPC_OK);
+    st = status_now();
+    CU_ASSERT(st.eval.count == 6 && st.eval.step == 11 && st.eval.accuracy == 0.75 && st.eval.loss == 0.5);
+    char *log = tu_read_file(logpath);
+    CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "evaluation 2 ignored: accuracy 0.1, loss nan"));
+    CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "the evaluator registered"));
+    free(log);
+}
+
 static void test_health_and_shutdown(void) {
     tfps_rpc_result r;
     char err[512];
@@ -321,7 +380,7 @@ static void test_health_and_shutdown(void) {
     tfps_wire_pack_shutdown_req(&q, &b);
     CU_ASSERT_EQUAL(call(TFPS_M_SHUTDOWN, b.data, b.len, &r), TFPS_RPC_UNAUTHENTICATED);
     tfps_rpc_result_clear(&r);
-    CU_ASSERT_EQUAL(status_now().unauthenticated, 2);   // this and test_bad_requests' worker 7
+    CU_ASSERT_EQUAL(status_now().unauthenticated, 3);   // this, test_bad_requests' worker 7, the report without the session
     q.session = session;
     tfps_wire_pack_shutdown_req(&q, &b);
     CU_ASSERT_EQUAL(call(TFPS_M_SHUTDOWN, b.data, b.len, &r), TFPS_RPC_OK);
@@ -342,6 +401,7 @@ int main(void) {
     CU_add_test(s, "bad requests refused, weights unchanged; a good push applies", test_bad_requests);
     CU_add_test(s, "pushes of -3.4e38: the update that would be inf is refused, told, counted",
                 test_nonfinite_update_refused);
+    CU_add_test(s, "the evaluator's reports: kept, out of range ignored, a worker's refused", test_evaluator_reports);
     CU_add_test(s, "health check, unknown method, Shutdown exits 0", test_health_and_shutdown);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

@@ -88,7 +88,10 @@ static int finish(tfps_cluster_ctx *x) {
     tfps_info("final evaluation at global step %" PRIu64 ": test accuracy %.4f, loss %.4f", x->pc.version[0], acc,
               ev.loss);
     tfps_metrics_eval(lp->metrics, "final", x->pc.version[0], acc, ev.loss, "ps");
-    if (tfps_export_model(o, &lp->l, lp->params, st.applied, path, sizeof(path)) != TFPS_OK) return TFPS_EXIT_FAIL;
+    // the model's step: the global step (ps 0's version), as everywhere (in sync it passes the updates applied
+    // when a step was skipped as non-finite)
+    if (tfps_export_model(o, &lp->l, lp->params, x->pc.version[0], path, sizeof(path)) != TFPS_OK)
+        return TFPS_EXIT_FAIL;
 
     // steps: the pushes ps 0 applied, i.e. every replica's steps; examples as ps 0 counted them
     const tfps_loop_result sum = {.mode = "cluster", .model = path, .test_accuracy = acc, .test_loss = ev.loss,

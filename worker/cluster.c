@@ -209,8 +209,7 @@ static int cluster_exchange(void *ctx, const float *grads, float loss, int batch
     if (!tfps_psclient_recoverable(&x->pc) || tfps_loop_stop_signal) return tfps_seterr(err, errlen, "%s", why);
     if (tfps_cluster_recover(x, why, err, errlen) != TFPS_OK) return TFPS_ERR;
     x->t_failed_round = t_round;
-    tfps_loop_info ignore;
-    return cluster_begin(x, params, &ignore, err, errlen) == TFPS_OK ? TFPS_OK : TFPS_ERR;
+    return cluster_begin(x, params, info, err, errlen) == TFPS_OK ? TFPS_OK : TFPS_ERR;   // info: the new round's
 }
 
 static void cluster_progress(void *ctx, const tfps_loop_info *window, char *buf, size_t len) {
@@ -258,8 +257,8 @@ int tfps_cluster_ctx_train(tfps_cluster_ctx *x) {
                   : "ssp bounds the clocks of pulls, which overlap would run one step ahead of the pushes");
         overlap = 0;
     }
-    const tfps_loop_mode mode = {.ctx = x, .overlap = overlap, .begin = cluster_begin, .exchange = cluster_exchange,
-                            .progress = cluster_progress};
+    const tfps_loop_mode mode = {.ctx = x, .overlap = overlap, .cluster = 1, .begin = cluster_begin,
+                                 .exchange = cluster_exchange, .progress = cluster_progress};
     rc = tfps_loop_run(lp, &mode);
     if (tfps_loop_stop_signal && c->is_chief) {   // SIGTERM: save what the ps have if it takes no more than a few seconds
         tfps_rpc_resume();   // calls fail at once after a signal: this one is asked for

@@ -11,12 +11,17 @@
  *
  * The final evaluation: once the ps say every training replica is done (or
  * dead), the weights no longer change: it pulls them once more and
- * evaluates them ("final", source "ps"). When the ps are gone before that
- * (the chief shut them down first), it evaluates the chief's final model
- * instead, <output-dir>/model/model.tfps written during this run, waiting
- * up to --rpc-timeout for it (logging every few seconds), else the newest
- * complete checkpoint. The chief's final evaluation and this one see the
- * same weights, so they agree.
+ * evaluates them ("final", source "ps"). When the ps are unreachable (the
+ * chief shut them down first, or a ps is restarting) it keeps asking them,
+ * and ends the wait as soon as the chief's final model of this run,
+ * <output-dir>/model/model.tfps, is there: that is the final evaluation
+ * (source "model ..."). Without one for --ps-recovery-timeout (--rpc-timeout
+ * once the ps said they were shutting down) it evaluates the newest
+ * complete checkpoint, as kind "checkpoint" (the run may have failed: not a
+ * final evaluation), and exits 0 saying so. The chief's final evaluation
+ * and this one see the same weights, so they agree. A refusal by a ps is
+ * logged (every few seconds at most) and the evaluator goes on; a test
+ * loss that is not finite (a diverging run) is logged and not reported.
  *
  * eval.json: {"task", "evaluations", "latest", "best", "final"}, each of
  * the last three {"step", "accuracy", "loss"[, "source"]} or null. */

@@ -28,9 +28,10 @@ static int probe_dir(const char *dir, const char *flag) {
     return TFPS_OK;
 }
 
-int tfps_check_output_dir(const tfps_options *o) {
+int tfps_check_output_dir(const tfps_options *o, int checkpoints) {
     char ckpt[TFPS_PATH_LEN + 32];
     if (probe_dir(o->output_dir, "--output-dir") != TFPS_OK) return TFPS_ERR;
+    if (!checkpoints) return TFPS_OK;
     if (tfps_options_checkpoint_dir(o, ckpt, sizeof(ckpt)) != TFPS_OK) {
         tfps_error("--checkpoint-dir: the path is too long");
         return TFPS_ERR;

@@ -21,10 +21,10 @@
 int tfps_export_model(const tfps_options *o, const tfps_layout *l, const float *params, uint64_t step, char *path,
                       size_t pathlen);
 
-/* --output-dir (and the checkpoint folder) can be made and written: a probe
- * file is created and removed. TFPS_ERR after logging one line naming the
- * folder and why. */
-int tfps_check_output_dir(const tfps_options *o);
+/* --output-dir (and, with checkpoints, the checkpoint folder) can be made
+ * and written: a probe file is created and removed. TFPS_ERR after logging
+ * one line naming the folder and why. */
+int tfps_check_output_dir(const tfps_options *o, int checkpoints);
 
 /* Appends the options o to summary (a cJSON object) as its last member,
  * "options", then writes it to <output-dir>/summary.json atomically. Returns

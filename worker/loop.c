@@ -159,7 +159,7 @@ static void exchange_stop(exchange_thread *xt) {
 
 /* How each field of tfps_loop_info adds up: counters sum, states keep the newest. */
 static void fold_info(tfps_loop_info *into, const tfps_loop_info *x) {
-    into->version = x->version;
+    if (x->version) into->version = x->version;
     into->dropped += x->dropped;
     into->steps += x->steps;
     into->wait_s += x->wait_s;
@@ -232,10 +232,13 @@ static void progress_line(tfps_loop *lp, const tfps_loop_mode *m, long long done
     const double eta = (double)(lp->total_steps - done) * el / (double)(done - lp->first_step);
     tfps_info("step %lld/%lld epoch %d loss %.4f examples/s %.0f%s eta %.1fs%s", done, lp->total_steps, epoch, loss,
               rate, cluster, eta, tail);
-    const tfps_metrics_train r = {.step = w->version ? w->version : (uint64_t)done, .local_step = done,
+    // the global step: the mode's (the window's newest version), else the last line's (no exchange told one since)
+    if (m->cluster && w->version) lp->prog_step = w->version;
+    const uint64_t global = m->cluster ? lp->prog_step : (uint64_t)done;
+    const tfps_metrics_train r = {.step = global, .local_step = done,
                                   .epoch = epoch, .loss = loss, .examples_per_s = rate,
                                   .cluster_examples_per_s = crate, .lr = o->learning_rate,
-                                  .cluster = w->cluster_examples > 0 || w->version > 0, .version = w->version,
+                                  .cluster = m->cluster, .version = global,
                                   .dropped = w->dropped, .nonfinite = w->nonfinite, .wait_s = w->wait_s};
     tfps_metrics_train_line(lp->metrics, &r);
 }

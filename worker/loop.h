@@ -40,7 +40,7 @@
  * (loop.c), set it in the mode's exchange, show it in the mode's progress
  * hook and in tfps_loop_summary. */
 typedef struct {
-    uint64_t version;   /* the model version the new weights are at (0: the mode has none); fold keeps the newest */
+    uint64_t version;   /* the model version the new weights are at (0: not known); fold keeps the newest known */
     uint64_t dropped;   /* steps whose gradient a ps dropped as stale (sync); fold sums */
     uint64_t steps;     /* exchanges folded in; fold sums */
     double wait_s;      /* seconds the ps held the pulls (sync, ssp); fold sums */
@@ -65,6 +65,7 @@ typedef struct {
 typedef struct {
     void *ctx;     /* the mode's state, passed to every hook */
     int overlap;   /* 1: exchange on the loop's thread, one step behind (see above) */
+    int cluster;   /* 1: info.version is the global step (ps 0's version); 0: the steps done are */
     /* The first weights into params [total]: the loop's clock is already
      * running. info as for exchange. */
     int (*begin)(void *ctx, float *params, tfps_loop_info *info, char *err, size_t errlen);
@@ -104,6 +105,7 @@ typedef struct {
     tfps_loop_info window, totals;
     double prog_t;              /* tfps_now() of the last progress line with cluster_examples (0: none yet) */
     uint64_t prog_cx;           /* its cluster_examples */
+    uint64_t prog_step;         /* the global step of the last progress line (cluster mode) */
     /* Set by the caller before run (NULL: none): a line per progress line (metrics.h) */
     struct tfps_metrics *metrics;
 } tfps_loop;

@@ -67,8 +67,10 @@ int main(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         // the chief and local mode write there: find out now, not after training
-        const int writes = c.local || c.is_chief || c.task_type == TFPS_JOB_EVALUATOR || o.export_checkpoint[0];
-        if (writes && tfps_check_output_dir(&o) != TFPS_OK) {
+        // (the evaluator writes eval.json and only reads the checkpoints)
+        const int writes = c.local || c.is_chief || o.export_checkpoint[0];
+        const int evaluator = c.task_type == TFPS_JOB_EVALUATOR;
+        if ((writes || evaluator) && tfps_check_output_dir(&o, writes) != TFPS_OK) {
             rc = TFPS_EXIT_USAGE;
         } else if (o.export_checkpoint[0]) {
             rc = tfps_local_export_checkpoint(&o);
