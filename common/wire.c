@@ -273,6 +273,7 @@ int tfps_wire_pack_heartbeat_resp(const tfps_wire_heartbeat_resp *m, tfps_buf *o
     p.workers_done = m->workers_done;
     p.shutting_down = m->shutting_down != 0;
     p.workers_dead = m->workers_dead;
+    p.chief_done = m->chief_done != 0;
     return pack_msg(&p.base, out);
 }
 
@@ -589,6 +590,7 @@ int tfps_wire_unpack_heartbeat_resp(const uint8_t *data, size_t len, tfps_wire_h
     m->workers_done = p->workers_done;
     m->shutting_down = p->shutting_down != 0;
     m->workers_dead = p->workers_dead;
+    m->chief_done = p->chief_done != 0;
     return TFPS_OK;
 }
 

@@ -140,6 +140,7 @@ typedef struct {
     uint32_t workers_done;
     int shutting_down;
     uint32_t workers_dead;
+    int chief_done;            /* rank 0 (the chief) reported done */
 } tfps_wire_heartbeat_resp;
 
 typedef struct {

@@ -556,7 +556,8 @@ static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *t
     tfps_wire_heartbeat_resp r = {.version = tfps_policy_version(ps->pol),
                                   .workers_registered = ps->st.workers_registered,
                                   .workers_done = ps->st.workers_done, .shutting_down = ps->shutdown,
-                                  .workers_dead = ps->st.workers_dead};
+                                  .workers_dead = ps->st.workers_dead,
+                                  .chief_done = ps->num_workers > 0 && ps->workers[0].done};
     return tfps_wire_pack_heartbeat_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 

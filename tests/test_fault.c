@@ -26,6 +26,7 @@
 
 #include <CUnit/Basic.h>
 #include <cJSON.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,22 @@ static void job_start(job *j, int t, const char *const *more) {
     argv[a] = NULL;
     const char *env[] = {env_tf, NULL};
     j->pid[t] = tu_spawn(argv, env, log);
+}
+
+/* The job's evaluator (TF_CONFIG task evaluator 0), with the job's arguments; its log in
+ * logs/evaluator-0.log. Returns its pid. */
+static int job_start_evaluator(job *j) {
+    char tf[1300], env_tf[1400], log[800];
+    snprintf(tf, sizeof(tf), "{\"cluster\": %s, \"task\": {\"type\": \"evaluator\", \"index\": 0}}", j->cluster);
+    snprintf(env_tf, sizeof(env_tf), "TF_CONFIG=%s", tf);
+    snprintf(log, sizeof(log), "%s/logs/evaluator-0.log", j->out);
+    const char *argv[80] = {WORKER, "--data-folder", data_dir, "--output-dir", j->out, "--eval-every", "1",
+                            "--threads", "1", "--batch-size", "32"};
+    int a = 11;
+    for (int i = 0; i < j->nargs && a < 79; i++) argv[a++] = j->args[i];
+    argv[a] = NULL;
+    const char *env[] = {env_tf, NULL};
+    return tu_spawn(argv, env, log);
 }
 
 static void job_start_all(job *j) {
@@ -271,6 +288,9 @@ static void ps_killed_restarted(const char *cons) {
     snprintf(name, sizeof(name), "ps-restarted-%s", cons);
     job_init(&j, name, 2, 2, args);
     job_start_all(&j);
+    // async: an evaluator too, and ps 1 stays down 6 s: longer than one of the evaluator's calls (5 s), which
+    // must wait for the ps (not take the outage for the end of training) and make its final evaluation
+    const int epid = sync ? 0 : job_start_evaluator(&j);
     CU_ASSERT_FATAL(wait_log(&j, 2, "checkpoint step ", 90));
     CU_ASSERT_FATAL(wait_log(&j, 2, "step 150/", 90));
     CU_ASSERT_FATAL(wait_log(&j, 3, "step 10/", 60));   // registered: not in its start-up wait
@@ -279,7 +299,7 @@ static void ps_killed_restarted(const char *cons) {
     const long long w_at_kill = last_number_until(&j, 3, "step ", '/');   // and the other worker's
     kill(j.pid[1], SIGKILL);
     CU_ASSERT_EQUAL(job_wait(&j, 1, 5), 128 + SIGKILL);
-    sleep(1);
+    sleep(sync ? 1 : 6);
     job_start(&j, 1, NULL);
     CU_ASSERT(wait_log(&j, 1, "restored step ", 30));
     const long long restored = last_number_after(&j, 1, "restored step ");
@@ -299,6 +319,25 @@ static void ps_killed_restarted(const char *cons) {
     const long long lost_at_most = global_at_kill - restored;
     printf("; global steps lost <= %lld", lost_at_most);
     CU_ASSERT(lost_at_most <= (sync ? 40 + 10 + 1 : 40 + 60 + 2 * (10 + 1)));
+    if (epid > 0) {
+        CU_ASSERT_EQUAL(tu_wait(epid, 90), 0);
+        char path[800];
+        snprintf(path, sizeof(path), "%s/eval.json", j.out);
+        cJSON *e = tu_read_json(path);
+        const cJSON *fin = e ? cJSON_GetObjectItem(e, "final") : NULL;
+        CU_ASSERT(cJSON_IsObject(fin));
+        if (cJSON_IsObject(fin)) {
+            const double acc = cJSON_GetObjectItem(fin, "accuracy")->valuedouble;
+            printf("; evaluator: final accuracy %.4f (%s), chief %.4f", acc,
+                   cJSON_GetObjectItem(fin, "source")->valuestring, summary_num(&j, "test_accuracy"));
+            CU_ASSERT(fabs(acc - summary_num(&j, "test_accuracy")) <= 1e-9);
+        }
+        cJSON_Delete(e);
+        snprintf(path, sizeof(path), "%s/logs/evaluator-0.log", j.out);
+        char *elog = tu_read_file(path);
+        CU_ASSERT_PTR_NOT_NULL(elog && strstr(elog, "the ps answer again"));
+        free(elog);
+    }
     job_reap(&j);
 }
 

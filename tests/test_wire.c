@@ -278,6 +278,16 @@ static void test_pull_resp_big(void) {
     CU_ASSERT_EQUAL(out.tensors[0].range.end, BIG);
     CU_ASSERT(memcmp(out.tensors[0].values, w, BIG * sizeof(float)) == 0);
     CU_ASSERT(signbit(out.tensors[0].values[0]) && isinf(out.tensors[0].values[1]));
+    CU_ASSERT(out.examples == 0 && out.eval.count == 0);
+    tfps_wire_release(own);
+    // the cluster's examples and the evaluator's report ride along
+    in.examples = (1ull << 40) + 1;
+    in.eval = (tfps_wire_eval){.count = 2, .step = 76, .accuracy = 0.875, .loss = 0.5};
+    CU_ASSERT_FATAL(tfps_wire_pack_pull_resp(&in, &b) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_wire_unpack_pull_resp(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(out.examples == (1ull << 40) + 1 && out.eval.count == 2 && out.eval.step == 76 &&
+              out.eval.accuracy == 0.875 && out.eval.loss == 0.5);
+    CU_ASSERT(memcmp(out.tensors[0].values, w, BIG * sizeof(float)) == 0);
     tfps_wire_release(own);
     tfps_buf_free(&b);
     free(w);
@@ -385,16 +395,31 @@ static void test_small_messages(void) {
     {
         tfps_wire_heartbeat_req in = {.worker_id = 6, .step = 1ull << 33, .examples = 123456789, .done = 1}, out;
         CU_ASSERT_FATAL(tfps_wire_pack_heartbeat_req(&in, &b) == TFPS_OK);
+        const size_t plain = b.len;
         CU_ASSERT_FATAL(tfps_wire_unpack_heartbeat_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
         CU_ASSERT(out.worker_id == 6 && out.step == 1ull << 33 && out.examples == 123456789 && out.done == 1);
+        CU_ASSERT_EQUAL(out.eval.count, 0);   // none sent: none received
         tfps_wire_release(own);
+        // an evaluation report: every field back, odd doubles exact; count 0 puts nothing on the wire
+        in.eval = (tfps_wire_eval){.count = 4000000000u, .step = (1ull << 63) + 5, .accuracy = 0.1, .loss = 1e-300};
+        CU_ASSERT_FATAL(tfps_wire_pack_heartbeat_req(&in, &b) == TFPS_OK);
+        CU_ASSERT(b.len > plain);
+        CU_ASSERT_FATAL(tfps_wire_unpack_heartbeat_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT(out.eval.count == 4000000000u && out.eval.step == (1ull << 63) + 5 && out.eval.accuracy == 0.1 &&
+                  out.eval.loss == 1e-300);
+        tfps_wire_release(own);
+        in.eval = (tfps_wire_eval){.count = 0, .step = 9, .accuracy = 0.5, .loss = 1};
+        CU_ASSERT_FATAL(tfps_wire_pack_heartbeat_req(&in, &b) == TFPS_OK);
+        CU_ASSERT_EQUAL(b.len, plain);
     }
     {
-        tfps_wire_heartbeat_resp in = {.version = 5, .workers_registered = 3, .workers_done = 2, .shutting_down = 1},
+        tfps_wire_heartbeat_resp in = {.version = 5, .workers_registered = 3, .workers_done = 2, .shutting_down = 1,
+                                       .workers_dead = 1, .chief_done = 1},
                                  out;
         CU_ASSERT_FATAL(tfps_wire_pack_heartbeat_resp(&in, &b) == TFPS_OK);
         CU_ASSERT_FATAL(tfps_wire_unpack_heartbeat_resp(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
-        CU_ASSERT(out.version == 5 && out.workers_registered == 3 && out.workers_done == 2 && out.shutting_down == 1);
+        CU_ASSERT(out.version == 5 && out.workers_registered == 3 && out.workers_done == 2 && out.shutting_down == 1 &&
+                  out.workers_dead == 1 && out.chief_done == 1);
         tfps_wire_release(own);
     }
     {
@@ -414,14 +439,16 @@ static void test_small_messages(void) {
                                     .ps_index = 4,
                                     .workers_registered = 5,
                                     .workers_done = 6, .examples = 123456789012ULL,
-                                    .nonfinite = (1ull << 40) + 3},
+                                    .nonfinite = (1ull << 40) + 3,
+                                    .eval = {.count = 3, .step = 77, .accuracy = 0.9375, .loss = 0.25}},
                               out;
         CU_ASSERT_FATAL(tfps_wire_pack_status_resp(&in, &b) == TFPS_OK);
         CU_ASSERT_FATAL(tfps_wire_unpack_status_resp(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
         CU_ASSERT(out.version == 1 && out.applied == 2 && out.refused == 3 && out.bytes_in == 1ull << 50 &&
                   out.bytes_out == (1ull << 50) + 1 && out.uptime_s == 3600.25 && out.ps_index == 4 &&
                   out.workers_registered == 5 && out.workers_done == 6 && out.examples == 123456789012ULL &&
-                  out.nonfinite == (1ull << 40) + 3);
+                  out.nonfinite == (1ull << 40) + 3 && out.eval.count == 3 && out.eval.step == 77 &&
+                  out.eval.accuracy == 0.9375 && out.eval.loss == 0.25);
         tfps_wire_release(own);
     }
     {

@@ -194,7 +194,9 @@ int tfps_evaluator_run(tfps_cluster_ctx *x) {
         int all_done = 0;
         if (rc == TFPS_OK) {
             stopping = hb.shutting_down;
-            all_done = hb.workers_done + hb.workers_dead >= (uint32_t)n;
+            // the end, as the chief sees it: it is done, and every other replica done or dead (a replica that
+            // only looks dead, cut off by a ps outage, comes back: without the chief done it is not the end)
+            all_done = hb.chief_done && hb.workers_done + hb.workers_dead >= (uint32_t)n;
             if (all_done || tfps_now() >= next_eval)
                 rc = tfps_psclient_round(&x->pc, NULL, 0, 0, 0, x->lp->params, EVAL_CALL_S, err, sizeof(err));
         }

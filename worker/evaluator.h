@@ -9,8 +9,10 @@
  * progress lines show the latest; tfps-status too) and rewrites
  * <output-dir>/eval.json.
  *
- * The final evaluation: once the ps say every training replica is done (or
- * dead), the weights no longer change: it pulls them once more and
+ * The final evaluation: once the ps say the chief is done and every other
+ * training replica done or dead (as the chief itself waits: a replica
+ * cut off by a ps outage looks dead until it calls again, so without the
+ * chief done it is not the end), the weights no longer change: it pulls them once more and
  * evaluates them ("final", source "ps"). When the ps are unreachable (the
  * chief shut them down first, or a ps is restarting) it keeps asking them,
  * and ends the wait as soon as the chief's final model of this run,
