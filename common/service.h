@@ -14,7 +14,8 @@
     X(HEARTBEAT, Heartbeat, heartbeat)                                                                           \
     X(STATUS, Status, status)                                                                                    \
     X(SHUTDOWN, Shutdown, shutdown)                                                                              \
-    X(CHECKPOINT, Checkpoint, checkpoint)
+    X(CHECKPOINT, Checkpoint, checkpoint)                                                                        \
+    X(PUSHPULL, PushPull, pushpull)
 
 typedef enum {
 #define TFPS_METHOD_ENUM(E, N, n) TFPS_M_##E,

@@ -55,14 +55,20 @@ void tfps_wire_release(void *owner) {
 
 /* ---- packing ---- */
 
-static int pack_msg(const ProtobufCMessage *msg, tfps_buf *out) {
-    size_t n = protobuf_c_message_get_packed_size(msg);
+/* out can hold n bytes (its contents are not kept). */
+static int reserve(tfps_buf *out, size_t n) {
     if (n > out->cap) {
         uint8_t *p = realloc(out->data, n);
         if (!p) return TFPS_ERR;   /* out untouched */
         out->data = p;
         out->cap = n;
     }
+    return TFPS_OK;
+}
+
+static int pack_msg(const ProtobufCMessage *msg, tfps_buf *out) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    if (reserve(out, n) != TFPS_OK) return TFPS_ERR;
     size_t w = n ? protobuf_c_message_pack(msg, out->data) : 0;
     assert(w == n);
     out->len = w;
@@ -229,7 +235,16 @@ int tfps_wire_pack_pull_resp(const tfps_wire_pull_resp *m, tfps_buf *out) {
     p.eval = eval_to_pb(&m->eval, &ev);
     p.tensors = tensors_to_pb(m->tensors, m->ntensors, &s);
     p.n_tensors = (size_t)m->ntensors;
-    return pack_msg(&p.base, out);
+    if (!m->tail_len) return pack_msg(&p.base, out);
+    // a PushPull's answer: the message, then the push's outcome (fields 16..18) right after it
+    const size_t n = protobuf_c_message_get_packed_size(&p.base), total = n + m->tail_len;
+    if (reserve(out, total) != TFPS_OK) return TFPS_ERR;
+    size_t w = n ? protobuf_c_message_pack(&p.base, out->data) : 0;
+    assert(w == n);
+    (void)w;
+    memcpy(out->data + n, m->tail, m->tail_len);
+    out->len = total;
+    return TFPS_OK;
 }
 
 int tfps_wire_pack_push_req(const tfps_wire_push_req *m, tfps_buf *out) {
@@ -350,6 +365,101 @@ int tfps_wire_pack_health_resp(int serving, tfps_buf *out) {
     p.status = serving ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                        : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     return pack_msg(&p.base, out);
+}
+
+/* ---- PushPull ---- */
+
+/* A varint at p (at most 10 bytes); returns its length. */
+static size_t put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+int tfps_wire_pack_pushpull_req(const tfps_wire_push_req *push, const tfps_buf *pull_packed, tfps_buf *out) {
+    tensor_slots s;
+    Tfps__V1__PushRequest p = TFPS__V1__PUSH_REQUEST__INIT;
+    p.worker_id = push->worker_id;
+    p.base_version = push->base_version;
+    p.step = push->step;
+    p.loss = push->loss;
+    p.batch_size = push->batch_size;
+    p.session = session_to_pb(&push->session);
+    p.gradients = tensors_to_pb(push->gradients, push->ntensors, &s);
+    p.n_gradients = (size_t)push->ntensors;
+    // field 1 (the push, length-delimited) packed in place after its header; then field 2, the pull
+    const size_t n = protobuf_c_message_get_packed_size(&p.base);
+    uint8_t h1[11], h2[11];
+    h1[0] = 0x0a;   // field 1, wire type 2
+    h2[0] = 0x12;   // field 2, wire type 2
+    const size_t l1 = 1 + put_varint(h1 + 1, n), l2 = 1 + put_varint(h2 + 1, pull_packed->len);
+    const size_t total = l1 + n + l2 + pull_packed->len;
+    if (reserve(out, total) != TFPS_OK) return TFPS_ERR;
+    memcpy(out->data, h1, l1);
+    size_t w = n ? protobuf_c_message_pack(&p.base, out->data + l1) : 0;
+    assert(w == n);
+    (void)w;
+    memcpy(out->data + l1 + n, h2, l2);
+    if (pull_packed->len) memcpy(out->data + l1 + n + l2, pull_packed->data, pull_packed->len);
+    out->len = total;
+    return TFPS_OK;
+}
+
+/* A varint of data[*at..len): TFPS_ERR when it runs past the end or over 10 bytes. */
+static int get_varint(const uint8_t *data, size_t len, size_t *at, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (*at >= len) return TFPS_ERR;
+        const uint8_t b = data[(*at)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return TFPS_OK;
+    }
+    return TFPS_ERR;
+}
+
+int tfps_wire_split_pushpull_req(const uint8_t *data, size_t len, const uint8_t **push, size_t *push_len,
+                                 const uint8_t **pull, size_t *pull_len, char *err, size_t errlen) {
+    const uint8_t *part[3] = {NULL, NULL, NULL};
+    size_t plen[3] = {0, 0, 0}, at = 0;
+    while (at < len) {
+        uint64_t tag, n;
+        if (get_varint(data, len, &at, &tag) != TFPS_OK)
+            return tfps_seterr(err, errlen, "PushPullRequest: a truncated field tag at byte %zu of %zu", at, len);
+        const uint64_t field = tag >> 3;
+        if ((field != 1 && field != 2) || (tag & 7) != 2)
+            return tfps_seterr(err, errlen, "PushPullRequest: unexpected field %llu (wire type %llu): expected push = 1 "
+                               "and pull = 2, each a message", (unsigned long long)field, (unsigned long long)(tag & 7));
+        if (get_varint(data, len, &at, &n) != TFPS_OK || n > len - at)
+            return tfps_seterr(err, errlen, "PushPullRequest: field %llu runs past the end (%zu bytes)",
+                               (unsigned long long)field, len);
+        if (part[field])
+            return tfps_seterr(err, errlen, "PushPullRequest: field %s given twice", field == 1 ? "push" : "pull");
+        part[field] = data + at;
+        plen[field] = (size_t)n;
+        at += (size_t)n;
+    }
+    if (!part[1] || !part[2])
+        return tfps_seterr(err, errlen, "PushPullRequest: no %s: expected both a push and a pull",
+                           part[1] ? "pull" : "push");
+    *push = part[1];
+    *push_len = plen[1];
+    *pull = part[2];
+    *pull_len = plen[2];
+    return TFPS_OK;
+}
+
+size_t tfps_wire_push_tail(const tfps_wire_push_resp *r, uint8_t *tail) {
+    Tfps__V1__PushPullResponse p = TFPS__V1__PUSH_PULL_RESPONSE__INIT;
+    p.push_applied = r->applied != 0;
+    p.push_version = r->version;
+    p.push_nonfinite = r->nonfinite != 0;
+    const size_t n = protobuf_c_message_get_packed_size(&p.base);
+    assert(n <= TFPS_WIRE_PUSH_TAIL_MAX);
+    return n ? protobuf_c_message_pack(&p.base, tail) : 0;
 }
 
 /* ---- unpacking ---- */
@@ -693,5 +803,25 @@ int tfps_wire_unpack_health_resp(const uint8_t *data, size_t len, int *status, v
         unpack_msg(&grpc__health__v1__health_check_response__descriptor, data, len, owner, err, errlen);
     if (!msg || own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
     *status = (int)((const Grpc__Health__V1__HealthCheckResponse *)msg)->status;
+    return TFPS_OK;
+}
+
+int tfps_wire_unpack_pushpull_resp(const uint8_t *data, size_t len, tfps_wire_pull_resp *pull,
+                                   tfps_wire_push_resp *push, void **owner, char *err, size_t errlen) {
+    ProtobufCMessage *msg = unpack_msg(&tfps__v1__push_pull_response__descriptor, data, len, owner, err, errlen);
+    if (!msg) return TFPS_ERR;
+    const Tfps__V1__PushPullResponse *p = (const Tfps__V1__PushPullResponse *)msg;
+    if (check_tensors(p->tensors, p->n_tensors, "PushPullResponse.tensors", err, errlen) != TFPS_OK) return fail(msg);
+    if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    memset(pull, 0, sizeof(*pull));
+    pull->version = p->version;
+    pull->held_s = p->held_s;
+    pull->examples = p->examples;
+    eval_from_pb(p->eval, &pull->eval);
+    pull->ntensors = (int)p->n_tensors;
+    tensors_from_pb(p->tensors, p->n_tensors, pull->tensors);
+    push->applied = p->push_applied != 0;
+    push->version = p->push_version;
+    push->nonfinite = p->push_nonfinite != 0;
     return TFPS_OK;
 }

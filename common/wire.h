@@ -106,6 +106,9 @@ typedef struct {
     double held_s;             /* seconds the ps held the pull before answering */
     uint64_t examples;         /* examples in the pushes this ps applied */
     tfps_wire_eval eval;       /* the evaluator's latest report to this ps */
+    /* packing only: bytes appended after the message (a PushPull's push outcome, tfps_wire_push_tail) */
+    const uint8_t *tail;
+    size_t tail_len;
 } tfps_wire_pull_resp;
 
 typedef struct {
@@ -201,6 +204,26 @@ int tfps_wire_pack_checkpoint_req(const tfps_wire_checkpoint_req *m, tfps_buf *o
 int tfps_wire_pack_checkpoint_resp(const tfps_wire_checkpoint_resp *m, tfps_buf *out);
 /* grpc.health.v1.HealthCheckResponse {status: SERVING (1) or NOT_SERVING (2)} */
 int tfps_wire_pack_health_resp(int serving, tfps_buf *out);
+
+/* PushPull (tfps.proto): a PushPullRequest of push (packed in place into
+ * out: its tensors are read once, not copied first) and the pull already
+ * packed (pull_packed). */
+int tfps_wire_pack_pushpull_req(const tfps_wire_push_req *push, const tfps_buf *pull_packed, tfps_buf *out);
+/* The two embedded messages of a PushPullRequest as byte ranges of data (no
+ * copy), for the Push and Pull decoders. TFPS_ERR with err unless it holds
+ * exactly one push (field 1) and one pull (field 2), well framed. */
+int tfps_wire_split_pushpull_req(const uint8_t *data, size_t len, const uint8_t **push, size_t *push_len,
+                                 const uint8_t **pull, size_t *pull_len, char *err, size_t errlen);
+/* A push's outcome as PushPullResponse's fields 16..18, to append to a
+ * packed PullResponse (tfps_wire_pull_resp.tail): the two merge into one
+ * PushPullResponse. Writes at most TFPS_WIRE_PUSH_TAIL_MAX bytes; returns
+ * how many. */
+#define TFPS_WIRE_PUSH_TAIL_MAX 32
+size_t tfps_wire_push_tail(const tfps_wire_push_resp *r, uint8_t *tail);
+/* A PushPullResponse: the pull's part into *pull (tensors pointing into
+ * *owner), the push's into *push. */
+int tfps_wire_unpack_pushpull_resp(const uint8_t *data, size_t len, tfps_wire_pull_resp *pull,
+                                   tfps_wire_push_resp *push, void **owner, char *err, size_t errlen);
 
 /* Unpack; on TFPS_OK *owner must be released with tfps_wire_release. */
 int tfps_wire_unpack_register_req(const uint8_t *data, size_t len, tfps_wire_register_req *m, void **owner, char *err,

@@ -56,6 +56,8 @@ static const opt_def opts[] = {
     {"overlap", OPT_INT, OFF(overlap), "1", 0, 1, NULL,
      "1: a worker computes step t+1 while step t's push and pull are in flight (async SGD, weights one step "
      "stale); 0: strictly pull, compute, push"},
+    {"pushpull", OPT_INT, OFF(pushpull), "1", 0, 1, NULL,
+     "1: a step's push and pull to each ps as one PushPull call (one round trip); 0: a Push and a Pull"},
     {"eval-every", OPT_FLOAT, OFF(eval_every), "2", 0.1, 86400, NULL, "evaluator task: seconds between evaluations"},
     {"consistency", OPT_ENUM, OFF(consistency), "async", 0, 0, consistency_names,
      "async: the ps apply each gradient on arrival (TF's default); sync: they apply the mean of "

@@ -24,6 +24,9 @@ typedef struct {
     int n;
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
     size_t at[TFPS_WIRE_MAX_TENSORS];
+    /* a PushPull's: its push's outcome, appended to the answer (tfps_wire_push_tail); 0 bytes for a Pull */
+    uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
+    size_t tail_len;
 } tfps_pull;
 
 /* A checked Push: m.gradients point into owner; at[i] is gradient i's offset

@@ -238,7 +238,8 @@ static int refuse(tfps_ps *ps, int status) {
 /* The weights of q's ranges, packed into out. */
 static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *out, char *msg, size_t msglen) {
     tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n, .held_s = held_s,
-                             .examples = ps->st.examples, .eval = ps->eval};
+                             .examples = ps->st.examples, .eval = ps->eval, .tail = q->tail,
+                             .tail_len = q->tail_len};
     for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){q->ranges[i], ps->store.w + q->at[i]};
     if (tfps_wire_pack_pull_resp(&r, out) != TFPS_OK) {
         snprintf(msg, msglen, "ps: out of memory packing the reply");
@@ -437,10 +438,15 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
     return rc;
 }
 
-static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+/* A Pull (tail NULL), or a PushPull's pull after its push (tail: the push's
+ * outcome, appended to the answer whenever it comes). */
+static int pull_answer(tfps_ps *ps, const uint8_t *req, size_t len, void *token, const uint8_t *tail, size_t tail_len,
+                       char *msg, size_t msglen) {
     tfps_pull q;
     int rc = tfps_handlers_pull(&ps->store, ps->ps_index, req, len, &q, msg, msglen);
     if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    q.tail_len = tail_len;
+    if (tail_len) memcpy(q.tail, tail, tail_len);
     int rank = caller_rank(ps, q.worker_id, &q.session, 1, msg, msglen);
     if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
     if (rank == ps->num_workers) rank = -1;   // the evaluator: never held by the ssp rule
@@ -461,8 +467,13 @@ static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
     return TFPS_PS_HELD;
 }
 
-static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
-    (void)token;
+static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    return pull_answer(ps, req, len, token, NULL, 0, msg, msglen);
+}
+
+/* A Push, or a PushPull's: applied (or accepted, dropped) with the outcome in
+ * *r; else a gRPC status with msg, the rank's held pulls answered ABORTED. */
+static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, tfps_wire_push_resp *r, char *msg, size_t msglen) {
     tfps_push g;
     int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
     if (rc != TFPS_RPC_OK) {
@@ -499,9 +510,9 @@ static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
         ps->st.examples += g.m.batch_size;
     }
     tfps_push_release(&g);
-    tfps_wire_push_resp r = {.applied = outcome == TFPS_PUSH_APPLIED || outcome == TFPS_PUSH_ACCEPTED,
-                             .version = tfps_policy_version(ps->pol), .nonfinite = nonfinite};
-    return tfps_wire_pack_push_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
+    *r = (tfps_wire_push_resp){.applied = outcome == TFPS_PUSH_APPLIED || outcome == TFPS_PUSH_ACCEPTED,
+                               .version = tfps_policy_version(ps->pol), .nonfinite = nonfinite};
+    return TFPS_RPC_OK;
 refused:
     tfps_push_release(&g);
     if (rank >= 0) {
@@ -511,6 +522,31 @@ refused:
             answer_held(ps, &h, TFPS_RPC_ABORTED, "the push of this step was refused; see its status");
     }
     return refuse(ps, rc);
+}
+
+static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    (void)token;
+    tfps_wire_push_resp r;
+    const int rc = push_apply(ps, req, len, &r, msg, msglen);
+    if (rc != TFPS_RPC_OK) return rc;
+    return tfps_wire_pack_push_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
+}
+
+/* PushPull: the push, then its pull (answered now or held as a Pull is), the
+ * push's outcome riding on the answer. Each part is checked as its own call
+ * would be (the pull's worker id and session too). A refused push ends the
+ * call with its status: the pull is not made. */
+static int handle_pushpull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    const uint8_t *push, *pull;
+    size_t push_len, pull_len;
+    if (tfps_wire_split_pushpull_req(req, len, &push, &push_len, &pull, &pull_len, msg, msglen) != TFPS_OK)
+        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+    tfps_wire_push_resp r;
+    int rc = push_apply(ps, push, push_len, &r, msg, msglen);
+    if (rc != TFPS_RPC_OK) return rc;
+    uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
+    const size_t n = tfps_wire_push_tail(&r, tail);   // (0 bytes when every field is its default: still right)
+    return pull_answer(ps, pull, pull_len, token, tail, n, msg, msglen);
 }
 
 static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
@@ -735,7 +771,7 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
         tfps_debug("%s refused: %s", tfps_method_paths[method], msg);
     }
     release_ready(ps);   // a push, a done or a register may let held pulls go (uses its own buffer)
-    if (method == TFPS_M_PUSH || method == TFPS_M_HEARTBEAT) log_nonfinite(ps, tfps_now());
+    if (method == TFPS_M_PUSH || method == TFPS_M_PUSHPULL || method == TFPS_M_HEARTBEAT) log_nonfinite(ps, tfps_now());
     return rc;
 }
 

@@ -338,6 +338,130 @@ static void test_sync_mean_and_order(void) {
     cluster_destroy(&b);
 }
 
+/* PushPull (one round trip): the push of ps k's ranges and a pull of them, fused; the answer lands in box. */
+static int pushpull(cluster *c, int k, int rank, uint64_t base, const float *g, uint64_t min_version, reply_box *box) {
+    const uint32_t id = (uint32_t)rank + 1;
+    tfps_wire_push_req q = {.worker_id = id, .base_version = base, .step = 1, .batch_size = 4,
+                            .session = sess_of(c, k, id)};
+    for (int r = 0; r < c->plan.nranges; r++)
+        if (c->plan.ranges[r].ps == k)
+            q.gradients[q.ntensors++] =
+                (tfps_wire_tensor){{c->plan.ranges[r].begin, c->plan.ranges[r].end}, g + c->plan.ranges[r].begin};
+    tfps_wire_pull_req pq = {.worker_id = id, .min_version = min_version, .session = sess_of(c, k, id)};
+    tfps_buf pb = {0}, b = {0};
+    tfps_wire_pack_pull_req(&pq, &pb);
+    CU_ASSERT_FATAL(tfps_wire_pack_pushpull_req(&q, &pb, &b) == TFPS_OK);
+    int rc = call(c->ps[k], TFPS_M_PUSHPULL, &b, box);
+    tfps_buf_free(&pb);
+    tfps_buf_free(&b);
+    return rc;
+}
+
+/* A PushPull's answer: the weights into w, the push's outcome; the version. */
+static uint64_t unpack_pushpull(const reply_box *box, float *w, tfps_wire_push_resp *pr) {
+    tfps_wire_pull_resp r;
+    void *owner = NULL;
+    char err[TFPS_ERR_LEN];
+    if (tfps_wire_unpack_pushpull_resp(box->resp, box->len, &r, pr, &owner, err, sizeof(err)) != TFPS_OK) {
+        CU_FAIL("unpack PushPull reply");
+        return 0;
+    }
+    for (int t = 0; t < r.ntensors; t++)
+        memcpy(w + r.tensors[t].range.begin, r.tensors[t].values,
+               (size_t)(r.tensors[t].range.end - r.tensors[t].range.begin) * sizeof(float));
+    tfps_wire_release(owner);
+    return r.version;
+}
+
+/* PushPull gives what a Push then a Pull on the same ps give, in one call:
+ * async, the weights after the push, bit for bit as the separate calls on a
+ * twin ps; sync, held until the step is complete, the push's outcome riding
+ * on the late answer; a refused push ends the call (no pull made, nothing
+ * changed); a malformed body is refused before anything changes. */
+static void test_pushpull(void) {
+    float g[64], w_sep[64], w_fused[64], w0[64];
+    {   // async: fused = separate, on twin clusters
+        const char *args[] = {"--learning-rate", "0.25", NULL};
+        cluster a, b;
+        cluster_init(&a, 2, 1, args);
+        cluster_init(&b, 2, 1, args);
+        register_all(&a);
+        register_all(&b);
+        pull_model(&a, w0);
+        fill(g, a.l.total, 0.7f);
+        reply_box box = {0};
+        int applied = -1;
+        for (int step = 0; step < 3; step++)
+            for (int k = 0; k < 2; k++) {
+                CU_ASSERT_EQUAL(push(&a, k, 0, (uint64_t)step, g, &applied), TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(pull(&a, k, 1, 0, 0, &box), TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(unpack_into(&box, w_sep), (uint64_t)step + 1);
+                box_clear(&box);
+                tfps_wire_push_resp pr = {0};
+                CU_ASSERT_EQUAL(pushpull(&b, k, 0, (uint64_t)step, g, 0, &box), TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(unpack_pushpull(&box, w_fused, &pr), (uint64_t)step + 1);
+                CU_ASSERT(pr.applied == 1 && pr.version == (uint64_t)step + 1 && !pr.nonfinite);
+                box_clear(&box);
+            }
+        CU_ASSERT(memcmp(w_sep, w_fused, a.l.total * sizeof(float)) == 0);
+        CU_ASSERT(memcmp(w_sep, w0, a.l.total * sizeof(float)) != 0);   // it trained
+        CU_ASSERT_EQUAL(stats(&b, 0).applied, 3);
+        // a refused push (NaN) ends the call: no pull, weights and version unchanged
+        float bad[64];
+        memcpy(bad, g, sizeof(bad));
+        bad[0] = NAN;
+        const tfps_ps_stats before = stats(&b, 0);
+        CU_ASSERT_EQUAL(pushpull(&b, 0, 0, 3, bad, 0, &box), TFPS_RPC_INVALID_ARGUMENT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "non-finite"));
+        box_clear(&box);
+        CU_ASSERT_EQUAL(stats(&b, 0).version, before.version);
+        CU_ASSERT_EQUAL(stats(&b, 0).refused, before.refused + 1);
+        // malformed bodies: refused INVALID_ARGUMENT with one line naming what was wrong
+        const struct { const char *what; uint8_t bytes[8]; size_t n; const char *want; } bad_bodies[] = {
+            {"empty", {0}, 0, "no push"},
+            {"push only", {0x0a, 0x00}, 2, "no pull"},
+            {"twice", {0x0a, 0x00, 0x0a, 0x00, 0x12, 0x00}, 6, "given twice"},
+            {"varint field", {0x08, 0x01}, 2, "unexpected field 1"},
+            {"truncated", {0x0a, 0x05, 0x01}, 3, "runs past the end"},
+            {"cut tag", {0x8a}, 1, "truncated field tag"},
+        };
+        for (size_t i = 0; i < sizeof(bad_bodies) / sizeof(bad_bodies[0]); i++) {
+            tfps_buf body = {.data = (uint8_t *)bad_bodies[i].bytes, .len = bad_bodies[i].n};
+            CU_ASSERT_EQUAL(call(b.ps[0], TFPS_M_PUSHPULL, &body, &box), TFPS_RPC_INVALID_ARGUMENT);
+            if (!strstr(box.msg, bad_bodies[i].want))
+                printf("\n  PushPull %s: \"%s\" lacks \"%s\"", bad_bodies[i].what, box.msg, bad_bodies[i].want);
+            CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, bad_bodies[i].want));
+            box_clear(&box);
+        }
+        CU_ASSERT_EQUAL(stats(&b, 0).version, before.version);
+        cluster_destroy(&a);
+        cluster_destroy(&b);
+    }
+    {   // sync: held until the step completes; the late answer carries the push's outcome
+        const char *args[] = {"--consistency", "sync", NULL};
+        cluster c;
+        cluster_init(&c, 1, 2, args);
+        register_all(&c);
+        fill(g, c.l.total, 0.2f);
+        reply_box held = {0}, box = {0};
+        CU_ASSERT_EQUAL(pushpull(&c, 0, 0, 0, g, 1, &held), TFPS_PS_HELD);
+        CU_ASSERT_FALSE(held.answered);
+        CU_ASSERT_EQUAL(stats(&c, 0).held, 1);
+        CU_ASSERT_EQUAL(pushpull(&c, 0, 1, 0, g, 1, &box), TFPS_RPC_OK);   // completes the step: answered at once
+        CU_ASSERT_TRUE(held.answered);
+        CU_ASSERT_EQUAL(held.status, TFPS_RPC_OK);
+        tfps_wire_push_resp pr = {0};
+        CU_ASSERT_EQUAL(unpack_pushpull(&held, w_fused, &pr), 1);
+        CU_ASSERT(pr.applied == 1 && pr.version == 0);   // accepted into step 1 while version was 0
+        CU_ASSERT_EQUAL(unpack_pushpull(&box, w_sep, &pr), 1);
+        CU_ASSERT(pr.applied == 1 && pr.version == 1);
+        CU_ASSERT(memcmp(w_sep, w_fused, c.l.total * sizeof(float)) == 0);
+        box_clear(&held);
+        box_clear(&box);
+        cluster_destroy(&c);
+    }
+}
+
 /* sync: a stale push is dropped and said so; a finished replica leaves the
  * barrier (the held pull of the other goes); a pull for a version two ahead
  * is refused; a refused push answers the same worker's held pull. */
@@ -1642,6 +1766,7 @@ int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("ps_handlers", NULL, NULL);
     CU_add_test(s, "the method list matches tfps_service.proto", test_method_list_matches_proto);
+    CU_add_test(s, "PushPull: one call = a Push then a Pull (async bit for bit, sync held), refusals", test_pushpull);
     CU_add_test(s, "sync: held pull, mean in rank order, arrival order changes no bit", test_sync_mean_and_order);
     CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);

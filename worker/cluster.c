@@ -41,6 +41,7 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
         return TFPS_EXIT_USAGE;
     }
     x->pc.consistency = o->consistency;
+    x->pc.pushpull = o->pushpull;
     x->pc.replicas_to_aggregate = o->replicas_to_aggregate;
     x->pc.num_workers = c->num_workers;
     tfps_info("registering with %d ps (waiting up to %.0fs for them to come up)", c->num_ps, o->startup_timeout);

@@ -19,12 +19,14 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
     pc->num_ps = m;
     pc->pull_req = calloc((size_t)m, sizeof(tfps_buf));
     pc->push_req = calloc((size_t)m, sizeof(tfps_buf));
+    pc->pp_req = calloc((size_t)m, sizeof(tfps_buf));
+    pc->pushpull = 1;
     pc->reqs = calloc(2 * (size_t)m, sizeof(tfps_rpc_req));
     pc->res = calloc(2 * (size_t)m, sizeof(tfps_rpc_result));
     pc->version = calloc((size_t)m, sizeof(uint64_t));
     pc->ctl_req = calloc((size_t)m, sizeof(tfps_buf));
     pc->session = calloc((size_t)m, sizeof(tfps_session));
-    if (!pc->pull_req || !pc->push_req || !pc->reqs || !pc->res || !pc->version || !pc->ctl_req || !pc->session) {
+    if (!pc->pull_req || !pc->push_req || !pc->pp_req || !pc->reqs || !pc->res || !pc->version || !pc->ctl_req || !pc->session) {
         tfps_psclient_destroy(pc);
         return tfps_seterr(err, errlen, "ps client: out of memory");
     }
@@ -44,10 +46,12 @@ int tfps_psclient_init(tfps_psclient *pc, char *const *targets, const tfps_layou
 void tfps_psclient_destroy(tfps_psclient *pc) {
     for (int k = 0; pc->pull_req && k < pc->num_ps; k++) tfps_buf_free(&pc->pull_req[k]);
     for (int k = 0; pc->push_req && k < pc->num_ps; k++) tfps_buf_free(&pc->push_req[k]);
+    for (int k = 0; pc->pp_req && k < pc->num_ps; k++) tfps_buf_free(&pc->pp_req[k]);
     for (int k = 0; pc->ctl_req && k < pc->num_ps; k++) tfps_buf_free(&pc->ctl_req[k]);
     for (int k = 0; pc->res && k < 2 * pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
     free(pc->pull_req);
     free(pc->push_req);
+    free(pc->pp_req);
     free(pc->reqs);
     free(pc->res);
     free(pc->version);
@@ -234,15 +238,22 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
     return rc;
 }
 
-/* Packs this round's push of ps k and appends it to reqs. */
+/* Packs this round's push of ps k and appends it to reqs; fused: as a
+ * PushPull with ps k's packed pull (pull_req[k]). */
 static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads, float loss, int batch, uint64_t step,
-                    int *n, char *err, size_t errlen) {
+                    int fused, int *n, char *err, size_t errlen) {
     tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = base, .step = step, .loss = loss,
                             .batch_size = (uint32_t)batch, .session = pc->session[k]};
     for (int r = 0; r < pc->plan->nranges; r++) {
         const tfps_shard_range *g = &pc->plan->ranges[r];
         if (g->ps != k) continue;
         q.gradients[q.ntensors++] = (tfps_wire_tensor){{g->begin, g->end}, grads + g->begin};
+    }
+    if (fused) {
+        if (tfps_wire_pack_pushpull_req(&q, &pc->pull_req[k], &pc->pp_req[k]) != TFPS_OK)
+            return tfps_seterr(err, errlen, "ps client: out of memory");
+        pc->reqs[(*n)++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PUSHPULL], pc->pp_req[k].data, pc->pp_req[k].len};
+        return TFPS_OK;
     }
     if (tfps_wire_pack_push_req(&q, &pc->push_req[k]) != TFPS_OK)
         return tfps_seterr(err, errlen, "ps client: out of memory");
@@ -288,12 +299,10 @@ static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double time
     }
 }
 
-/* The PushResponse of ps k in res: *applied (applied or accepted; 0: dropped
- * as stale, or refused as non-finite); nonfinite refusals are noted in pc. */
-static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *applied, char *err, size_t errlen) {
-    tfps_wire_push_resp r;
-    void *owner = NULL;
-    if (tfps_wire_unpack_push_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+/* A push's outcome from ps k: *applied (applied or accepted; 0: dropped as
+ * stale, or refused as non-finite); nonfinite refusals are noted in pc. */
+static void note_push(tfps_psclient *pc, int k, const tfps_wire_push_resp *pr, int *applied) {
+    const tfps_wire_push_resp r = *pr;
     *applied = r.applied != 0;
     if (r.nonfinite) {
         if (pc->last_nonfinite++ == 0) pc->last_nonfinite_ps = k;
@@ -301,7 +310,34 @@ static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *
         // (the notice may be of the previous step, on a push dropped as stale now)
         if (pc->consistency != TFPS_CONSISTENCY_SYNC) *applied = 1;
     }
+}
+
+/* The PushResponse of ps k in res, noted (note_push). */
+static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *applied, char *err, size_t errlen) {
+    tfps_wire_push_resp r;
+    void *owner = NULL;
+    if (tfps_wire_unpack_push_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    note_push(pc, k, &r, applied);
     tfps_wire_release(owner);
+    return TFPS_OK;
+}
+
+/* ps k's pull answer r: its ranges into params (each checked to be ps k's),
+ * its version, held time, and ps 0's examples and evaluation, noted. */
+static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_resp *r, float *params, char *err, size_t errlen) {
+    for (int t = 0; t < r->ntensors; t++) {
+        const tfps_wire_tensor *v = &r->tensors[t];
+        if (v->range.end > pc->layout->total || tfps_shard_plan_owner(pc->plan, v->range.begin) != k)
+            return tfps_seterr(err, errlen, "ps %d sent range [%" PRIu64 ", %" PRIu64 ") it does not own", k,
+                               v->range.begin, v->range.end);
+        memcpy(params + v->range.begin, v->values, (size_t)(v->range.end - v->range.begin) * sizeof(float));
+    }
+    pc->version[k] = r->version;
+    if (r->held_s > pc->last_held_s) pc->last_held_s = r->held_s;
+    if (k == 0) {
+        pc->examples = r->examples;
+        pc->eval = r->eval;
+    }
     return TFPS_OK;
 }
 
@@ -334,7 +370,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     uint64_t s = 0;
     if (decider >= 0) {
         s = pc->version[decider];
-        if (add_push(pc, decider, s, grads, loss, batch, step, &n, err, errlen) != TFPS_OK) return TFPS_ERR;
+        if (add_push(pc, decider, s, grads, loss, batch, step, 0, &n, err, errlen) != TFPS_OK) return TFPS_ERR;
         rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
         int applied = 0;
         if (rc == TFPS_OK) rc = read_push(pc, decider, &pc->res[0], &applied, err, errlen);
@@ -357,12 +393,17 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     for (int k = 0; k < pc->num_ps; k++) {
         pulls_at[k] = pushes_at[k] = -1;
         if (tfps_shard_plan_ps_elems(pc->plan, k) == 0) continue;   // owns nothing: nothing to push or pull
+        // a push and a pull to the same ps: one PushPull (one round trip), unless turned off
+        const int fused = pc->pushpull && grads && params && k != decider && push_to_others;
         if (grads && k != decider && push_to_others) {
             pushes_at[k] = n;
-            if (add_push(pc, k, decider >= 0 ? s : pc->version[k], grads, loss, batch, step, &n, err, errlen) != TFPS_OK)
+            if (add_push(pc, k, decider >= 0 ? s : pc->version[k], grads, loss, batch, step, fused, &n, err,
+                         errlen) != TFPS_OK)
                 return TFPS_ERR;
         }
-        if (params) {
+        if (params && fused) {
+            pulls_at[k] = pushes_at[k];
+        } else if (params) {
             pulls_at[k] = n;
             pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
                                            pc->pull_req[k].len};
@@ -372,37 +413,35 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
         if (pushes_at[k] < 0) continue;
         int applied = 0;
-        rc = read_push(pc, k, &pc->res[pushes_at[k]], &applied, err, errlen);
+        if (pushes_at[k] == pulls_at[k]) {   // a PushPull: both answers in one message
+            tfps_wire_pull_resp r;
+            tfps_wire_push_resp pr;
+            void *owner = NULL;
+            const tfps_rpc_result *res = &pc->res[pushes_at[k]];
+            rc = tfps_wire_unpack_pushpull_resp(res->resp, res->resp_len, &r, &pr, &owner, err, errlen);
+            if (rc == TFPS_OK) {
+                note_push(pc, k, &pr, &applied);
+                rc = take_pull(pc, k, &r, params, err, errlen);
+            }
+            tfps_wire_release(owner);
+        } else {
+            rc = read_push(pc, k, &pc->res[pushes_at[k]], &applied, err, errlen);
+        }
         if (rc == TFPS_OK && !applied) pc->last_dropped = 1;
     }
     if (rc == TFPS_OK && params) {
         uint64_t vsum = 0;
         for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
             if (pulls_at[k] < 0) continue;
-            const tfps_rpc_result *res = &pc->res[pulls_at[k]];
-            tfps_wire_pull_resp r;
-            void *owner = NULL;
-            if (tfps_wire_unpack_pull_resp(res->resp, res->resp_len, &r, &owner, err, errlen) != TFPS_OK) {
-                rc = TFPS_ERR;
-                break;
+            if (pulls_at[k] != pushes_at[k]) {   // a Pull's answer (a PushPull's is taken above)
+                const tfps_rpc_result *res = &pc->res[pulls_at[k]];
+                tfps_wire_pull_resp r;
+                void *owner = NULL;
+                rc = tfps_wire_unpack_pull_resp(res->resp, res->resp_len, &r, &owner, err, errlen);
+                if (rc == TFPS_OK) rc = take_pull(pc, k, &r, params, err, errlen);
+                tfps_wire_release(owner);
             }
-            for (int t = 0; t < r.ntensors; t++) {
-                const tfps_wire_tensor *v = &r.tensors[t];
-                if (v->range.end > pc->layout->total || tfps_shard_plan_owner(pc->plan, v->range.begin) != k) {
-                    rc = tfps_seterr(err, errlen, "ps %d sent range [%" PRIu64 ", %" PRIu64 ") it does not own", k,
-                                     v->range.begin, v->range.end);
-                    break;
-                }
-                memcpy(params + v->range.begin, v->values, (size_t)(v->range.end - v->range.begin) * sizeof(float));
-            }
-            vsum += r.version;
-            pc->version[k] = r.version;
-            if (r.held_s > pc->last_held_s) pc->last_held_s = r.held_s;
-            if (k == 0) {
-                pc->examples = r.examples;
-                pc->eval = r.eval;
-            }
-            tfps_wire_release(owner);
+            vsum += pc->version[k];
         }
         pc->version_sum = vsum;
     }

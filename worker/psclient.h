@@ -57,6 +57,8 @@ typedef struct {
     int num_ps;
     uint32_t worker_id;
     tfps_buf *pull_req, *push_req;   /* [num_ps] */
+    tfps_buf *pp_req;                /* [num_ps] a PushPull's body */
+    int pushpull;                    /* 1 (init's default): a push and a pull to one ps go as one PushPull */
     tfps_buf *ctl_req;               /* [num_ps] register, heartbeat, shutdown: one body per ps (its session) */
     tfps_session *session;           /* [num_ps] from each ps's RegisterResponse: carried by every later call */
     tfps_session instance;           /* random, this client's: in every Register (the same process again) */

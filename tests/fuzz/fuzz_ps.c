@@ -97,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char desc[160];
     tfps_options_optim(&o, &opt);
     tfps_optim_describe(&opt, desc, sizeof(desc));
-    tfps_buf b = {0};
+    tfps_buf b = {0}, pb = {0};
     const uint8_t *resp;
     size_t resp_len;
     for (int r = 0; r <= 2; r++) {   // workers 1 and 2, then the evaluator
@@ -136,8 +136,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t req_len = len;
         if (kind < 6) {
             method = methods[kind];
+            if (kind == 2 && len > 0 && p[0] == 0x0a) method = TFPS_M_PUSHPULL;   // raw bytes as a PushPull body
         } else if (kind == 6) {
-            method = TFPS_M_PUSH;
+            // a well-formed push of fuzzed values; every other one a PushPull with a pull of the same worker
+            // (raw fuzzed PushPull bodies come with the raw bytes of the methods above: kind 0..5 never
+            // makes one, so an odd first byte makes the body PushPull's)
+            method = len > 0 && p[0] % 2 ? TFPS_M_PUSHPULL : TFPS_M_PUSH;
             tfps_wire_push_req q = {.worker_id = len > 0 ? p[0] : 1, .base_version = len > 1 ? p[1] : 0, .step = 1,
                                     .batch_size = 4, .ntensors = 1};
             q.session = session_of(q.worker_id);
@@ -147,7 +151,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 else g[i] = 0.5f;
             }
             q.gradients[0] = (tfps_wire_tensor){{own_b, own_e}, g};
-            tfps_wire_pack_push_req(&q, &b);
+            if (method == TFPS_M_PUSHPULL) {
+                tfps_wire_pull_req pq = {.worker_id = q.worker_id, .min_version = len > 1 ? p[1] : 0,
+                                         .session = q.session};
+                tfps_wire_pack_pull_req(&pq, &pb);
+                tfps_wire_pack_pushpull_req(&q, &pb, &b);
+            } else {
+                tfps_wire_pack_push_req(&q, &b);
+            }
             req = b.data;
             req_len = b.len;
         } else if (len > 3 && p[3] % 2) {
@@ -172,6 +183,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (tfps_wire_unpack_push_resp(resp, resp_len, &r, &own, NULL, 0) != TFPS_OK) abort();
             tfps_wire_release(own);
         }
+        if (rc == TFPS_RPC_OK && method == TFPS_M_PUSHPULL) {   // an answer given now must parse as one
+            tfps_wire_pull_resp r;
+            tfps_wire_push_resp pr;
+            void *own = NULL;
+            if (tfps_wire_unpack_pushpull_resp(resp, resp_len, &r, &pr, &own, NULL, 0) != TFPS_OK) abort();
+            tfps_wire_release(own);
+        }
     }
     // the evaluator's view of everything ps 0 owns: every weight finite
     tfps_wire_pull_req q = {.worker_id = TFPS_OBSERVER_ID, .session = sess[2]};
@@ -190,6 +208,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         tfps_wire_release(own);
     }
     tfps_buf_free(&b);
+    tfps_buf_free(&pb);
     tfps_ps_free(ps);
     tfps_shard_plan_destroy(&plan);
     return 0;

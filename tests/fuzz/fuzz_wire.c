@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static tfps_buf b;
     volatile float sink = 0.0f;
     volatile size_t slen_sink = 0;
-    switch (data[0] % 16) {
+    switch (data[0] % 18) {
     case 0: {
         tfps_wire_register_req a, c;
         if (tfps_wire_unpack_register_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
@@ -135,6 +135,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 15: {
         int status = 0;
         tfps_wire_unpack_health_resp(d, n, &status, &own, err, sizeof(err));
+        break;
+    }
+    case 16: {   // a PushPullRequest: its parts stay inside the input and decode (or not) as the methods do
+        const uint8_t *push, *pull;
+        size_t push_len, pull_len;
+        if (tfps_wire_split_pushpull_req(d, n, &push, &push_len, &pull, &pull_len, err, sizeof(err)) != TFPS_OK) break;
+        if (push < d || push + push_len > d + n || pull < d || pull + pull_len > d + n) abort();
+        static tfps_wire_push_req a;
+        tfps_wire_pull_req q;
+        if (tfps_wire_unpack_push_req(push, push_len, &a, &own, err, sizeof(err)) == TFPS_OK)
+            sink += touch(a.gradients, a.ntensors);
+        tfps_wire_unpack_pull_req(pull, pull_len, &q, &own2, err, sizeof(err));
+        break;
+    }
+    case 17: {   // a PushPullResponse: re-packed as the ps makes one (a PullResponse + the push's tail), the same
+        static tfps_wire_pull_resp a, c;
+        tfps_wire_push_resp pa, pc;
+        if (tfps_wire_unpack_pushpull_resp(d, n, &a, &pa, &own, err, sizeof(err)) != TFPS_OK) break;
+        sink += touch(a.tensors, a.ntensors);
+        uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
+        a.tail = tail;
+        a.tail_len = tfps_wire_push_tail(&pa, tail);
+        if (tfps_wire_pack_pull_resp(&a, &b) != TFPS_OK) abort();
+        if (tfps_wire_unpack_pushpull_resp(b.data, b.len, &c, &pc, &own2, err, sizeof(err)) != TFPS_OK) abort();
+        if (c.ntensors != a.ntensors || c.version != a.version || pc.applied != pa.applied ||
+            pc.version != pa.version || pc.nonfinite != pa.nonfinite)
+            abort();
         break;
     }
     }
