@@ -205,6 +205,7 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
         goto done;
     }
     have_pc = 1;
+    pc.pushpull = o->pushpull;   // 1: one PushPull per ps per step; 0: a Push and a Pull
     char desc[160];
     const tfps_wire_register_req q = tfps_psclient_register_req(o, &l, &plan, "worker", 0, 0, 1, desc, sizeof(desc));
     int refused = 0;
@@ -318,13 +319,16 @@ int main(int argc, char **argv) {
         tfps_rpc_req step[2] = {{0, METHODS[M_PUSH], model, MODEL_BYTES}, {0, METHODS[M_PULL], small, 16}};
         double bare = run_case(c, "push 1 MB + pull 1 MB in one batch (a step)", step, 2, calls, 2.0 * MODEL_BYTES);
         tfps_options o;
-        double tfps1 = -1, tfps2 = -1;
+        double tfps1 = -1, tfps2 = -1, tfps_sep = -1;
         if (tfps_options_parse(&o, 1, argv, err, sizeof(err)) != TFPS_OK) {
             fprintf(stderr, "bench_rpc: %s\n", err);
         } else {
-            tfps1 = run_tfps_case("tfps step: Push + Pull through a real ps (wire, validation, SGD apply)", 1, calls,
+            tfps1 = run_tfps_case("tfps step: PushPull through a real ps (wire, validation, SGD apply)", 1, calls,
                                   &o);
-            tfps2 = run_tfps_case("tfps step, 2 ps (balanced plan): Push + Pull to both in parallel", 2, calls, &o);
+            tfps_options sep = o;
+            sep.pushpull = 0;
+            tfps_sep = run_tfps_case("tfps step: Push + Pull, two calls (--pushpull 0)", 1, calls, &sep);
+            tfps2 = run_tfps_case("tfps step, 2 ps (balanced plan): PushPull to both in parallel", 2, calls, &o);
         }
         /* the same over mTLS: a server with the ps's certificate, a client with a worker's */
         double t1k = -1, t1m = -1, tbare = -1, ttfps1 = -1;
@@ -354,7 +358,7 @@ int main(int argc, char **argv) {
                                  2.0 * MODEL_BYTES);
                 if (tfps1 > 0)   // server and client of one process: the ps's certificate for both
                     ttfps1 = use_cert(tdir, "ps-0") == TFPS_OK
-                                 ? run_tfps_case("mTLS: tfps step: Push + Pull through a real ps", 1, calls, &o)
+                                 ? run_tfps_case("mTLS: tfps step: PushPull through a real ps", 1, calls, &o)
                                  : -1;
             } else {
                 fprintf(stderr, "bench_rpc: mTLS rows not run: %s\n", ts ? err : "make-certs.sh or the server failed");
@@ -390,12 +394,16 @@ int main(int argc, char **argv) {
             printf("tfps step p50 / bare push+pull echo batch p50: n/a (a case failed)");
         if (bare > 0 && tfps2 > 0) printf(", %.2fx (2 ps)", tfps2 / bare);
         printf("\n");
+        // issue 13's aim: a full-model PushPull no slower than the bare echo of the same bytes + 10%
+        if (e1m > 0 && tfps1 > 0 && tfps_sep > 0)
+            printf("tfps PushPull p50 / bare echo 1 MB p50: %.2fx (aim <= 1.10); PushPull / Push + Pull (two "
+                   "calls): %.2fx\n", tfps1 / e1m, tfps1 / tfps_sep);
         if (t1k > 0 && t1m > 0 && tbare > 0 && ttfps1 > 0)
             printf("mTLS p50 / plaintext p50: echo 1 KB %.2fx, echo 1 MB %.2fx, push+pull batch %.2fx, tfps step "
                    "%.2fx\n", t1k / e1k, t1m / e1m, tbare / bare, ttfps1 / tfps1);
         else
             printf("mTLS p50 / plaintext p50: n/a (an mTLS case failed)\n");
-        if (bare <= 0 || tfps1 <= 0 || tfps2 <= 0 || t1k <= 0 || t1m <= 0 || tbare <= 0 || ttfps1 <= 0) rc = 1;
+        if (bare <= 0 || tfps1 <= 0 || tfps2 <= 0 || tfps_sep <= 0 || t1k <= 0 || t1m <= 0 || tbare <= 0 || ttfps1 <= 0) rc = 1;
     }
     tfps_rpc_client_free(c);
     tfps_rpc_server_request_stop(s);
