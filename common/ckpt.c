@@ -654,17 +654,25 @@ int tfps_ckpt_verify(const char *stepdir, const tfps_layout *l, char *err, size_
     return r == LOAD_OK ? TFPS_OK : TFPS_ERR;
 }
 
+/* stepdir's MANIFEST read and parsed into *m (zeroed first): LOAD_OK (free
+ * m->entries), LOAD_REFUSED with why, LOAD_ERR. */
+static int read_manifest(const char *stepdir, manifest *m, char *why, size_t whylen) {
+    uint8_t *text;
+    size_t len;
+    memset(m, 0, sizeof(*m));
+    int rc = slurp(stepdir, "MANIFEST", 0, &text, &len, why, whylen);
+    if (rc != LOAD_OK) return rc;
+    rc = parse_manifest((const char *)text, len, m, why, whylen);
+    free(text);
+    return rc;
+}
+
 /* The MANIFEST of stepdir parsed into *l and *step: LOAD_OK, LOAD_REFUSED
  * with why, LOAD_ERR (out of memory). */
 static int peek_one(const char *stepdir, tfps_layout *l, uint64_t *step, char *why, size_t whylen) {
-    uint8_t *text;
-    size_t len;
     manifest m;
-    memset(&m, 0, sizeof(m));
-    int rc = slurp(stepdir, "MANIFEST", 0, &text, &len, why, whylen);
+    int rc = read_manifest(stepdir, &m, why, whylen);
     if (rc != LOAD_OK) return rc;
-    rc = parse_manifest((const char *)text, len, &m, why, whylen);
-    free(text);
     free(m.entries);
     if (rc != LOAD_OK) return rc;
     tfps_layout got;
@@ -752,14 +760,9 @@ static int remove_step_dir(const char *path) {
  * lists on disk at its listed size. The shards' CRCs are restore's to check. */
 static int complete_enough(const char *stepdir, uint64_t step, const tfps_layout *l, int optim_kind, char *why,
                            size_t whylen) {
-    uint8_t *text;
-    size_t len;
     manifest m;
-    memset(&m, 0, sizeof(m));
-    int rc = slurp(stepdir, "MANIFEST", 0, &text, &len, why, whylen);
+    int rc = read_manifest(stepdir, &m, why, whylen);
     if (rc != LOAD_OK) return rc;
-    rc = parse_manifest((const char *)text, len, &m, why, whylen);
-    free(text);
     if (rc == LOAD_OK && m.step != step) rc = REFUSE("MANIFEST: step %" PRIu64 " in step-%" PRIu64, m.step, step);
     if (rc == LOAD_OK && l &&
         (m.in != (uint64_t)l->in || m.h1 != (uint64_t)l->h1 || m.h2 != (uint64_t)l->h2 ||

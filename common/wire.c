@@ -247,17 +247,23 @@ int tfps_wire_pack_pull_resp(const tfps_wire_pull_resp *m, tfps_buf *out) {
     return TFPS_OK;
 }
 
+/* m as a PushRequest on the stack (p), pointing into m's memory (s holds the tensors). */
+static void push_to_pb(const tfps_wire_push_req *m, Tfps__V1__PushRequest *p, tensor_slots *s) {
+    tfps__v1__push_request__init(p);
+    p->worker_id = m->worker_id;
+    p->base_version = m->base_version;
+    p->step = m->step;
+    p->loss = m->loss;
+    p->batch_size = m->batch_size;
+    p->session = session_to_pb(&m->session);
+    p->gradients = tensors_to_pb(m->gradients, m->ntensors, s);
+    p->n_gradients = (size_t)m->ntensors;
+}
+
 int tfps_wire_pack_push_req(const tfps_wire_push_req *m, tfps_buf *out) {
     tensor_slots s;
-    Tfps__V1__PushRequest p = TFPS__V1__PUSH_REQUEST__INIT;
-    p.worker_id = m->worker_id;
-    p.base_version = m->base_version;
-    p.step = m->step;
-    p.loss = m->loss;
-    p.batch_size = m->batch_size;
-    p.session = session_to_pb(&m->session);
-    p.gradients = tensors_to_pb(m->gradients, m->ntensors, &s);
-    p.n_gradients = (size_t)m->ntensors;
+    Tfps__V1__PushRequest p;
+    push_to_pb(m, &p, &s);
     return pack_msg(&p.base, out);
 }
 
@@ -382,15 +388,8 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
 
 int tfps_wire_pack_pushpull_req(const tfps_wire_push_req *push, const tfps_buf *pull_packed, tfps_buf *out) {
     tensor_slots s;
-    Tfps__V1__PushRequest p = TFPS__V1__PUSH_REQUEST__INIT;
-    p.worker_id = push->worker_id;
-    p.base_version = push->base_version;
-    p.step = push->step;
-    p.loss = push->loss;
-    p.batch_size = push->batch_size;
-    p.session = session_to_pb(&push->session);
-    p.gradients = tensors_to_pb(push->gradients, push->ntensors, &s);
-    p.n_gradients = (size_t)push->ntensors;
+    Tfps__V1__PushRequest p;
+    push_to_pb(push, &p, &s);
     // field 1 (the push, length-delimited) packed in place after its header; then field 2, the pull
     const size_t n = protobuf_c_message_get_packed_size(&p.base);
     uint8_t h1[11], h2[11];
