@@ -8,7 +8,9 @@
 #    sync and ssp (staleness 2) clusters of 1, 2 and 4 workers (1 ps for one
 #    worker, 2 ps otherwise), SGD lr 0.1: examples/s (the chief's
 #    summary.json), ratio to the single process of the same run, test
-#    accuracy, seconds the ps held pulls (all workers), gradients dropped.
+#    accuracy, seconds the ps held pulls (all workers), gradients dropped;
+#    async 1x1 and 2x2 again with --pushpull 0 (a Push and a Pull per ps
+#    per step, the baseline of the fused PushPull the rows above use).
 # 2. Adam (lr 0.001): local mode and a 2 ps + 2 workers sync cluster against
 #    PyTorch's Adam on the same model, data, epochs and batch
 #    (tests/bench_torch_adam.py; skipped when python3 has no torch:
@@ -50,6 +52,14 @@ for mode in async sync ssp; do
       "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "$(field "$tmp/$name" wait_s)" \
       "$(field "$tmp/$name" dropped)" "$(field "$tmp/$name" wall_s)"
   done
+done
+# the same async clusters with a Push and a Pull per ps per step instead of one PushPull (the rows above)
+for w in 1 2; do
+  name="async-${w}x$w-two-calls"
+  cluster "$name" "$w" "$w" --consistency async --pushpull 0
+  eps=$(field "$tmp/$name" examples_per_s)
+  printf "%-30s %12.0f %9s %10.4f %9s %8s %8.2f\n" "async, $w ps + $w worker$([ "$w" = 1 ] || echo s), --pushpull 0" \
+    "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "-" "-" "$(field "$tmp/$name" wall_s)"
 done
 
 echo
