@@ -16,7 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static void apply_env(const char *const env[]);
+static char **child_env(const char *const env[]);
+static void free_env(char **envp);
 
 char *tu_read_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -53,15 +54,18 @@ int tu_run(const char *const argv[], const char *const env[], char **out, char *
     int fo = mkstemp(tout), fe = mkstemp(terr);
     fflush(stdout);
     fflush(stderr);
+    char **envp = child_env(env);   // made before fork: the child only calls async-signal-safe functions
     pid_t pid = fork();
     if (pid == 0) {
-        apply_env(env);
         dup2(fo, 1);
         dup2(fe, 2);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s failed\n", argv[0]);
+        execve(argv[0], (char *const *)argv, envp);
+        static const char msg[] = "exec failed\n";
+        ssize_t ignored = write(2, msg, sizeof(msg) - 1);
+        (void)ignored;
         _exit(127);
     }
+    free_env(envp);
     int st = 0;
     waitpid(pid, &st, 0);
     close(fo);
@@ -73,34 +77,58 @@ int tu_run(const char *const argv[], const char *const env[], char **out, char *
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void apply_env(const char *const env[]) {
-    for (int i = 0; env && env[i]; i++) {
-        const char *eq = strchr(env[i], '=');
-        if (eq) {
-            char name[256];
-            snprintf(name, sizeof(name), "%.*s", (int)(eq - env[i]), env[i]);
-            setenv(name, eq + 1, 1);
-        } else {
-            unsetenv(env[i]);
+/* environ with env's changes ("NAME=value" sets, "NAME" unsets), as a new
+ * array for execve. Built in the parent: after fork in a process with
+ * threads (gRPC's, the sanitizers') the child may only call
+ * async-signal-safe functions, and setenv's malloc can deadlock on a lock
+ * another thread held at the fork (seen: test_auth's ps and chief never
+ * reached exec under ASan). */
+static char **child_env(const char *const env[]) {
+    extern char **environ;
+    size_t n = 0, m = 0;
+    while (environ[n]) n++;
+    while (env && env[m]) m++;
+    char **out = calloc(n + m + 1, sizeof(char *));
+    if (!out) abort();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {   // the inherited ones, less those env sets or unsets
+        const char *e = environ[i], *eq = strchr(e, '=');
+        const size_t len = eq ? (size_t)(eq - e) : strlen(e);
+        int changed = 0;
+        for (size_t j = 0; j < m && !changed; j++) {
+            const char *q = strchr(env[j], '=');
+            const size_t ql = q ? (size_t)(q - env[j]) : strlen(env[j]);
+            changed = ql == len && strncmp(env[j], e, len) == 0;
         }
+        if (!changed) out[k++] = strdup(e);
     }
+    for (size_t j = 0; j < m; j++)
+        if (strchr(env[j], '=')) out[k++] = strdup(env[j]);
+    out[k] = NULL;
+    return out;
+}
+
+static void free_env(char **envp) {
+    for (size_t i = 0; envp[i]; i++) free(envp[i]);
+    free(envp);
 }
 
 int tu_spawn(const char *const argv[], const char *const env[], const char *log_path) {
     fflush(stdout);
     fflush(stderr);
+    char **envp = child_env(env);   // made before fork (see child_env)
     pid_t pid = fork();
     if (pid == 0) {
-        apply_env(env);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
             close(fd);
         }
-        execv(argv[0], (char *const *)argv);
+        execve(argv[0], (char *const *)argv, envp);
         _exit(127);
     }
+    free_env(envp);
     return (int)pid;
 }
 
