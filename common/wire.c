@@ -824,3 +824,198 @@ int tfps_wire_unpack_pushpull_resp(const uint8_t *data, size_t len, tfps_wire_pu
     push->nonfinite = p->push_nonfinite != 0;
     return TFPS_OK;
 }
+
+/* ---- zero-copy reading of pull answers ---- */
+
+typedef struct {
+    const uint8_t *p, *end;
+} reader;
+
+static int rd_varint(reader *r, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (r->p >= r->end) return TFPS_ERR;
+        const uint8_t b = *r->p++;
+        if (shift == 63 && b > 1) return TFPS_ERR;   // more than 64 bits
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return TFPS_OK;
+    }
+    return TFPS_ERR;
+}
+
+static int rd_fixed64(reader *r, uint64_t *v) {
+    if (r->end - r->p < 8) return TFPS_ERR;
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) x = x << 8 | r->p[i];
+    r->p += 8;
+    *v = x;
+    return TFPS_OK;
+}
+
+static double as_double(uint64_t bits) {
+    double d;
+    memcpy(&d, &bits, sizeof(d));
+    return d;
+}
+
+/* A length-delimited field's bytes as sub. */
+static int rd_bytes(reader *r, reader *sub) {
+    uint64_t n;
+    if (rd_varint(r, &n) != TFPS_OK || n > (uint64_t)(r->end - r->p)) return TFPS_ERR;
+    sub->p = r->p;
+    sub->end = r->p + n;
+    r->p += n;
+    return TFPS_OK;
+}
+
+/* Skips a field of wire type wt (no groups). */
+static int rd_skip(reader *r, unsigned wt) {
+    uint64_t v;
+    reader sub;
+    switch (wt) {
+    case 0: return rd_varint(r, &v);
+    case 1: return rd_fixed64(r, &v);
+    case 2: return rd_bytes(r, &sub);
+    case 5:
+        if (r->end - r->p < 4) return TFPS_ERR;
+        r->p += 4;
+        return TFPS_OK;
+    default: return TFPS_ERR;
+    }
+}
+
+/* Reads the tag at r: field number and wire type. */
+static int rd_tag(reader *r, uint64_t *field, unsigned *wt) {
+    uint64_t tag;
+    const uint8_t *start = r->p;
+    if (rd_varint(r, &tag) != TFPS_OK || r->p - start > 5 || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+        return TFPS_ERR;   // a tag is at most 5 bytes (protobuf-c refuses longer ones, padded or not)
+    *field = tag >> 3;
+    *wt = (unsigned)(tag & 7);
+    return TFPS_OK;
+}
+
+static int view_range(reader r, tfps_wire_range *out) {
+    out->begin = out->end = 0;
+    while (r.p < r.end) {
+        uint64_t f, v;
+        unsigned wt;
+        if (rd_tag(&r, &f, &wt) != TFPS_OK) return TFPS_ERR;
+        if ((f == 1 || f == 2) && wt != 0) return TFPS_ERR;
+        if (f == 1 || f == 2) {
+            if (rd_varint(&r, &v) != TFPS_OK) return TFPS_ERR;
+            if (f == 1) out->begin = v;
+            else out->end = v;
+        } else if (rd_skip(&r, wt) != TFPS_OK) {
+            return TFPS_ERR;
+        }
+    }
+    return TFPS_OK;
+}
+
+static int view_tensor(reader r, tfps_wire_tensor_view *t, size_t i, char *err, size_t errlen) {
+    int have_range = 0, have_values = 0;
+    reader values = {r.end, r.end};   // none: 0 bytes at a valid address (memcpy of 0 bytes from it is defined)
+    while (r.p < r.end) {
+        uint64_t f;
+        unsigned wt;
+        reader sub;
+        if (rd_tag(&r, &f, &wt) != TFPS_OK) return tfps_seterr(err, errlen, "tensors[%zu]: a malformed field", i);
+        if (f == 1 || f == 2) {
+            if (wt != 2 || rd_bytes(&r, &sub) != TFPS_OK)
+                return tfps_seterr(err, errlen, "tensors[%zu]: field %llu malformed", i, (unsigned long long)f);
+            if (f == 1) {
+                if (have_range++ || view_range(sub, &t->range) != TFPS_OK)
+                    return tfps_seterr(err, errlen, "tensors[%zu]: a malformed or second range", i);
+            } else {
+                if (have_values++) return tfps_seterr(err, errlen, "tensors[%zu]: values given twice", i);
+                values = sub;
+            }
+        } else if (rd_skip(&r, wt) != TFPS_OK) {
+            return tfps_seterr(err, errlen, "tensors[%zu]: a malformed field %llu", i, (unsigned long long)f);
+        }
+    }
+    if (!have_range) return tfps_seterr(err, errlen, "tensors[%zu]: tensor without a range (Tensor.range is required)", i);
+    if (t->range.end < t->range.begin || t->range.end - t->range.begin > SIZE_MAX / sizeof(float))
+        return tfps_seterr(err, errlen, "tensors[%zu]: range [%llu, %llu) is invalid", i,
+                           (unsigned long long)t->range.begin, (unsigned long long)t->range.end);
+    const size_t want = (size_t)(t->range.end - t->range.begin) * sizeof(float),
+                 got = have_values ? (size_t)(values.end - values.p) : 0;
+    if (got != want)
+        return tfps_seterr(err, errlen, "tensors[%zu]: %zu bytes of values for range [%llu, %llu): expected %zu", i,
+                           got, (unsigned long long)t->range.begin, (unsigned long long)t->range.end, want);
+    t->bytes = values.p;
+    return TFPS_OK;
+}
+
+static int view_eval(reader r, tfps_wire_eval *e) {
+    memset(e, 0, sizeof(*e));
+    while (r.p < r.end) {
+        uint64_t f, v;
+        unsigned wt;
+        if (rd_tag(&r, &f, &wt) != TFPS_OK) return TFPS_ERR;
+        if (f == 1 || f == 2) {
+            if (wt != 0 || rd_varint(&r, &v) != TFPS_OK) return TFPS_ERR;
+            if (f == 1) e->count = (uint32_t)v;   // protobuf: a uint32 keeps the low 32 bits
+            else e->step = v;
+        } else if (f == 3 || f == 4) {
+            if (wt != 1 || rd_fixed64(&r, &v) != TFPS_OK) return TFPS_ERR;
+            if (f == 3) e->accuracy = as_double(v);
+            else e->loss = as_double(v);
+        } else if (rd_skip(&r, wt) != TFPS_OK) {
+            return TFPS_ERR;
+        }
+    }
+    if (e->count == 0) memset(e, 0, sizeof(*e));   // as eval_from_pb: count 0 is none
+    return TFPS_OK;
+}
+
+int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_view *v, char *err, size_t errlen) {
+    reader r = {data, data + len};
+    int have_eval = 0;
+    memset(v, 0, sizeof(*v));
+    if (!data && len) return tfps_seterr(err, errlen, "PullResponse: no bytes");
+    while (r.p < r.end) {
+        uint64_t f, x = 0;
+        unsigned wt;
+        reader sub;
+        if (rd_tag(&r, &f, &wt) != TFPS_OK) return tfps_seterr(err, errlen, "PullResponse: a malformed field tag");
+        const unsigned want = f == 2 || f == 5 ? 2 : f == 3 ? 1 : (f == 1 || f == 4 || (f >= 16 && f <= 18)) ? 0 : 99;
+        if (want != 99 && wt != want)
+            return tfps_seterr(err, errlen, "PullResponse: field %llu has wire type %u, expected %u",
+                               (unsigned long long)f, wt, want);
+        int rc = TFPS_OK;
+        switch (f) {
+        case 1: rc = rd_varint(&r, &v->version); break;
+        case 2:
+            if (v->ntensors >= TFPS_WIRE_MAX_TENSORS)
+                return tfps_seterr(err, errlen, "PullResponse.tensors: more than %d tensors: at most %d allowed",
+                                   TFPS_WIRE_MAX_TENSORS, TFPS_WIRE_MAX_TENSORS);
+            if (rd_bytes(&r, &sub) != TFPS_OK) return tfps_seterr(err, errlen, "PullResponse: a truncated tensor");
+            if (view_tensor(sub, &v->tensors[v->ntensors], (size_t)v->ntensors, err, errlen) != TFPS_OK)
+                return TFPS_ERR;
+            v->ntensors++;
+            break;
+        case 3:
+            rc = rd_fixed64(&r, &x);
+            v->held_s = as_double(x);
+            break;
+        case 4: rc = rd_varint(&r, &v->examples); break;
+        case 5:
+            if (have_eval++) return tfps_seterr(err, errlen, "PullResponse: eval given twice");
+            rc = rd_bytes(&r, &sub);
+            if (rc == TFPS_OK) rc = view_eval(sub, &v->eval);
+            break;
+        case 16: case 17: case 18:
+            rc = rd_varint(&r, &x);
+            if (f == 16) v->push.applied = x != 0;
+            else if (f == 17) v->push.version = x;
+            else v->push.nonfinite = x != 0;
+            break;
+        default: rc = rd_skip(&r, wt);
+        }
+        if (rc != TFPS_OK)
+            return tfps_seterr(err, errlen, "PullResponse: field %llu is malformed or truncated", (unsigned long long)f);
+    }
+    return TFPS_OK;
+}

@@ -258,4 +258,29 @@ int tfps_wire_unpack_health_req(const uint8_t *data, size_t len, const char **se
 int tfps_wire_unpack_health_resp(const uint8_t *data, size_t len, int *status, void **owner, char *err, size_t errlen);
 void tfps_wire_release(void *owner);   /* NULL-safe */
 
+/* Zero-copy reading of a PullResponse or PushPullResponse (the worker's hot
+ * path): tensors point into data itself, so the weights are copied once,
+ * from the received bytes into their place. Stricter than protobuf (what
+ * our ps sends always passes): a Tensor needs exactly one range and one
+ * values field of 4 * (end - begin) bytes, at most TFPS_WIRE_MAX_TENSORS
+ * tensors, no message field twice, known fields with their wire type;
+ * unknown fields are skipped; a repeated scalar keeps the last. Whatever
+ * it accepts, tfps_wire_unpack_pushpull_resp reads the same (fuzz_wire
+ * checks). */
+typedef struct {
+    tfps_wire_range range;
+    const uint8_t *bytes;   /* 4 * (end - begin) bytes of little-endian fp32, not aligned: memcpy them */
+} tfps_wire_tensor_view;
+
+typedef struct {
+    uint64_t version, examples;
+    double held_s;
+    tfps_wire_eval eval;
+    int ntensors;
+    tfps_wire_tensor_view tensors[TFPS_WIRE_MAX_TENSORS];
+    tfps_wire_push_resp push;   /* a PushPullResponse's push_* fields (zero for a PullResponse) */
+} tfps_wire_pull_view;
+
+int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_view *v, char *err, size_t errlen);
+
 #endif

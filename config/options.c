@@ -257,10 +257,11 @@ bad:;
  * TFPS_JOB_SECRET itself; both is a mistake (which one was meant?). */
 static int load_job_secret(tfps_options *o, char *err, size_t errlen) {
     const char *env = getenv("TFPS_JOB_SECRET");
+    char path[208];   // the path as messages show it (shown)
     o->job_secret_len = 0;
     if (o->job_secret_file[0] && env)
-        return tfps_seterr(err, errlen, "--job-secret-file %.200s and TFPS_JOB_SECRET are both set: expected one of "
-                           "them", o->job_secret_file);
+        return tfps_seterr(err, errlen, "--job-secret-file %s and TFPS_JOB_SECRET are both set: expected one of "
+                           "them", shown(path, o->job_secret_file));
     if (env) {
         size_t n = strlen(env);
         if (n == 0 || n > TFPS_JOB_SECRET_MAX)
@@ -272,18 +273,18 @@ static int load_job_secret(tfps_options *o, char *err, size_t errlen) {
     if (!o->job_secret_file[0]) return TFPS_OK;
     FILE *f = fopen(o->job_secret_file, "rb");
     if (!f)
-        return tfps_seterr(err, errlen, "--job-secret-file %.200s: %s: expected a readable file holding the secret",
-                           o->job_secret_file, strerror(errno));
+        return tfps_seterr(err, errlen, "--job-secret-file %s: %s: expected a readable file holding the secret",
+                           shown(path, o->job_secret_file), strerror(errno));
     uint8_t buf[TFPS_JOB_SECRET_MAX + 3];
     size_t n = fread(buf, 1, sizeof(buf), f);
     const int bad = ferror(f);
     fclose(f);
-    if (bad) return tfps_seterr(err, errlen, "--job-secret-file %.200s: read error", o->job_secret_file);
+    if (bad) return tfps_seterr(err, errlen, "--job-secret-file %s: read error", shown(path, o->job_secret_file));
     if (n && buf[n - 1] == '\n') n--;   // the newline an editor or echo adds
     if (n && buf[n - 1] == '\r') n--;
     if (n == 0 || n > TFPS_JOB_SECRET_MAX)
-        return tfps_seterr(err, errlen, "--job-secret-file %.200s: %s: expected 1..%d bytes of secret",
-                           o->job_secret_file, n ? "too long" : "empty", TFPS_JOB_SECRET_MAX);
+        return tfps_seterr(err, errlen, "--job-secret-file %s: %s: expected 1..%d bytes of secret",
+                           shown(path, o->job_secret_file), n ? "too long" : "empty", TFPS_JOB_SECRET_MAX);
     memcpy(o->job_secret, buf, n);
     o->job_secret_len = n;
     return TFPS_OK;

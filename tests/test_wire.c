@@ -293,6 +293,77 @@ static void test_pull_resp_big(void) {
     free(w);
 }
 
+/* The zero-copy reader (tfps_wire_view_pull_resp): a PullResponse and a
+ * PushPullResponse (a PullResponse + the push's tail) read in place from an
+ * odd address, tensors pointing into the input, every field as protobuf-c
+ * reads it; malformed answers refused with one line. */
+static void test_pull_view(void) {
+    float *w = floats(BIG, 2.0f);
+    static tfps_wire_pull_resp in;
+    static tfps_wire_pull_view v;
+    memset(&in, 0, sizeof(in));
+    in.version = 9;
+    in.examples = 12345;
+    in.held_s = 0.125;
+    in.eval = (tfps_wire_eval){.count = 3, .step = 7, .accuracy = 0.75, .loss = 0.5};
+    in.ntensors = 2;
+    in.tensors[0] = (tfps_wire_tensor){{0, 100}, w};
+    in.tensors[1] = (tfps_wire_tensor){{100, BIG}, w + 100};
+    uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
+    const tfps_wire_push_resp pr = {.applied = 1, .version = (1ull << 40) + 3, .nonfinite = 1};
+    tfps_buf b = {0};
+    char err[TFPS_ERR_LEN];
+    for (int with_tail = 0; with_tail <= 1; with_tail++) {
+        in.tail = with_tail ? tail : NULL;
+        in.tail_len = with_tail ? tfps_wire_push_tail(&pr, tail) : 0;
+        CU_ASSERT_FATAL(tfps_wire_pack_pull_resp(&in, &b) == TFPS_OK);
+        uint8_t *raw = malloc(b.len + 1), *odd = raw + 1;
+        memcpy(odd, b.data, b.len);
+        CU_ASSERT_FATAL(tfps_wire_view_pull_resp(odd, b.len, &v, err, sizeof(err)) == TFPS_OK);
+        CU_ASSERT(v.version == 9 && v.examples == 12345 && v.held_s == 0.125 && v.ntensors == 2);
+        CU_ASSERT(v.eval.count == 3 && v.eval.step == 7 && v.eval.accuracy == 0.75 && v.eval.loss == 0.5);
+        CU_ASSERT(v.tensors[0].range.begin == 0 && v.tensors[0].range.end == 100 && v.tensors[1].range.end == BIG);
+        CU_ASSERT(v.tensors[1].bytes > odd && v.tensors[1].bytes + (BIG - 100) * 4 <= odd + b.len);   // in place
+        CU_ASSERT(memcmp(v.tensors[0].bytes, w, 400) == 0 && memcmp(v.tensors[1].bytes, w + 100, (BIG - 100) * 4) == 0);
+        if (with_tail) {
+            CU_ASSERT(v.push.applied == 1 && v.push.version == (1ull << 40) + 3 && v.push.nonfinite == 1);
+        } else {
+            CU_ASSERT(v.push.applied == 0 && v.push.version == 0 && v.push.nonfinite == 0);
+        }
+        free(raw);
+    }
+    // malformed: each refused with one line saying what
+    const struct { const char *what; uint8_t bytes[16]; size_t n; const char *want; } bad[] = {
+        {"tensor without range", {0x12, 0x02, 0x12, 0x00}, 4, "without a range"},
+        {"values of the wrong size", {0x12, 0x09, 0x0a, 0x02, 0x10, 0x01, 0x12, 0x03, 1, 2, 3}, 11, "expected 4"},
+        {"a second range", {0x12, 0x06, 0x0a, 0x00, 0x0a, 0x00, 0x12, 0x00}, 8, "second range"},
+        {"eval twice", {0x2a, 0x00, 0x2a, 0x00}, 4, "eval given twice"},
+        {"version as fixed64", {0x09, 0, 0, 0, 0, 0, 0, 0, 0}, 9, "wire type 1, expected 0"},
+        {"a 6-byte tag", {0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01}, 7, "malformed field tag"},
+        {"truncated tensor", {0x12, 0x05, 0x0a}, 3, "truncated tensor"},
+        {"a group", {0x0b}, 1, "wire type 3"},
+        {"an unknown group", {0x33}, 1, "field 6 is malformed"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        CU_ASSERT_EQUAL(tfps_wire_view_pull_resp(bad[i].bytes, bad[i].n, &v, err, sizeof(err)), TFPS_ERR);
+        if (!strstr(err, bad[i].want)) printf("\n  view of %s: \"%s\" lacks \"%s\"", bad[i].what, err, bad[i].want);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, bad[i].want));
+        CU_ASSERT_PTR_NULL(strchr(err, '\n'));
+    }
+    // 65 tensors: one too many
+    uint8_t many[65 * 4];
+    for (int i = 0; i < 65; i++) {
+        many[4 * i] = 0x12, many[4 * i + 1] = 0x02, many[4 * i + 2] = 0x0a, many[4 * i + 3] = 0x00;
+    }
+    CU_ASSERT_EQUAL(tfps_wire_view_pull_resp(many, sizeof(many), &v, err, sizeof(err)), TFPS_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "at most 64"));
+    CU_ASSERT_EQUAL(tfps_wire_view_pull_resp(many, 64 * 4, &v, err, sizeof(err)), TFPS_OK);   // 64 empty ones: fine
+    CU_ASSERT_EQUAL(v.ntensors, 64);
+    tfps_buf_free(&b);
+    free(w);
+}
+
 static void test_pull_resp_many(void) {
     // the 6 variables of 784-300-100-10 as 6 tensors, plus an empty one
     static const uint64_t off[] = {0, 235200, 235500, 265500, 265600, 266600, 266610};
@@ -951,6 +1022,7 @@ int main(void) {
     CU_add_test(s, "sessions and the job secret on the wire", test_session_and_secret);
     CU_add_test(s, "PullRequest with 64 ranges, field numbers", test_pull_req);
     CU_add_test(s, "PullResponse, one 266,610-float tensor, aligned and owned", test_pull_resp_big);
+    CU_add_test(s, "the zero-copy reader of pull answers: in place, as protobuf-c, malformed refused", test_pull_view);
     CU_add_test(s, "PullResponse, 7 tensors including an empty one", test_pull_resp_many);
     CU_add_test(s, "PushRequest round trip and field numbers", test_push_req);
     CU_add_test(s, "Push/Heartbeat/Status/Shutdown round trips", test_small_messages);

@@ -322,15 +322,17 @@ static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *
     return TFPS_OK;
 }
 
-/* ps k's pull answer r: its ranges into params (each checked to be ps k's),
- * its version, held time, and ps 0's examples and evaluation, noted. */
-static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_resp *r, float *params, char *err, size_t errlen) {
+/* ps k's pull answer (read in place, tfps_wire_view_pull_resp): its ranges
+ * copied once from the received bytes into params (each checked to be ps
+ * k's), its version, held time, and ps 0's examples and evaluation, noted. */
+static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, float *params, char *err, size_t errlen) {
     for (int t = 0; t < r->ntensors; t++) {
-        const tfps_wire_tensor *v = &r->tensors[t];
+        const tfps_wire_tensor_view *v = &r->tensors[t];
         if (v->range.end > pc->layout->total || tfps_shard_plan_owner(pc->plan, v->range.begin) != k)
             return tfps_seterr(err, errlen, "ps %d sent range [%" PRIu64 ", %" PRIu64 ") it does not own", k,
                                v->range.begin, v->range.end);
-        memcpy(params + v->range.begin, v->values, (size_t)(v->range.end - v->range.begin) * sizeof(float));
+        if (params)
+            memcpy(params + v->range.begin, v->bytes, (size_t)(v->range.end - v->range.begin) * sizeof(float));
     }
     pc->version[k] = r->version;
     if (r->held_s > pc->last_held_s) pc->last_held_s = r->held_s;
@@ -413,17 +415,13 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
         if (pushes_at[k] < 0) continue;
         int applied = 0;
-        if (pushes_at[k] == pulls_at[k]) {   // a PushPull: both answers in one message
-            tfps_wire_pull_resp r;
-            tfps_wire_push_resp pr;
-            void *owner = NULL;
+        if (pushes_at[k] == pulls_at[k]) {   // a PushPull: both answers in one message, read in place
             const tfps_rpc_result *res = &pc->res[pushes_at[k]];
-            rc = tfps_wire_unpack_pushpull_resp(res->resp, res->resp_len, &r, &pr, &owner, err, errlen);
+            rc = tfps_wire_view_pull_resp(res->resp, res->resp_len, &pc->view, err, errlen);
             if (rc == TFPS_OK) {
-                note_push(pc, k, &pr, &applied);
-                rc = take_pull(pc, k, &r, params, err, errlen);
+                note_push(pc, k, &pc->view.push, &applied);
+                rc = take_pull(pc, k, &pc->view, params, err, errlen);
             }
-            tfps_wire_release(owner);
         } else {
             rc = read_push(pc, k, &pc->res[pushes_at[k]], &applied, err, errlen);
         }
@@ -433,13 +431,10 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
         uint64_t vsum = 0;
         for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
             if (pulls_at[k] < 0) continue;
-            if (pulls_at[k] != pushes_at[k]) {   // a Pull's answer (a PushPull's is taken above)
+            if (pulls_at[k] != pushes_at[k]) {   // a Pull's answer (a PushPull's is taken above), read in place
                 const tfps_rpc_result *res = &pc->res[pulls_at[k]];
-                tfps_wire_pull_resp r;
-                void *owner = NULL;
-                rc = tfps_wire_unpack_pull_resp(res->resp, res->resp_len, &r, &owner, err, errlen);
-                if (rc == TFPS_OK) rc = take_pull(pc, k, &r, params, err, errlen);
-                tfps_wire_release(owner);
+                rc = tfps_wire_view_pull_resp(res->resp, res->resp_len, &pc->view, err, errlen);
+                if (rc == TFPS_OK) rc = take_pull(pc, k, &pc->view, params, err, errlen);
             }
             vsum += pc->version[k];
         }

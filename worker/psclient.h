@@ -81,6 +81,7 @@ typedef struct {
     /* from ps 0's last pull: */
     uint64_t examples;               /* examples in the pushes it applied (every replica's) */
     tfps_wire_eval eval;             /* the evaluator's latest report to it (count 0: none) */
+    tfps_wire_pull_view view;        /* a pull answer being read (large: kept here, not on the stack) */
     /* the evaluator: its latest evaluation, sent in every heartbeat (count 0: none) */
     tfps_wire_eval eval_report;
 } tfps_psclient;

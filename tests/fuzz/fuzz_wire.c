@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static tfps_buf b;
     volatile float sink = 0.0f;
     volatile size_t slen_sink = 0;
-    switch (data[0] % 18) {
+    switch (data[0] % 19) {
     case 0: {
         tfps_wire_register_req a, c;
         if (tfps_wire_unpack_register_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
@@ -162,6 +162,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (c.ntensors != a.ntensors || c.version != a.version || pc.applied != pa.applied ||
             pc.version != pa.version || pc.nonfinite != pa.nonfinite)
             abort();
+        break;
+    }
+    case 18: {   // the zero-copy reader against protobuf-c: whatever it accepts, protobuf-c reads the same
+        static tfps_wire_pull_view v;
+        if (tfps_wire_view_pull_resp(d, n, &v, err, sizeof(err)) != TFPS_OK) break;
+        static tfps_wire_pull_resp a;
+        tfps_wire_push_resp pa;
+        if (tfps_wire_unpack_pushpull_resp(d, n, &a, &pa, &own, err, sizeof(err)) != TFPS_OK) {
+            fprintf(stderr, "fuzz_wire: the view accepted what protobuf-c refuses: %s\n", err);
+            abort();
+        }
+        if (a.version != v.version || a.examples != v.examples || a.ntensors != v.ntensors ||
+            memcmp(&a.held_s, &v.held_s, sizeof(double)) || a.eval.count != v.eval.count ||
+            a.eval.step != v.eval.step || memcmp(&a.eval.accuracy, &v.eval.accuracy, sizeof(double)) ||
+            memcmp(&a.eval.loss, &v.eval.loss, sizeof(double)) || pa.applied != v.push.applied ||
+            pa.version != v.push.version || pa.nonfinite != v.push.nonfinite)
+            abort();
+        for (int i = 0; i < a.ntensors; i++) {
+            if (a.tensors[i].range.begin != v.tensors[i].range.begin || a.tensors[i].range.end != v.tensors[i].range.end)
+                abort();
+            const size_t nb = (size_t)(a.tensors[i].range.end - a.tensors[i].range.begin) * sizeof(float);
+            if (v.tensors[i].bytes < d || v.tensors[i].bytes + nb > d + n) abort();   // inside the input
+            if (nb && memcmp(a.tensors[i].values, v.tensors[i].bytes, nb)) abort();
+        }
         break;
     }
     }

@@ -54,6 +54,18 @@ static void wire_seeds(void) {
                               .tensors = {{{0, 10}, v}, {{20, 50}, v + 10}}};
     tfps_wire_pack_pull_resp(&ps, &b);
     put("fuzz_wire", "pull_resp", 3, b.data, b.len);
+    // a PushPull's answer (with an evaluation and the push's tail) for its unpacking and the zero-copy reader
+    uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
+    const tfps_wire_push_resp pr = {.applied = 1, .version = 5, .nonfinite = 1};
+    ps.tail = tail;
+    ps.tail_len = tfps_wire_push_tail(&pr, tail);
+    ps.examples = 640;
+    ps.eval = (tfps_wire_eval){.count = 2, .step = 3, .accuracy = 0.5, .loss = 1.5};
+    tfps_wire_pack_pull_resp(&ps, &b);
+    put("fuzz_wire", "pushpull_resp", 17, b.data, b.len);
+    put("fuzz_wire", "pull_view", 18, b.data, b.len);
+    ps.tail = NULL;
+    ps.tail_len = 0;
     tfps_wire_push_req hq = {.worker_id = 1, .base_version = 4, .step = 5, .loss = 2.3f, .batch_size = 64,
                              .ntensors = 2, .gradients = {{{0, 10}, v}, {{10, 64}, v + 10}}, .session = se};
     tfps_wire_pack_push_req(&hq, &b);
