@@ -21,6 +21,7 @@
 #include "tfps.pb-c.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <stdalign.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -639,6 +640,8 @@ int tfps_wire_unpack_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_r
     m->held_s = p->held_s;
     m->examples = p->examples;
     eval_from_pb(p->eval, &m->eval);
+    m->tail = NULL;   // (packing only)
+    m->tail_len = 0;
     m->ntensors = (int)p->n_tensors;
     tensors_from_pb(p->tensors, p->n_tensors, m->tensors);
     return TFPS_OK;
@@ -858,10 +861,13 @@ static double as_double(uint64_t bits) {
     return d;
 }
 
-/* A length-delimited field's bytes as sub. */
+/* A length-delimited field's bytes as sub. The length takes at most 5 bytes
+ * and is at most INT_MAX, as protobuf-c requires. */
 static int rd_bytes(reader *r, reader *sub) {
     uint64_t n;
-    if (rd_varint(r, &n) != TFPS_OK || n > (uint64_t)(r->end - r->p)) return TFPS_ERR;
+    const uint8_t *start = r->p;
+    if (rd_varint(r, &n) != TFPS_OK || r->p - start > 5 || n > INT_MAX || n > (uint64_t)(r->end - r->p))
+        return TFPS_ERR;
     sub->p = r->p;
     sub->end = r->p + n;
     r->p += n;
@@ -971,10 +977,11 @@ static int view_eval(reader r, tfps_wire_eval *e) {
 }
 
 int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_view *v, char *err, size_t errlen) {
-    reader r = {data, data + len};
     int have_eval = 0;
     memset(v, 0, sizeof(*v));
-    if (!data && len) return tfps_seterr(err, errlen, "PullResponse: no bytes");
+    if (!len) return TFPS_OK;   // an empty message: every field its default (data may be NULL)
+    if (!data) return tfps_seterr(err, errlen, "PullResponse: no bytes");
+    reader r = {data, data + len};
     while (r.p < r.end) {
         uint64_t f, x = 0;
         unsigned wt;

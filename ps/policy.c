@@ -248,7 +248,7 @@ double tfps_policy_newest_held(const tfps_policy *p, int rank) {
     return t;
 }
 
-int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen) {
+int tfps_policy_pull_check(const tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen) {
     if (q->min_version > p->version + 1) {
         snprintf(msg, msglen, "PullRequest.min_version %" PRIu64 " is more than one step ahead of this ps's version "
                  "%" PRIu64 ": expected at most the next version", q->min_version, p->version);
@@ -260,6 +260,12 @@ int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *m
                  "expected at most one more", q->clock, rank + 1, p->clock[rank]);
         return -TFPS_RPC_OUT_OF_RANGE;
     }
+    return 0;
+}
+
+int tfps_policy_pull_ready(tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen) {
+    const int bad = tfps_policy_pull_check(p, rank, q, msg, msglen);
+    if (bad < 0) return bad;
     int r = ready(p, rank, q);
     if (r == 0 && held_of(p, rank) >= TFPS_POLICY_MAX_HELD) {
         snprintf(msg, msglen, "%s already has %d pulls held on this ps: expected one at a time",

@@ -107,6 +107,10 @@ void tfps_policy_adopt_clock(tfps_policy *p, int rank, uint64_t clock);
  * in all); more are refused. A worker holds at most one pull per ps. */
 #define TFPS_POLICY_MAX_HELD 4
 
+/* The pull's own checks (a version more than one step ahead, an ssp clock
+ * ahead of the rank's pushes): 0, or -status with msg. No state changes (a
+ * PushPull checks its pull before its push is applied). */
+int tfps_policy_pull_check(const tfps_policy *p, int rank, const tfps_pull *q, char *msg, size_t msglen);
 /* May rank (-1: observer) be answered q now? 1 yes, 0 hold it, or -status
  * with msg (a minimum version more than one step ahead, an ssp clock ahead
  * of the rank's pushes, too many calls held for the rank). */

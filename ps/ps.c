@@ -438,44 +438,61 @@ static int handle_register(tfps_ps *ps, const uint8_t *req, size_t len, void *to
     return rc;
 }
 
-/* A Pull (tail NULL), or a PushPull's pull after its push (tail: the push's
- * outcome, appended to the answer whenever it comes). */
-static int pull_answer(tfps_ps *ps, const uint8_t *req, size_t len, void *token, const uint8_t *tail, size_t tail_len,
-                       char *msg, size_t msglen) {
-    tfps_pull q;
-    int rc = tfps_handlers_pull(&ps->store, ps->ps_index, req, len, &q, msg, msglen);
-    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
-    q.tail_len = tail_len;
-    if (tail_len) memcpy(q.tail, tail, tail_len);
-    int rank = caller_rank(ps, q.worker_id, &q.session, 1, msg, msglen);
-    if (rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
-    if (rank == ps->num_workers) rank = -1;   // the evaluator: never held by the ssp rule
-    seen(ps, rank);
-    int ready = tfps_policy_pull_ready(ps->pol, rank, &q, msg, msglen);
+/* A decoded and authenticated pull q of rank (-1: the evaluator): answered
+ * now, or held until the policy allows. q's tail (a PushPull's push
+ * outcome) goes with the answer whenever it comes. */
+static int pull_answer(tfps_ps *ps, tfps_pull *q, int rank, void *token, char *msg, size_t msglen) {
+    int ready = tfps_policy_pull_ready(ps->pol, rank, q, msg, msglen);
     if (ready < 0) return refuse(ps, -ready);
-    if (ready) return pack_pull(ps, &q, 0.0, &ps->out, msg, msglen);
-    if (rank >= 0 && ps->workers[rank].push_refused && tfps_policy_waits_on_own_push(ps->pol, rank, &q)) {
+    if (ready) return pack_pull(ps, q, 0.0, &ps->out, msg, msglen);
+    if (rank >= 0 && ps->workers[rank].push_refused && tfps_policy_waits_on_own_push(ps->pol, rank, q)) {
         // this pull waits for its own round's push, which was refused: it may never be answered
         snprintf(msg, msglen, "the push of this step was refused; see its status");
         return TFPS_RPC_ABORTED;
     }
-    if (!token || tfps_policy_hold(ps->pol, token, rank, &q) != TFPS_OK) {
-        snprintf(msg, msglen, "ps: cannot hold the pull until version %" PRIu64 " (%s)", q.min_version,
+    if (!token || tfps_policy_hold(ps->pol, token, rank, q) != TFPS_OK) {
+        snprintf(msg, msglen, "ps: cannot hold the pull until version %" PRIu64 " (%s)", q->min_version,
                  token ? "out of memory" : "no call to hold");
         return TFPS_RPC_RESOURCE_EXHAUSTED;
     }
     return TFPS_PS_HELD;
 }
 
-static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
-    return pull_answer(ps, req, len, token, NULL, 0, msg, msglen);
+/* A pull's bytes decoded and its caller authenticated: *rank (-1 for the
+ * evaluator when allowed), else a status with msg (counted as refused). */
+static int pull_decode(tfps_ps *ps, const uint8_t *req, size_t len, int allow_observer, tfps_pull *q, int *rank,
+                       char *msg, size_t msglen) {
+    int rc = tfps_handlers_pull(&ps->store, ps->ps_index, req, len, q, msg, msglen);
+    if (rc != TFPS_RPC_OK) return refuse(ps, rc);
+    q->tail_len = 0;
+    *rank = caller_rank(ps, q->worker_id, &q->session, allow_observer, msg, msglen);
+    if (*rank < 0) return refuse(ps, TFPS_RPC_UNAUTHENTICATED);
+    if (*rank == ps->num_workers) *rank = -1;   // the evaluator: never held by the ssp rule
+    return TFPS_RPC_OK;
 }
 
-/* A Push, or a PushPull's: applied (or accepted, dropped) with the outcome in
+static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
+    tfps_pull q;
+    int rank;
+    const int rc = pull_decode(ps, req, len, 1, &q, &rank, msg, msglen);
+    if (rc != TFPS_RPC_OK) return rc;
+    seen(ps, rank);
+    return pull_answer(ps, &q, rank, token, msg, msglen);
+}
+
+/* A Push, or a PushPull's (expect_id: its pull's worker id, which the push
+ * must carry; 0: any): applied (or accepted, dropped) with the outcome in
  * *r; else a gRPC status with msg, the rank's held pulls answered ABORTED. */
-static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, tfps_wire_push_resp *r, char *msg, size_t msglen) {
+static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expect_id, tfps_wire_push_resp *r,
+                      char *msg, size_t msglen) {
     tfps_push g;
     int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
+    if (rc == TFPS_RPC_OK && expect_id && g.m.worker_id != expect_id) {
+        snprintf(msg, msglen, "PushPullRequest: the push is of worker id %" PRIu32 ", the pull of %" PRIu32
+                 ": expected one worker's", g.m.worker_id, expect_id);
+        tfps_push_release(&g);
+        return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
+    }
     if (rc != TFPS_RPC_OK) {
         // the pull of the same round would wait for this push: tell it now (its own sender only)
         char ignore[8];
@@ -527,26 +544,34 @@ refused:
 static int handle_push(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
     (void)token;
     tfps_wire_push_resp r;
-    const int rc = push_apply(ps, req, len, &r, msg, msglen);
+    const int rc = push_apply(ps, req, len, 0, &r, msg, msglen);
     if (rc != TFPS_RPC_OK) return rc;
     return tfps_wire_pack_push_resp(&r, &ps->out) == TFPS_OK ? TFPS_RPC_OK : TFPS_RPC_RESOURCE_EXHAUSTED;
 }
 
 /* PushPull: the push, then its pull (answered now or held as a Pull is), the
- * push's outcome riding on the answer. Each part is checked as its own call
- * would be (the pull's worker id and session too). A refused push ends the
- * call with its status: the pull is not made. */
+ * push's outcome riding on the answer. The pull is decoded, authenticated
+ * and checked first, and the push must be the same worker's: a call refused
+ * for either changes nothing. Once the push is applied the call can still
+ * fail only for the hold itself (out of memory, too many held calls) or, a
+ * held answer, for the ps stopping or the worker registering again; the
+ * push's outcome is then not told (a client keeps one call per ps). */
 static int handle_pushpull(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {
     const uint8_t *push, *pull;
     size_t push_len, pull_len;
     if (tfps_wire_split_pushpull_req(req, len, &push, &push_len, &pull, &pull_len, msg, msglen) != TFPS_OK)
         return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
-    tfps_wire_push_resp r;
-    int rc = push_apply(ps, push, push_len, &r, msg, msglen);
+    tfps_pull q;
+    int rank;
+    int rc = pull_decode(ps, pull, pull_len, 0, &q, &rank, msg, msglen);
     if (rc != TFPS_RPC_OK) return rc;
-    uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
-    const size_t n = tfps_wire_push_tail(&r, tail);   // (0 bytes when every field is its default: still right)
-    return pull_answer(ps, pull, pull_len, token, tail, n, msg, msglen);
+    const int bad = tfps_policy_pull_check(ps->pol, rank, &q, msg, msglen);
+    if (bad < 0) return refuse(ps, -bad);
+    tfps_wire_push_resp r;
+    rc = push_apply(ps, push, push_len, q.worker_id, &r, msg, msglen);
+    if (rc != TFPS_RPC_OK) return rc;
+    q.tail_len = tfps_wire_push_tail(&r, q.tail);   // (0 bytes when every field is its default: still right)
+    return pull_answer(ps, &q, rank, token, msg, msglen);
 }
 
 static int handle_heartbeat(tfps_ps *ps, const uint8_t *req, size_t len, void *token, char *msg, size_t msglen) {

@@ -416,6 +416,12 @@ static void test_pushpull(void) {
         box_clear(&box);
         CU_ASSERT_EQUAL(stats(&b, 0).version, before.version);
         CU_ASSERT_EQUAL(stats(&b, 0).refused, before.refused + 1);
+        // a pull refused (two versions ahead): the push is not applied either
+        CU_ASSERT_EQUAL(pushpull(&b, 0, 0, 3, g, before.version + 2, &box), TFPS_RPC_OUT_OF_RANGE);
+        CU_ASSERT_PTR_NOT_NULL(strstr(box.msg, "ahead"));
+        box_clear(&box);
+        CU_ASSERT_EQUAL(stats(&b, 0).version, before.version);
+        CU_ASSERT_EQUAL(stats(&b, 0).applied, before.applied);
         // malformed bodies: refused INVALID_ARGUMENT with one line naming what was wrong
         const struct { const char *what; uint8_t bytes[8]; size_t n; const char *want; } bad_bodies[] = {
             {"empty", {0}, 0, "no push"},

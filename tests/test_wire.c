@@ -343,6 +343,7 @@ static void test_pull_view(void) {
         {"truncated tensor", {0x12, 0x05, 0x0a}, 3, "truncated tensor"},
         {"a group", {0x0b}, 1, "wire type 3"},
         {"an unknown group", {0x33}, 1, "field 6 is malformed"},
+        {"a 6-byte length", {0x32, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, 7, "field 6 is malformed"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';

@@ -85,25 +85,27 @@ int tu_run(const char *const argv[], const char *const env[], char **out, char *
  * reached exec under ASan). */
 static char **child_env(const char *const env[]) {
     extern char **environ;
-    size_t n = 0, m = 0;
-    while (environ[n]) n++;
+    size_t n = 0, m = 0, k = 0;
+    while (environ && environ[n]) n++;
     while (env && env[m]) m++;
     char **out = calloc(n + m + 1, sizeof(char *));
     if (!out) abort();
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {   // the inherited ones, less those env sets or unsets
-        const char *e = environ[i], *eq = strchr(e, '=');
-        const size_t len = eq ? (size_t)(eq - e) : strlen(e);
-        int changed = 0;
-        for (size_t j = 0; j < m && !changed; j++) {
-            const char *q = strchr(env[j], '=');
-            const size_t ql = q ? (size_t)(q - env[j]) : strlen(env[j]);
-            changed = ql == len && strncmp(env[j], e, len) == 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(out[k++] = strdup(environ[i]))) abort();
+    // then env's changes in order, as setenv/unsetenv would make them: the last word on a name wins
+    for (size_t j = 0; j < m; j++) {
+        const char *q = strchr(env[j], '=');
+        const size_t ql = q ? (size_t)(q - env[j]) : strlen(env[j]);
+        size_t at = k;
+        for (size_t i = 0; i < k; i++)
+            if (strncmp(out[i], env[j], ql) == 0 && (out[i][ql] == '=' || out[i][ql] == '\0')) at = i;
+        if (at < k) {   // drop the old one
+            free(out[at]);
+            memmove(&out[at], &out[at + 1], (k - at - 1) * sizeof(char *));
+            out[--k] = NULL;
         }
-        if (!changed) out[k++] = strdup(e);
+        if (q && !(out[k++] = strdup(env[j]))) abort();
     }
-    for (size_t j = 0; j < m; j++)
-        if (strchr(env[j], '=')) out[k++] = strdup(env[j]);
     out[k] = NULL;
     return out;
 }
