@@ -28,6 +28,7 @@ static const char *const strategy_names[] = {"balanced", "round-robin", "greedy"
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const consistency_names[] = {"async", "sync", "ssp", NULL};
 static const char *const optimizer_names[] = {"sgd", "momentum", "adam", "adagrad", NULL};   /* = tfps_optim_kind */
+static const char *const wire_dtype_names[] = {"fp32", "bf16", "fp16", NULL};   /* = tfps_wire_dtype (wire.h) */
 
 #define OFF(f) offsetof(tfps_options, f)
 static const opt_def opts[] = {
@@ -58,6 +59,12 @@ static const opt_def opts[] = {
      "stale); 0: strictly pull, compute, push"},
     {"pushpull", OPT_INT, OFF(pushpull), "1", 0, 1, NULL,
      "1: a step's push and pull to each ps as one PushPull call (one round trip); 0: a Push and a Pull"},
+    {"wire-dtype", OPT_ENUM, OFF(wire_dtype), "fp32", 0, 0, wire_dtype_names,
+     "number format of gradients and weights on the wire: fp32, bf16 or fp16 (half the bytes; gradients with "
+     "error feedback, weights rounded to nearest; the ps keep fp32 weights and optimizer state and answer each "
+     "worker in the format it asks for)"},
+    {"ps-threads", OPT_INT, OFF(ps_threads), "0", 0, 1024, NULL,
+     "ps: threads serving calls and applying updates over its ranges; 0 = the cores available"},
     {"eval-every", OPT_FLOAT, OFF(eval_every), "2", 0.1, 86400, NULL, "evaluator task: seconds between evaluations"},
     {"consistency", OPT_ENUM, OFF(consistency), "async", 0, 0, consistency_names,
      "async: the ps apply each gradient on arrival (TF's default); sync: they apply the mean of "

@@ -43,6 +43,8 @@ typedef struct {
     double eval_every;          /* evaluator: seconds between evaluations */
     int overlap;                /* 1: push/pull of step t overlaps compute of t+1 (async staleness 1) */
     int pushpull;               /* 1: a step's push and pull to a ps go as one PushPull call (one round trip) */
+    int wire_dtype;             /* tfps_wire_dtype: fp32, bf16 or fp16 tensors on the wire */
+    int ps_threads;             /* ps: serving and apply threads; 0 = the cores available */
     int consistency;            /* tfps_consistency */
     int replicas_to_aggregate;  /* sync: gradients per step; 0 = every training replica */
     int staleness;              /* ssp: how many clocks a worker may run ahead of the slowest */
