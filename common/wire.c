@@ -40,6 +40,10 @@ typedef struct {
 /* Where an empty tensor's values point, so callers may memcpy 0 bytes from it. */
 static const float wire_no_floats[1];
 
+_Static_assert((int)TFPS__V1__DTYPE__FP32 == TFPS_DTYPE_FP32 && (int)TFPS__V1__DTYPE__BF16 == TFPS_DTYPE_BF16 &&
+                   (int)TFPS__V1__DTYPE__FP16 == TFPS_DTYPE_FP16,
+               "tfps_wire_dtype must follow tfps.proto's DType");
+
 void tfps_buf_free(tfps_buf *b) {
     if (!b) return;
     free(b->data);
@@ -80,16 +84,19 @@ static int pack_msg(const ProtobufCMessage *msg, tfps_buf *out) {
  * point into it. Ranges and counts come from our own code: asserted. */
 static void tensor_to_pb(const tfps_wire_tensor *t, Tfps__V1__Tensor *pt, Tfps__V1__Range *pr) {
     assert(t->range.end >= t->range.begin);
+    assert(t->dtype >= 0 && t->dtype < TFPS_DTYPE_COUNT);
     uint64_t n = t->range.end - t->range.begin;
     assert(n <= SIZE_MAX / sizeof(float));
-    assert(t->values || n == 0);
+    const void *v = t->dtype == TFPS_DTYPE_FP32 ? (const void *)t->values : (const void *)t->half;
+    assert(v || n == 0);
     tfps__v1__range__init(pr);
     pr->begin = t->range.begin;
     pr->end = t->range.end;
     tfps__v1__tensor__init(pt);
     pt->range = pr;
-    pt->values.len = (size_t)n * sizeof(float);
-    pt->values.data = (uint8_t *)(t->values ? t->values : wire_no_floats);
+    pt->values.len = (size_t)n * tfps_wire_dtype_size(t->dtype);
+    pt->values.data = (uint8_t *)(v ? v : (const void *)wire_no_floats);
+    pt->dtype = (Tfps__V1__DType)t->dtype;
 }
 
 /* Room for one repeated Tensor field on the stack. */
@@ -200,6 +207,8 @@ int tfps_wire_pack_pull_req(const tfps_wire_pull_req *m, tfps_buf *out) {
     p.min_version = m->min_version;
     p.clock = m->clock;
     p.session = session_to_pb(&m->session);
+    assert(m->dtype >= 0 && m->dtype < TFPS_DTYPE_COUNT);
+    p.dtype = (Tfps__V1__DType)m->dtype;
     p.n_ranges = (size_t)m->nranges;
     p.ranges = ptrs;
     return pack_msg(&p.base, out);
@@ -513,17 +522,24 @@ static int check_count(size_t n, const char *field, const char *what, char *err,
     return TFPS_OK;
 }
 
+static int check_dtype(int dtype, const char *field, size_t i, char *err, size_t errlen) {
+    if (dtype >= 0 && dtype < TFPS_DTYPE_COUNT) return TFPS_OK;
+    return tfps_seterr(err, errlen, "%s[%zu]: dtype %d: expected FP32 (0), BF16 (1) or FP16 (2)", field, i, dtype);
+}
+
 static int check_tensors(Tfps__V1__Tensor *const *ts, size_t n, const char *field, char *err, size_t errlen) {
     if (check_count(n, field, "tensors", err, errlen) != TFPS_OK) return TFPS_ERR;
     for (size_t i = 0; i < n; i++) {
         const Tfps__V1__Tensor *t = ts[i];
         if (!t->range) return tfps_seterr(err, errlen, "%s[%zu]: tensor without a range (Tensor.range is required)", field, i);
         if (check_range(t->range, field, i, err, errlen) != TFPS_OK) return TFPS_ERR;
-        uint64_t want = (t->range->end - t->range->begin) * sizeof(float);
+        if (check_dtype((int)t->dtype, field, i, err, errlen) != TFPS_OK) return TFPS_ERR;
+        uint64_t want = (t->range->end - t->range->begin) * tfps_wire_dtype_size((int)t->dtype);
         if (t->values.len != want)
-            return tfps_seterr(err, errlen, "%s[%zu]: %zu bytes of values for range [%llu, %llu): expected %llu",
-                               field, i, t->values.len, (unsigned long long)t->range->begin,
-                               (unsigned long long)t->range->end, (unsigned long long)want);
+            return tfps_seterr(err, errlen, "%s[%zu]: %zu bytes of %s values for range [%llu, %llu): expected %llu",
+                               field, i, t->values.len, tfps_wire_dtype_name((int)t->dtype),
+                               (unsigned long long)t->range->begin, (unsigned long long)t->range->end,
+                               (unsigned long long)want);
     }
     return TFPS_OK;
 }
@@ -535,7 +551,9 @@ static void tensors_from_pb(Tfps__V1__Tensor *const *ts, size_t n, tfps_wire_ten
         out[i].range.end = ts[i]->range->end;
         const void *v = ts[i]->values.len ? (const void *)ts[i]->values.data : (const void *)wire_no_floats;
         assert((uintptr_t)v % alignof(float) == 0);   /* a malloc block of protobuf-c's: see the top */
-        out[i].values = v;
+        out[i].dtype = (int)ts[i]->dtype;
+        out[i].values = out[i].dtype == TFPS_DTYPE_FP32 ? v : NULL;
+        out[i].half = out[i].dtype == TFPS_DTYPE_FP32 ? NULL : v;
     }
 }
 
@@ -617,7 +635,12 @@ int tfps_wire_unpack_pull_req(const uint8_t *data, size_t len, tfps_wire_pull_re
     for (size_t i = 0; i < p->n_ranges; i++)
         if (check_range(p->ranges[i], "PullRequest.ranges", i, err, errlen) != TFPS_OK) return fail(msg);
     if (session_from_pb(p->session, "PullRequest.session", &m->session, err, errlen) != TFPS_OK) return fail(msg);
+    if ((int)p->dtype < 0 || (int)p->dtype >= TFPS_DTYPE_COUNT) {
+        tfps_seterr(err, errlen, "PullRequest.dtype %d: expected FP32 (0), BF16 (1) or FP16 (2)", (int)p->dtype);
+        return fail(msg);
+    }
     if (own(msg, owner, err, errlen) != TFPS_OK) return TFPS_ERR;
+    m->dtype = (int)p->dtype;
     m->worker_id = p->worker_id;
     m->min_version = p->min_version;
     m->clock = p->clock;
@@ -921,6 +944,7 @@ static int view_range(reader r, tfps_wire_range *out) {
 
 static int view_tensor(reader r, tfps_wire_tensor_view *t, size_t i, char *err, size_t errlen) {
     int have_range = 0, have_values = 0;
+    uint64_t dtype = TFPS_DTYPE_FP32;
     reader values = {r.end, r.end};   // none: 0 bytes at a valid address (memcpy of 0 bytes from it is defined)
     while (r.p < r.end) {
         uint64_t f;
@@ -937,19 +961,27 @@ static int view_tensor(reader r, tfps_wire_tensor_view *t, size_t i, char *err, 
                 if (have_values++) return tfps_seterr(err, errlen, "tensors[%zu]: values given twice", i);
                 values = sub;
             }
+        } else if (f == 3) {   // dtype: an enum (int32 varint); a repeated scalar keeps the last
+            if (wt != 0 || rd_varint(&r, &dtype) != TFPS_OK)
+                return tfps_seterr(err, errlen, "tensors[%zu]: field 3 (dtype) malformed", i);
         } else if (rd_skip(&r, wt) != TFPS_OK) {
             return tfps_seterr(err, errlen, "tensors[%zu]: a malformed field %llu", i, (unsigned long long)f);
         }
     }
+    if (dtype >= TFPS_DTYPE_COUNT)
+        return tfps_seterr(err, errlen, "tensors[%zu]: dtype %lld: expected FP32 (0), BF16 (1) or FP16 (2)", i,
+                           (long long)dtype);
+    t->dtype = (int)dtype;
     if (!have_range) return tfps_seterr(err, errlen, "tensors[%zu]: tensor without a range (Tensor.range is required)", i);
     if (t->range.end < t->range.begin || t->range.end - t->range.begin > SIZE_MAX / sizeof(float))
         return tfps_seterr(err, errlen, "tensors[%zu]: range [%llu, %llu) is invalid", i,
                            (unsigned long long)t->range.begin, (unsigned long long)t->range.end);
-    const size_t want = (size_t)(t->range.end - t->range.begin) * sizeof(float),
+    const size_t want = (size_t)(t->range.end - t->range.begin) * tfps_wire_dtype_size(t->dtype),
                  got = have_values ? (size_t)(values.end - values.p) : 0;
     if (got != want)
-        return tfps_seterr(err, errlen, "tensors[%zu]: %zu bytes of values for range [%llu, %llu): expected %zu", i,
-                           got, (unsigned long long)t->range.begin, (unsigned long long)t->range.end, want);
+        return tfps_seterr(err, errlen, "tensors[%zu]: %zu bytes of %s values for range [%llu, %llu): expected %zu",
+                           i, got, tfps_wire_dtype_name(t->dtype), (unsigned long long)t->range.begin,
+                           (unsigned long long)t->range.end, want);
     t->bytes = values.p;
     return TFPS_OK;
 }

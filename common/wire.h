@@ -14,7 +14,8 @@
  * give TFPS_ERR with a message; nothing is then owned.
  *
  * Tensors are little-endian fp32 in `bytes` (this code assumes a
- * little-endian host, checked at compile time). */
+ * little-endian host, checked at compile time), or bf16 / fp16 (2 bytes per
+ * element, Tensor.dtype) when a worker asks for them (--wire-dtype). */
 #ifndef TFPS_WIRE_H
 #define TFPS_WIRE_H
 
@@ -45,9 +46,29 @@ typedef struct {
     uint64_t begin, end;   /* flat element range [begin, end) */
 } tfps_wire_range;
 
+/* The number formats of tensor values on the wire (tfps.proto DType; the
+ * order of --wire-dtype's names). */
+typedef enum { TFPS_DTYPE_FP32 = 0, TFPS_DTYPE_BF16 = 1, TFPS_DTYPE_FP16 = 2 } tfps_wire_dtype;
+#define TFPS_DTYPE_COUNT 3
+const char *tfps_wire_dtype_name(int dtype);      /* "fp32", "bf16", "fp16"; "?" otherwise */
+static inline size_t tfps_wire_dtype_size(int dtype) { return dtype == TFPS_DTYPE_FP32 ? 4 : 2; }
+
+/* fp32 -> bf16 or fp16, rounded to nearest even; NaN and inf stay what
+ * they are, and a finite value stays finite (it saturates at the largest
+ * finite value: +-65504 in fp16, +-3.39e38 in bf16). */
+void tfps_wire_encode(int dtype, const float *src, uint16_t *dst, size_t n);
+/* The same with error feedback: v = src + residual is encoded, and residual
+ * becomes v - decoded(v) (what the rounding left out, sent with the next
+ * step's gradient). */
+void tfps_wire_encode_ef(int dtype, const float *src, float *residual, uint16_t *dst, size_t n);
+/* bf16 or fp16 -> fp32 (exact); src: 2 * n little-endian bytes, any alignment. */
+void tfps_wire_decode(int dtype, const uint8_t *src, float *dst, size_t n);
+
 typedef struct {
     tfps_wire_range range;
-    const float *values;   /* end - begin floats; when unpacked: 4-byte aligned, inside the owner */
+    const float *values;   /* fp32: end - begin floats; when unpacked: 4-byte aligned, inside the owner */
+    int dtype;             /* tfps_wire_dtype; not fp32: the values are in `half` (values NULL) */
+    const uint16_t *half;  /* bf16/fp16: end - begin elements; when unpacked: inside the owner */
 } tfps_wire_tensor;
 
 typedef struct {
@@ -88,6 +109,7 @@ typedef struct {
     uint64_t min_version;
     uint64_t clock;            /* ssp: steps this worker has pushed */
     tfps_session session;
+    int dtype;                 /* tfps_wire_dtype the weights are wanted in */
     int nranges;
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
 } tfps_wire_pull_req;
@@ -262,14 +284,15 @@ void tfps_wire_release(void *owner);   /* NULL-safe */
  * path): tensors point into data itself, so the weights are copied once,
  * from the received bytes into their place. Stricter than protobuf (what
  * our ps sends always passes): a Tensor needs exactly one range and one
- * values field of 4 * (end - begin) bytes, at most TFPS_WIRE_MAX_TENSORS
+ * values field of size(dtype) * (end - begin) bytes, at most TFPS_WIRE_MAX_TENSORS
  * tensors, no message field twice, known fields with their wire type;
  * unknown fields are skipped; a repeated scalar keeps the last. Whatever
  * it accepts, tfps_wire_unpack_pushpull_resp reads the same (fuzz_wire
  * checks). */
 typedef struct {
     tfps_wire_range range;
-    const uint8_t *bytes;   /* 4 * (end - begin) bytes of little-endian fp32, not aligned: memcpy them */
+    int dtype;              /* tfps_wire_dtype */
+    const uint8_t *bytes;   /* size(dtype) * (end - begin) little-endian bytes, not aligned: memcpy or decode them */
 } tfps_wire_tensor_view;
 
 typedef struct {

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int not_owned(const tfps_store *s, int ps_index, const char *what, int i, tfps_wire_range r, char *msg,
@@ -27,6 +28,7 @@ int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, si
     out->min_version = m.min_version;
     out->clock = m.clock;
     out->session = m.session;
+    out->dtype = m.dtype;
     out->n = 0;
     if (m.nranges == 0) {   // everything this ps owns
         for (int i = 0; i < s->nown && i < TFPS_WIRE_MAX_TENSORS; i++) {
@@ -53,11 +55,39 @@ int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, si
 void tfps_push_release(tfps_push *p) {
     tfps_wire_release(p->owner);
     p->owner = NULL;
+    free(p->decoded);
+    p->decoded = NULL;
+}
+
+/* Gradients sent as bf16 / fp16: decoded into one fp32 block (the policy and
+ * the optimizer read fp32); values then point there. */
+static int decode_half(tfps_push *out, char *msg, size_t msglen) {
+    tfps_wire_push_req *m = &out->m;
+    size_t total = 0;
+    for (int i = 0; i < m->ntensors; i++)
+        if (m->gradients[i].dtype != TFPS_DTYPE_FP32) total += (size_t)(m->gradients[i].range.end - m->gradients[i].range.begin);
+    if (total == 0) return TFPS_RPC_OK;
+    out->decoded = malloc(total * sizeof(float));
+    if (!out->decoded) {
+        snprintf(msg, msglen, "ps: out of memory decoding a %zu-element gradient", total);
+        return TFPS_RPC_RESOURCE_EXHAUSTED;
+    }
+    size_t at = 0;
+    for (int i = 0; i < m->ntensors; i++) {
+        tfps_wire_tensor *g = &m->gradients[i];
+        if (g->dtype == TFPS_DTYPE_FP32) continue;
+        const size_t n = (size_t)(g->range.end - g->range.begin);
+        tfps_wire_decode(g->dtype, (const uint8_t *)g->half, out->decoded + at, n);
+        g->values = out->decoded + at;
+        at += n;
+    }
+    return TFPS_RPC_OK;
 }
 
 int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_push *out, char *msg,
                        size_t msglen) {
     out->owner = NULL;
+    out->decoded = NULL;
     if (tfps_wire_unpack_push_req(req, len, &out->m, &out->owner, msg, msglen) != TFPS_OK) {
         out->m.worker_id = 0;
         memset(&out->m.session, 0, sizeof(out->m.session));
@@ -70,6 +100,7 @@ int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, si
         rc = TFPS_RPC_INVALID_ARGUMENT;
         goto fail;
     }
+    if ((rc = decode_half(out, msg, msglen)) != TFPS_RPC_OK) goto fail;
     for (int i = 0; i < m->ntensors; i++) {
         const tfps_wire_tensor *g = &m->gradients[i];
         long long at = tfps_store_locate(s, g->range.begin, g->range.end);

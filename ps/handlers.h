@@ -21,6 +21,7 @@ typedef struct {
     uint32_t worker_id;
     uint64_t min_version, clock;
     tfps_session session;
+    int dtype;                  /* tfps_wire_dtype the weights are wanted in */
     int n;
     tfps_wire_range ranges[TFPS_WIRE_MAX_TENSORS];
     size_t at[TFPS_WIRE_MAX_TENSORS];
@@ -29,14 +30,16 @@ typedef struct {
     size_t tail_len;
 } tfps_pull;
 
-/* A checked Push: m.gradients point into owner; at[i] is gradient i's offset
- * in the store. When the push is refused, m.worker_id and m.session still
- * name its sender (0 when the bytes did not parse), so the caller can tell
- * that worker. */
+/* A checked Push: m.gradients point into owner, fp32 (bf16 and fp16
+ * gradients are decoded into `decoded`, and m.gradients[i].values point
+ * there); at[i] is gradient i's offset in the store. When the push is
+ * refused, m.worker_id and m.session still name its sender (0 when the
+ * bytes did not parse), so the caller can tell that worker. */
 typedef struct {
     tfps_wire_push_req m;
     size_t at[TFPS_WIRE_MAX_TENSORS];
     void *owner;
+    float *decoded;             /* malloc'd: the gradients sent as bf16 / fp16, as fp32 */
 } tfps_push;
 
 /* Each returns TFPS_RPC_OK or a gRPC status with msg set. */

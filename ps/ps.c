@@ -77,6 +77,7 @@ struct tfps_ps {
     void *reply_ctx;
     tfps_buf out;            /* the reply of the call being handled */
     tfps_buf held_out;       /* the reply of a held call being released */
+    uint16_t *half;          /* [store elements] the weights in bf16 / fp16 for a reply (--wire-dtype) */
 };
 
 static void rpc_reply(void *ctx, void *token, int status, const uint8_t *resp, size_t len, const char *msg) {
@@ -160,6 +161,7 @@ void tfps_ps_free(tfps_ps *ps) {
     free(ps->workers);
     tfps_buf_free(&ps->out);
     tfps_buf_free(&ps->held_out);
+    free(ps->half);
     free(ps);
 }
 
@@ -240,7 +242,18 @@ static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *o
     tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n, .held_s = held_s,
                              .examples = ps->st.examples, .eval = ps->eval, .tail = q->tail,
                              .tail_len = q->tail_len};
-    for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){q->ranges[i], ps->store.w + q->at[i]};
+    for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){.range = q->ranges[i], .values = ps->store.w + q->at[i]};
+    if (q->dtype != TFPS_DTYPE_FP32) {   // rounded to nearest into the scratch, at the store's offsets
+        if (!ps->half && q->n > 0 && !(ps->half = malloc(ps->store.nelems * sizeof(uint16_t)))) {
+            snprintf(msg, msglen, "ps: out of memory rounding the weights to %s", tfps_wire_dtype_name(q->dtype));
+            return TFPS_RPC_RESOURCE_EXHAUSTED;
+        }
+        for (int i = 0; i < q->n; i++) {
+            uint16_t *h = ps->half + q->at[i];
+            tfps_wire_encode(q->dtype, ps->store.w + q->at[i], h, (size_t)(q->ranges[i].end - q->ranges[i].begin));
+            r.tensors[i] = (tfps_wire_tensor){.range = q->ranges[i], .values = NULL, .dtype = q->dtype, .half = h};
+        }
+    }
     if (tfps_wire_pack_pull_resp(&r, out) != TFPS_OK) {
         snprintf(msg, msglen, "ps: out of memory packing the reply");
         return TFPS_RPC_RESOURCE_EXHAUSTED;

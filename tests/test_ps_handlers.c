@@ -177,15 +177,25 @@ static void register_all(cluster *c) {
     box_clear(&box);
 }
 
-/* Push of rank's full gradient g [total] to ps k; returns the status,
+/* Push of rank's full gradient g [total] to ps k, sent as dtype (bf16 and
+ * fp16: rounded to nearest, no error feedback); returns the status,
  * *applied and *nonfinite (PushResponse; either may be NULL). */
-static int push_nf(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied, int *nonfinite) {
+static int push_dt(cluster *c, int k, int rank, uint64_t base, const float *g, int dtype, int *applied,
+                   int *nonfinite) {
     tfps_wire_push_req q = {.worker_id = (uint32_t)rank + 1, .base_version = base, .step = 1, .batch_size = 4,
                             .session = sess_of(c, k, (uint32_t)rank + 1)};
-    for (int r = 0; r < c->plan.nranges; r++)
-        if (c->plan.ranges[r].ps == k)
-            q.gradients[q.ntensors++] =
-                (tfps_wire_tensor){{c->plan.ranges[r].begin, c->plan.ranges[r].end}, g + c->plan.ranges[r].begin};
+    uint16_t *half = dtype != TFPS_DTYPE_FP32 ? malloc(c->l.total * sizeof(uint16_t)) : NULL;
+    if (dtype != TFPS_DTYPE_FP32) CU_ASSERT_FATAL(half != NULL);
+    for (int r = 0; r < c->plan.nranges; r++) {
+        const tfps_shard_range *sr = &c->plan.ranges[r];
+        if (sr->ps != k) continue;
+        q.gradients[q.ntensors++] = (tfps_wire_tensor){.range = {sr->begin, sr->end}, .values = g + sr->begin};
+        if (half) {
+            tfps_wire_encode(dtype, g + sr->begin, half + sr->begin, sr->end - sr->begin);
+            q.gradients[q.ntensors - 1] =
+                (tfps_wire_tensor){.range = {sr->begin, sr->end}, .dtype = dtype, .half = half + sr->begin};
+        }
+    }
     tfps_buf b = {0};
     reply_box box = {0};
     tfps_wire_pack_push_req(&q, &b);
@@ -200,22 +210,33 @@ static int push_nf(cluster *c, int k, int rank, uint64_t base, const float *g, i
     }
     box_clear(&box);
     tfps_buf_free(&b);
+    free(half);
     return rc;
+}
+
+static int push_nf(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied, int *nonfinite) {
+    return push_dt(c, k, rank, base, g, TFPS_DTYPE_FP32, applied, nonfinite);
 }
 
 static int push(cluster *c, int k, int rank, uint64_t base, const float *g, int *applied) {
     return push_nf(c, k, rank, base, g, applied, NULL);
 }
 
-/* Sends a pull of everything ps k owns; the answer lands in box (now or later). */
-static int pull(cluster *c, int k, uint32_t worker_id, uint64_t min_version, uint64_t clock, reply_box *box) {
+/* Sends a pull of everything ps k owns, its weights wanted as dtype; the
+ * answer lands in box (now or later). */
+static int pull_dt(cluster *c, int k, uint32_t worker_id, uint64_t min_version, uint64_t clock, int dtype,
+                   reply_box *box) {
     tfps_wire_pull_req q = {.worker_id = worker_id, .min_version = min_version, .clock = clock,
-                            .session = sess_of(c, k, worker_id)};
+                            .session = sess_of(c, k, worker_id), .dtype = dtype};
     tfps_buf b = {0};
     tfps_wire_pack_pull_req(&q, &b);
     int rc = call(c->ps[k], TFPS_M_PULL, &b, box);
     tfps_buf_free(&b);
     return rc;
+}
+
+static int pull(cluster *c, int k, uint32_t worker_id, uint64_t min_version, uint64_t clock, reply_box *box) {
+    return pull_dt(c, k, worker_id, min_version, clock, TFPS_DTYPE_FP32, box);
 }
 
 /* A pull reply into the flat array w (only the ranges it carries); its version. */
@@ -346,7 +367,7 @@ static int pushpull(cluster *c, int k, int rank, uint64_t base, const float *g, 
     for (int r = 0; r < c->plan.nranges; r++)
         if (c->plan.ranges[r].ps == k)
             q.gradients[q.ntensors++] =
-                (tfps_wire_tensor){{c->plan.ranges[r].begin, c->plan.ranges[r].end}, g + c->plan.ranges[r].begin};
+                (tfps_wire_tensor){.range = {c->plan.ranges[r].begin, c->plan.ranges[r].end}, .values = g + c->plan.ranges[r].begin};
     tfps_wire_pull_req pq = {.worker_id = id, .min_version = min_version, .session = sess_of(c, k, id)};
     tfps_buf pb = {0}, b = {0};
     tfps_wire_pack_pull_req(&pq, &pb);
@@ -378,6 +399,88 @@ static uint64_t unpack_pushpull(const reply_box *box, float *w, tfps_wire_push_r
  * twin ps; sync, held until the step is complete, the push's outcome riding
  * on the late answer; a refused push ends the call (no pull made, nothing
  * changed); a malformed body is refused before anything changes. */
+/* --wire-dtype on the ps: a bf16 / fp16 push applies exactly its decoded
+ * values (twin clusters: one gets the decoded values as fp32, bit for bit
+ * the same weights after), under every optimizer's rule the same; a pull
+ * asking for bf16 / fp16 gets the fp32 master weights rounded to nearest,
+ * in half the bytes; the master weights stay fp32. */
+static void test_wire_dtype(void) {
+    for (int dt = TFPS_DTYPE_BF16; dt <= TFPS_DTYPE_FP16; dt++) {
+        const char *args[] = {"--learning-rate", "0.3", "--optimizer", "adam", NULL};
+        cluster a, b;
+        cluster_init(&a, 2, 1, args);
+        cluster_init(&b, 2, 1, args);
+        register_all(&a);
+        register_all(&b);
+        const size_t n = a.l.total;
+        float *g = malloc(n * sizeof(float)), *gd = malloc(n * sizeof(float)), *wa = malloc(n * sizeof(float)),
+              *wb = malloc(n * sizeof(float));
+        uint16_t *h = malloc(n * sizeof(uint16_t));
+        CU_ASSERT_FATAL(g && gd && wa && wb && h);
+        for (int step = 0; step < 3; step++) {
+            for (size_t i = 0; i < n; i++) g[i] = 0.0123456f * (float)((int)(i * 7 + (size_t)step * 3) % 11 - 5);
+            tfps_wire_encode(dt, g, h, n);
+            tfps_wire_decode(dt, (const uint8_t *)h, gd, n);
+            for (int k = 0; k < 2; k++) {
+                int applied = 0;
+                CU_ASSERT_EQUAL(push(&a, k, 0, (uint64_t)step, gd, &applied), TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(applied, 1);
+                CU_ASSERT_EQUAL(push_dt(&b, k, 0, (uint64_t)step, g, dt, &applied, NULL), TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(applied, 1);
+            }
+        }
+        pull_model(&a, wa);
+        pull_model(&b, wb);
+        CU_ASSERT(memcmp(wa, wb, n * sizeof(float)) == 0);
+        // a pull in dt: the codes of the master weights, 2 bytes each
+        reply_box box = {0}, box32 = {0};
+        for (int k = 0; k < 2; k++) {
+            CU_ASSERT_EQUAL(pull_dt(&b, k, 1, 0, 0, dt, &box), TFPS_RPC_OK);
+            CU_ASSERT_EQUAL(pull(&b, k, 1, 0, 0, &box32), TFPS_RPC_OK);
+            CU_ASSERT(box.len < box32.len / 2 + 64 && box.len > box32.len / 2 - 64);
+            tfps_wire_pull_resp r;
+            void *owner = NULL;
+            CU_ASSERT_FATAL(tfps_wire_unpack_pull_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
+            int wrong = 0;
+            for (int t = 0; t < r.ntensors; t++) {
+                CU_ASSERT_EQUAL(r.tensors[t].dtype, dt);
+                const size_t m = (size_t)(r.tensors[t].range.end - r.tensors[t].range.begin);
+                uint16_t want[64];
+                CU_ASSERT_FATAL(m <= 64);
+                tfps_wire_encode(dt, wb + r.tensors[t].range.begin, want, m);
+                wrong += memcmp(want, r.tensors[t].half, m * 2) != 0;
+            }
+            CU_ASSERT_EQUAL(wrong, 0);
+            tfps_wire_release(owner);
+            box_clear(&box);
+            box_clear(&box32);
+        }
+        // the master weights are not rounded: some are no bf16 / fp16 value
+        int exact = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t c;
+            float back;
+            tfps_wire_encode(dt, &wb[i], &c, 1);
+            tfps_wire_decode(dt, (const uint8_t *)&c, &back, 1);
+            exact += back == wb[i];
+        }
+        CU_ASSERT((size_t)exact < n);
+        // a gradient that decodes to a non-finite value is refused like an fp32 one (fp16 inf)
+        if (dt == TFPS_DTYPE_FP16) {
+            for (size_t i = 0; i < n; i++) g[i] = i == 3 ? INFINITY : 0.0f;
+            CU_ASSERT_EQUAL(push_dt(&b, tfps_shard_plan_owner(&b.plan, 3), 0, 3, g, dt, NULL, NULL),
+                            TFPS_RPC_INVALID_ARGUMENT);
+        }
+        free(g);
+        free(gd);
+        free(wa);
+        free(wb);
+        free(h);
+        cluster_destroy(&a);
+        cluster_destroy(&b);
+    }
+}
+
 static void test_pushpull(void) {
     float g[64], w_sep[64], w_fused[64], w0[64];
     {   // async: fused = separate, on twin clusters
@@ -1549,7 +1652,7 @@ static void bw_deliver(cluster *c, const bw_event *e, bw_worker *w, const float 
         for (int r = 0; r < c->plan.nranges; r++)
             if (c->plan.ranges[r].ps == e->k)
                 q.gradients[q.ntensors++] =
-                    (tfps_wire_tensor){{c->plan.ranges[r].begin, c->plan.ranges[r].end}, g + c->plan.ranges[r].begin};
+                    (tfps_wire_tensor){.range = {c->plan.ranges[r].begin, c->plan.ranges[r].end}, .values = g + c->plan.ranges[r].begin};
         tfps_wire_pack_push_req(&q, &b);
         rc = call(c->ps[e->k], TFPS_M_PUSH, &b, &w->push[e->k]);
     } else if (e->kind == EV_PULL) {
@@ -1773,6 +1876,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("ps_handlers", NULL, NULL);
     CU_add_test(s, "the method list matches tfps_service.proto", test_method_list_matches_proto);
     CU_add_test(s, "PushPull: one call = a Push then a Pull (async bit for bit, sync held), refusals", test_pushpull);
+    CU_add_test(s, "--wire-dtype: a bf16/fp16 push applies its decoded values, pulls rounded to nearest", test_wire_dtype);
     CU_add_test(s, "sync: held pull, mean in rank order, arrival order changes no bit", test_sync_mean_and_order);
     CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);

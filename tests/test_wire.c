@@ -91,7 +91,7 @@ static void put_range(enc *e, unsigned field, uint64_t begin, uint64_t end) {
     put_len(e, field, r.b, r.n);
     free(r.b);
 }
-/* A Tensor with a range (unless has_range is 0) and nbytes of values. */
+/* A Tensor with a range (unless has_range is 0) and nbytes of fp32 values. */
 static void put_tensor(enc *e, unsigned field, int has_range, uint64_t begin, uint64_t end, const void *v,
                        size_t nbytes) {
     enc t = {0};
@@ -307,8 +307,8 @@ static void test_pull_view(void) {
     in.held_s = 0.125;
     in.eval = (tfps_wire_eval){.count = 3, .step = 7, .accuracy = 0.75, .loss = 0.5};
     in.ntensors = 2;
-    in.tensors[0] = (tfps_wire_tensor){{0, 100}, w};
-    in.tensors[1] = (tfps_wire_tensor){{100, BIG}, w + 100};
+    in.tensors[0] = (tfps_wire_tensor){.range = {0, 100}, .values = w};
+    in.tensors[1] = (tfps_wire_tensor){.range = {100, BIG}, .values = w + 100};
     uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
     const tfps_wire_push_resp pr = {.applied = 1, .version = (1ull << 40) + 3, .nonfinite = 1};
     tfps_buf b = {0};
@@ -407,9 +407,9 @@ static void test_push_req(void) {
     in.loss = 2.302585f;
     in.batch_size = 64;
     in.ntensors = 3;
-    in.gradients[0] = (tfps_wire_tensor){{100, 600}, g};
-    in.gradients[1] = (tfps_wire_tensor){{5, 5}, NULL};
-    in.gradients[2] = (tfps_wire_tensor){{266000, 266500}, g + 500};
+    in.gradients[0] = (tfps_wire_tensor){.range = {100, 600}, .values = g};
+    in.gradients[1] = (tfps_wire_tensor){.range = {5, 5}, .values = NULL};
+    in.gradients[2] = (tfps_wire_tensor){.range = {266000, 266500}, .values = g + 500};
     tfps_buf b = {0};
     void *own;
     char err[TFPS_ERR_LEN];
@@ -654,7 +654,7 @@ static void test_buffer_reuse(void) {
     static tfps_wire_pull_resp big, out;
     big.version = 1;
     big.ntensors = 1;
-    big.tensors[0] = (tfps_wire_tensor){{0, BIG}, w};
+    big.tensors[0] = (tfps_wire_tensor){.range = {0, BIG}, .values = w};
     tfps_buf b = {0};
     void *own;
     char err[TFPS_ERR_LEN];
@@ -714,15 +714,15 @@ static void test_bad_tensors(void) {
     put_u(&e, 1, 1);
     put_tensor(&e, 6, 1, 10, 12, v, 8);
     put_tensor(&e, 6, 1, 0, 5, v, 12);
-    expect_push_err(&e, "PushRequest.gradients[1]: 12 bytes of values for range [0, 5): expected 20");
+    expect_push_err(&e, "PushRequest.gradients[1]: 12 bytes of fp32 values for range [0, 5): expected 20");
     // too many bytes
     e.n = 0;
     put_tensor(&e, 6, 1, 0, 1, v, 8);
-    expect_push_err(&e, "PushRequest.gradients[0]: 8 bytes of values for range [0, 1): expected 4");
+    expect_push_err(&e, "PushRequest.gradients[0]: 8 bytes of fp32 values for range [0, 1): expected 4");
     // not a multiple of 4
     e.n = 0;
     put_tensor(&e, 6, 1, 0, 2, v, 7);
-    expect_push_err(&e, "7 bytes of values for range [0, 2): expected 8");
+    expect_push_err(&e, "7 bytes of fp32 values for range [0, 2): expected 8");
     // end < begin
     e.n = 0;
     put_tensor(&e, 6, 1, 9, 7, v, 8);
@@ -760,7 +760,7 @@ static void test_bad_tensors(void) {
     put_u(&e, 1, 5);
     put_tensor(&e, 2, 1, 0, 5, v, 12);
     CU_ASSERT_EQUAL(tfps_wire_unpack_pull_resp(e.b, e.n, &pr, &own, err, sizeof(err)), TFPS_ERR);
-    ASSERT_ERR_HAS(err, "PullResponse.tensors[0]: 12 bytes of values for range [0, 5): expected 20");
+    ASSERT_ERR_HAS(err, "PullResponse.tensors[0]: 12 bytes of fp32 values for range [0, 5): expected 20");
     CU_ASSERT_PTR_NULL(own);
     e.n = 0;
     put_tensor(&e, 2, 0, 0, 0, v, 0);
@@ -899,9 +899,9 @@ static void test_fuzz_truncate_and_flip(void) {
     in.loss = 0.7f;
     in.batch_size = 128;
     in.ntensors = 3;
-    in.gradients[0] = (tfps_wire_tensor){{0, 10}, g};
-    in.gradients[1] = (tfps_wire_tensor){{200, 220}, g + 10};
-    in.gradients[2] = (tfps_wire_tensor){{1000, 1010}, g + 30};
+    in.gradients[0] = (tfps_wire_tensor){.range = {0, 10}, .values = g};
+    in.gradients[1] = (tfps_wire_tensor){.range = {200, 220}, .values = g + 10};
+    in.gradients[2] = (tfps_wire_tensor){.range = {1000, 1010}, .values = g + 30};
     tfps_wire_register_req rq = {.task_type = "worker", .task_index = 1, .input = 784, .h1 = 300, .h2 = 100,
                                  .classes = 10, .layout_digest = ~0ull, .shard_strategy = "balanced", .seed = 1,
                                  .learning_rate = 0.1};
@@ -942,6 +942,238 @@ static void test_fuzz_truncate_and_flip(void) {
 /* Sessions travel as 16 bytes (absent when none) and come back equal; a
  * session of any other length and a job secret over the limit are refused;
  * the job secret round-trips byte for byte (NUL included). */
+/* ---- bf16 / fp16 on the wire (--wire-dtype) ---- */
+
+/* References by value, in float64, independent of wire.c's bit tricks. */
+static double ref_fp16_val(uint16_t h) {
+    const int e = (h >> 10) & 31, m = h & 1023;
+    const double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+static double ref_bf16_val(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* The nearest of the finite codes [0, maxcode] of a monotonic format to |x|,
+ * ties to the even code; beyond the largest: the largest (saturation). */
+static uint16_t ref_nearest(double x, double (*val)(uint16_t), uint16_t maxcode) {
+    if (x >= val(maxcode)) return maxcode;
+    uint16_t lo = 0, hi = maxcode;   // val(lo) <= x < val(hi)
+    while (hi - lo > 1) {
+        const uint16_t mid = (uint16_t)((lo + hi) / 2);
+        if (val(mid) <= x) lo = mid;
+        else hi = mid;
+    }
+    const double dl = x - val(lo), dh = val(hi) - x;
+    return dl < dh ? lo : dh < dl ? hi : (lo & 1) ? hi : lo;
+}
+static uint16_t ref_encode(int dtype, float f) {
+    const uint16_t sign = signbit(f) ? 0x8000 : 0, inf = dtype == TFPS_DTYPE_BF16 ? 0x7f80 : 0x7c00;
+    if (isinf(f)) return sign | inf;
+    return sign | ref_nearest(fabs((double)f), dtype == TFPS_DTYPE_BF16 ? ref_bf16_val : ref_fp16_val,
+                              (uint16_t)(inf - 1));
+}
+static float dec1(int dtype, uint16_t h) {
+    float f;
+    tfps_wire_decode(dtype, (const uint8_t *)&h, &f, 1);
+    return f;
+}
+
+static void test_dtype_numbers(void) {
+    // decoding: every one of the 65,536 codes of each format, exactly
+    int bad = 0;
+    for (uint32_t h = 0; h <= 0xffff; h++) {
+        const double f16 = ref_fp16_val((uint16_t)h), b16 = ref_bf16_val((uint16_t)h);
+        const float d16 = dec1(TFPS_DTYPE_FP16, (uint16_t)h), db16 = dec1(TFPS_DTYPE_BF16, (uint16_t)h);
+        if (isnan(f16) ? !isnan(d16) : (double)d16 != f16 || !signbit(d16) != !signbit(f16)) bad++;
+        if (isnan(b16) ? !isnan(db16) : (double)db16 != b16) bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    // encoding: known values, then 300,000 random floats of every magnitude against the float64 reference
+    const struct { float f; uint16_t bf16, fp16; } known[] = {
+        {1.0f, 0x3f80, 0x3c00},          {-2.0f, 0xc000, 0xc000},     {0.0f, 0x0000, 0x0000},
+        {-0.0f, 0x8000, 0x8000},         {65504.0f, 0x4780, 0x7bff},  {1e6f, 0x4974, 0x7bff},
+        {-1e6f, 0xc974, 0xfbff},         {65519.0f, 0x4780, 0x7bff},  {65520.0f, 0x4780, 0x7bff},
+        {5.9604645e-8f, 0x3380, 0x0001}, {2.9802322e-8f, 0x3300, 0x0000},   // 2^-24: the least fp16; 2^-25 ties to 0
+        {1.00390625f, 0x3f80, 0x3c04},   // 1 + 2^-8: a bf16 tie, to even (down)
+        {1.01171875f, 0x3f82, 0x3c0c},   // 1 + 3 * 2^-8: a bf16 tie, to even (up)
+        {3.4028235e38f, 0x7f7f, 0x7bff}, // FLT_MAX: finite stays finite
+        {INFINITY, 0x7f80, 0x7c00},      {-INFINITY, 0xff80, 0xfc00},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        uint16_t b, h;
+        tfps_wire_encode(TFPS_DTYPE_BF16, &known[i].f, &b, 1);
+        tfps_wire_encode(TFPS_DTYPE_FP16, &known[i].f, &h, 1);
+        if (b != known[i].bf16 || h != known[i].fp16)
+            printf("\n  %.9g: bf16 %04x (want %04x), fp16 %04x (want %04x)", (double)known[i].f, b, known[i].bf16, h,
+                   known[i].fp16);
+        CU_ASSERT(b == known[i].bf16 && h == known[i].fp16);
+    }
+    const float nan = NAN;
+    uint16_t hb, hh;
+    tfps_wire_encode(TFPS_DTYPE_BF16, &nan, &hb, 1);
+    tfps_wire_encode(TFPS_DTYPE_FP16, &nan, &hh, 1);
+    CU_ASSERT(isnan(dec1(TFPS_DTYPE_BF16, hb)) && isnan(dec1(TFPS_DTYPE_FP16, hh)));
+    enum { N = 300000 };
+    float *x = malloc(N * sizeof(float));
+    uint16_t *out = malloc(N * sizeof(uint16_t));
+    CU_ASSERT_FATAL(x && out);
+    for (int i = 0; i < N; i++) {
+        const uint64_t r = rnd();
+        uint32_t u = (uint32_t)r;
+        if (i % 3 == 1) u = (u & 0x80000000u) | (0x33000000u + (uint32_t)(r >> 32) % 0x15000000u);   // 2^-25 .. 2^17
+        if (i % 3 == 2) u = (u & 0x80000000u) | (0x3f800000u + (uint32_t)(r >> 40));   // [1, 2): mantissa ties
+        if ((u & 0x7f800000u) == 0x7f800000u) u &= 0xff7fffffu;   // no NaN (checked above)
+        memcpy(&x[i], &u, 4);
+    }
+    for (int dt = TFPS_DTYPE_BF16; dt <= TFPS_DTYPE_FP16; dt++) {
+        tfps_wire_encode(dt, x, out, N);
+        int wrong = 0;
+        for (int i = 0; i < N; i++)
+            if (out[i] != ref_encode(dt, x[i]) && wrong++ < 3)
+                printf("\n  %s of %a: %04x, reference %04x", tfps_wire_dtype_name(dt), (double)x[i], out[i],
+                       ref_encode(dt, x[i]));
+        CU_ASSERT_EQUAL(wrong, 0);
+    }
+    // error feedback: what was sent plus the residual is what was given (float64 sums), and each residual is at
+    // most half a unit in the last place of what was sent
+    enum { M = 1000, STEPS = 200 };
+    for (int dt = TFPS_DTYPE_BF16; dt <= TFPS_DTYPE_FP16; dt++) {
+        float g[M], res[M] = {0};
+        uint16_t q[M];
+        double given = 0, sent = 0;
+        int over = 0;
+        for (int s = 0; s < STEPS; s++) {
+            for (int i = 0; i < M; i++) {
+                g[i] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5) * 1e-2f;
+                given += g[i];
+            }
+            tfps_wire_encode_ef(dt, g, res, q, M);
+            for (int i = 0; i < M; i++) {
+                const float d = dec1(dt, q[i]);
+                sent += d;
+                const double ulp = dt == TFPS_DTYPE_BF16 ? ldexp(fabs((double)d), -7) : ldexp(fabs((double)d), -10);
+                if (fabs((double)res[i]) > ulp / 2 + ldexp(1, -24)) over++;
+            }
+        }
+        double left = 0;
+        for (int i = 0; i < M; i++) left += res[i];
+        CU_ASSERT(fabs(sent + left - given) <= 1e-6 * (double)M * STEPS * 1e-2);
+        CU_ASSERT_EQUAL(over, 0);
+        // without feedback the rounding error of a constant small gradient piles up; with it, it does not
+        float c = 1.0009765625f * 1e-3f, r0 = 0.0f, w_ef = 0.0f, w_plain = 0.0f;   // not a bf16 value
+        for (int s = 0; s < 1000; s++) {
+            uint16_t e1, e2;
+            tfps_wire_encode_ef(dt, &c, &r0, &e1, 1);
+            tfps_wire_encode(dt, &c, &e2, 1);
+            w_ef += dec1(dt, e1);
+            w_plain += dec1(dt, e2);
+        }
+        CU_ASSERT(fabs((double)w_ef - 1000.0 * c) < 1e-5);
+        if (dt == TFPS_DTYPE_BF16) CU_ASSERT(fabs((double)w_plain - 1000.0 * c) > 1e-4);
+    }
+    free(x);
+    free(out);
+}
+
+static void test_dtype_messages(void) {
+    tfps_buf b = {0};
+    void *own = NULL;
+    char err[TFPS_ERR_LEN];
+    uint16_t h[300];
+    for (int i = 0; i < 300; i++) h[i] = (uint16_t)(0x3c00 + i);
+    float f[200];
+    for (int i = 0; i < 200; i++) f[i] = (float)i * 0.25f;
+    // a push of three tensors: bf16, fp32, fp16
+    static tfps_wire_push_req in, out;
+    memset(&in, 0, sizeof(in));
+    in.worker_id = 3;
+    in.ntensors = 3;
+    in.gradients[0] = (tfps_wire_tensor){.range = {0, 100}, .dtype = TFPS_DTYPE_BF16, .half = h};
+    in.gradients[1] = (tfps_wire_tensor){.range = {100, 300}, .values = f};
+    in.gradients[2] = (tfps_wire_tensor){.range = {300, 500}, .dtype = TFPS_DTYPE_FP16, .half = h + 100};
+    CU_ASSERT_FATAL(tfps_wire_pack_push_req(&in, &b) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_wire_unpack_push_req(b.data, b.len, &out, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(out.ntensors == 3 && out.gradients[0].dtype == TFPS_DTYPE_BF16 && out.gradients[1].dtype == 0 &&
+              out.gradients[2].dtype == TFPS_DTYPE_FP16);
+    CU_ASSERT(out.gradients[0].values == NULL && memcmp(out.gradients[0].half, h, 200) == 0);
+    CU_ASSERT(out.gradients[1].half == NULL && memcmp(out.gradients[1].values, f, 800) == 0);
+    CU_ASSERT(memcmp(out.gradients[2].half, h + 100, 400) == 0);
+    tfps_wire_release(own);
+    // the bytes: 2 per element (100 bf16 + 200 fp32 + 200 fp16 = 1,400) and a little framing
+    if (b.len <= 1400 || b.len >= 1460) printf("\n  push of 1,400 value bytes: %zu bytes", b.len);
+    CU_ASSERT(b.len > 1400 && b.len < 1460);
+    // field numbers: Tensor.dtype 3, PullRequest.dtype 6
+    enc e = {0}, t = {0};
+    put_range(&t, 1, 10, 12);
+    put_len(&t, 2, h, 4);
+    put_u(&t, 3, 2);
+    put_len(&e, 6, t.b, t.n);
+    CU_ASSERT_FATAL(tfps_wire_unpack_push_req(e.b, e.n, &out, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(out.ntensors == 1 && out.gradients[0].dtype == TFPS_DTYPE_FP16 && out.gradients[0].half[1] == h[1]);
+    tfps_wire_release(own);
+    free(e.b);
+    e = (enc){0};
+    put_u(&e, 1, 4);
+    put_u(&e, 6, 1);
+    static tfps_wire_pull_req pq;
+    CU_ASSERT_FATAL(tfps_wire_unpack_pull_req(e.b, e.n, &pq, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(pq.worker_id == 4 && pq.dtype == TFPS_DTYPE_BF16);
+    tfps_wire_release(own);
+    pq.dtype = TFPS_DTYPE_FP16;
+    CU_ASSERT_FATAL(tfps_wire_pack_pull_req(&pq, &b) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_wire_unpack_pull_req(b.data, b.len, &pq, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(pq.dtype == TFPS_DTYPE_FP16);
+    tfps_wire_release(own);
+    // a PullRequest asking for a format there is not
+    free(e.b);
+    e = (enc){0};
+    put_u(&e, 6, 3);
+    CU_ASSERT(tfps_wire_unpack_pull_req(e.b, e.n, &pq, &own, err, sizeof(err)) == TFPS_ERR);
+    ASSERT_ERR_HAS(err, "PullRequest.dtype 3: expected FP32 (0), BF16 (1) or FP16 (2)");
+    // a pull answer in bf16: protobuf-c and the zero-copy reader agree; the bytes are the codes
+    static tfps_wire_pull_resp pr, pr2;
+    static tfps_wire_pull_view v;
+    memset(&pr, 0, sizeof(pr));
+    pr.version = 5;
+    pr.ntensors = 2;
+    pr.tensors[0] = (tfps_wire_tensor){.range = {0, 300}, .dtype = TFPS_DTYPE_BF16, .half = h};
+    pr.tensors[1] = (tfps_wire_tensor){.range = {300, 400}, .values = f};
+    CU_ASSERT_FATAL(tfps_wire_pack_pull_resp(&pr, &b) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_wire_view_pull_resp(b.data, b.len, &v, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(v.ntensors == 2 && v.tensors[0].dtype == TFPS_DTYPE_BF16 && v.tensors[1].dtype == TFPS_DTYPE_FP32);
+    CU_ASSERT(memcmp(v.tensors[0].bytes, h, 600) == 0 && memcmp(v.tensors[1].bytes, f, 400) == 0);
+    CU_ASSERT_FATAL(tfps_wire_unpack_pull_resp(b.data, b.len, &pr2, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(pr2.tensors[0].dtype == TFPS_DTYPE_BF16 && memcmp(pr2.tensors[0].half, h, 600) == 0);
+    tfps_wire_release(own);
+    // refused by both readers: a dtype there is not; bf16 values of fp32's length; fp32 of bf16's
+    const struct { int dtype; size_t nbytes; const char *want; } bad[] = {
+        {3, 4, "dtype 3: expected FP32 (0), BF16 (1) or FP16 (2)"},
+        {TFPS_DTYPE_BF16, 8, "8 bytes of bf16 values for range [10, 12): expected 4"},
+        {TFPS_DTYPE_FP16, 2, "2 bytes of fp16 values for range [10, 12): expected 4"},
+        {TFPS_DTYPE_FP32, 4, "4 bytes of fp32 values for range [10, 12): expected 8"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        free(e.b);
+        free(t.b);
+        e = (enc){0};
+        t = (enc){0};
+        put_range(&t, 1, 10, 12);
+        put_len(&t, 2, f, bad[i].nbytes);
+        if (bad[i].dtype) put_u(&t, 3, (uint64_t)bad[i].dtype);
+        put_len(&e, 2, t.b, t.n);
+        CU_ASSERT(tfps_wire_unpack_pull_resp(e.b, e.n, &pr2, &own, err, sizeof(err)) == TFPS_ERR);
+        ASSERT_ERR_HAS(err, bad[i].want);
+        CU_ASSERT(tfps_wire_view_pull_resp(e.b, e.n, &v, err, sizeof(err)) == TFPS_ERR);
+        ASSERT_ERR_HAS(err, bad[i].want);
+    }
+    free(e.b);
+    free(t.b);
+    tfps_buf_free(&b);
+}
+
 static void test_session_and_secret(void) {
     tfps_buf b = {0};
     void *own = NULL;
@@ -1026,6 +1258,9 @@ int main(void) {
     CU_add_test(s, "the zero-copy reader of pull answers: in place, as protobuf-c, malformed refused", test_pull_view);
     CU_add_test(s, "PullResponse, 7 tensors including an empty one", test_pull_resp_many);
     CU_add_test(s, "PushRequest round trip and field numbers", test_push_req);
+    CU_add_test(s, "bf16 and fp16: every code decoded, rounding to nearest even, saturation, error feedback",
+                test_dtype_numbers);
+    CU_add_test(s, "bf16 and fp16 tensors and the pull's dtype on the wire; wrong formats refused", test_dtype_messages);
     CU_add_test(s, "Push/Heartbeat/Status/Shutdown round trips", test_small_messages);
     CU_add_test(s, "health: SERVING is 08 01, request service name", test_health);
     CU_add_test(s, "empty buffer: every message at its defaults", test_empty_is_defaults);

@@ -72,12 +72,18 @@ static int finish(tfps_cluster_ctx *x) {
             return TFPS_EXIT_FAIL;
         }
     }
-    // updates refused as non-finite: every ps's own (with several ps a step may be refused on one shard only)
-    uint64_t nonfinite = st.nonfinite;
+    // updates refused as non-finite: every ps's own (with several ps a step may be refused on one shard only);
+    // the bytes every ps received and sent (all calls, --wire-dtype shows here)
+    uint64_t nonfinite = st.nonfinite, bytes_in = st.bytes_in, bytes_out = st.bytes_out;
     for (int k = 1; k < c->num_ps; k++) {
         tfps_wire_status_resp sk;
-        if (tfps_psclient_status(&x->pc, k, &sk, o->rpc_timeout, err, sizeof(err)) == TFPS_OK) nonfinite += sk.nonfinite;
-        else tfps_warn("Status of ps %d: %s (its non-finite count is left out of summary.json)", k, err);
+        if (tfps_psclient_status(&x->pc, k, &sk, o->rpc_timeout, err, sizeof(err)) == TFPS_OK) {
+            nonfinite += sk.nonfinite;
+            bytes_in += sk.bytes_in;
+            bytes_out += sk.bytes_out;
+        } else {
+            tfps_warn("Status of ps %d: %s (its counts are left out of summary.json)", k, err);
+        }
     }
     if (nonfinite) tfps_warn("the ps refused %" PRIu64 " update%s as non-finite (weights unchanged)", nonfinite,
                              nonfinite == 1 ? "" : "s");
@@ -115,6 +121,11 @@ static int finish(tfps_cluster_ctx *x) {
     cJSON_AddNumberToObject(s, "nonfinite", (double)nonfinite);   // summed over every ps
     cJSON_AddNumberToObject(s, "chief_nonfinite", (double)lp->totals.nonfinite);
     cJSON_AddNumberToObject(s, "chief_wait_s", lp->totals.wait_s);
+    // the wire: what the ps received and sent in all, and per step applied (a step = one worker's push + pull)
+    cJSON_AddStringToObject(s, "wire_dtype", tfps_wire_dtype_name(o->wire_dtype));
+    cJSON_AddNumberToObject(s, "ps_bytes_in", (double)bytes_in);
+    cJSON_AddNumberToObject(s, "ps_bytes_out", (double)bytes_out);
+    cJSON_AddNumberToObject(s, "bytes_per_step", st.applied ? (double)(bytes_in + bytes_out) / (double)st.applied : 0);
     // faults and checkpoints
     cJSON_AddNumberToObject(s, "workers_done", hb.workers_done);
     cJSON_AddNumberToObject(s, "workers_dead", hb.workers_dead);

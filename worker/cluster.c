@@ -42,6 +42,8 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
     }
     x->pc.consistency = o->consistency;
     x->pc.pushpull = o->pushpull;
+    // the evaluator only pulls, and pulls alone come in fp32 (the master weights, exactly)
+    x->pc.wire_dtype = c->task_type == TFPS_JOB_EVALUATOR ? TFPS_DTYPE_FP32 : o->wire_dtype;
     x->pc.replicas_to_aggregate = o->replicas_to_aggregate;
     x->pc.num_workers = c->num_workers;
     tfps_info("registering with %d ps (waiting up to %.0fs for them to come up)", c->num_ps, o->startup_timeout);
@@ -54,9 +56,10 @@ int tfps_cluster_ctx_open(tfps_cluster_ctx *x, tfps_loop *lp, const tfps_options
     if (c->task_type == TFPS_JOB_EVALUATOR) snprintf(as, sizeof(as), "the evaluator");
     else snprintf(as, sizeof(as), "worker id %" PRIu32 " (rank %d)", x->pc.worker_id, x->rank);
     tfps_info("registered with %d ps as %s; model %d-%d-%d-%d, %s plan %016" PRIx64 ", %s backend; "
-              "%s, %s", c->num_ps, as, l->in, l->h1, l->h2, l->out,
+              "%s, %s; %s on the wire%s", c->num_ps, as, l->in, l->h1, l->h2, l->out,
               tfps_shard_strategy_name(x->plan.strategy), x->plan.digest, lp->be->name,
-              tfps_consistency_name(o->consistency), x->opt_desc);
+              tfps_consistency_name(o->consistency), x->opt_desc, tfps_wire_dtype_name(x->pc.wire_dtype),
+              x->pc.wire_dtype ? " (gradients with error feedback; the ps keep fp32)" : "");
     return TFPS_EXIT_OK;
 }
 

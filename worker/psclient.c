@@ -57,6 +57,8 @@ void tfps_psclient_destroy(tfps_psclient *pc) {
     free(pc->version);
     free(pc->ctl_req);
     free(pc->session);
+    free(pc->residual);
+    free(pc->half);
     tfps_rpc_client_free(pc->rpc);
     memset(pc, 0, sizeof(*pc));
 }
@@ -92,7 +94,8 @@ enum { WAIT_NONE, WAIT_NEXT, WAIT_NEXT_OF_ONE, WAIT_STEP };
  * WAIT_STEP the version after step `one` on every ps. */
 static int pack_pulls(tfps_psclient *pc, int wait, int64_t one, char *err, size_t errlen) {
     for (int k = 0; k < pc->num_ps; k++) {
-        tfps_wire_pull_req q = {.worker_id = pc->worker_id, .clock = pc->clock, .session = pc->session[k]};
+        tfps_wire_pull_req q = {.worker_id = pc->worker_id, .clock = pc->clock, .session = pc->session[k],
+                                .dtype = pc->pull_dtype};
         if (pc->consistency == TFPS_CONSISTENCY_SYNC) {
             if (wait == WAIT_NEXT || (wait == WAIT_NEXT_OF_ONE && k == one)) q.min_version = pc->version[k] + 1;
             else if (wait == WAIT_STEP) q.min_version = (uint64_t)one + 1;
@@ -244,10 +247,21 @@ static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads,
                     int fused, int *n, char *err, size_t errlen) {
     tfps_wire_push_req q = {.worker_id = pc->worker_id, .base_version = base, .step = step, .loss = loss,
                             .batch_size = (uint32_t)batch, .session = pc->session[k]};
+    const int dt = pc->wire_dtype;
+    if (dt != TFPS_DTYPE_FP32 && !pc->half) {
+        pc->residual = calloc(pc->layout->total, sizeof(float));
+        pc->half = malloc(pc->layout->total * sizeof(uint16_t));
+        if (!pc->residual || !pc->half) return tfps_seterr(err, errlen, "ps client: out of memory");
+    }
     for (int r = 0; r < pc->plan->nranges; r++) {
         const tfps_shard_range *g = &pc->plan->ranges[r];
         if (g->ps != k) continue;
-        q.gradients[q.ntensors++] = (tfps_wire_tensor){{g->begin, g->end}, grads + g->begin};
+        tfps_wire_tensor *t = &q.gradients[q.ntensors++];
+        *t = (tfps_wire_tensor){.range = {g->begin, g->end}, .values = grads + g->begin};
+        if (dt != TFPS_DTYPE_FP32) {   // rounded with error feedback: the residual goes out with the next step
+            tfps_wire_encode_ef(dt, grads + g->begin, pc->residual + g->begin, pc->half + g->begin, g->end - g->begin);
+            *t = (tfps_wire_tensor){.range = {g->begin, g->end}, .dtype = dt, .half = pc->half + g->begin};
+        }
     }
     if (fused) {
         if (tfps_wire_pack_pushpull_req(&q, &pc->pull_req[k], &pc->pp_req[k]) != TFPS_OK)
@@ -331,8 +345,9 @@ static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, flo
         if (v->range.end > pc->layout->total || tfps_shard_plan_owner(pc->plan, v->range.begin) != k)
             return tfps_seterr(err, errlen, "ps %d sent range [%" PRIu64 ", %" PRIu64 ") it does not own", k,
                                v->range.begin, v->range.end);
-        if (params)
-            memcpy(params + v->range.begin, v->bytes, (size_t)(v->range.end - v->range.begin) * sizeof(float));
+        const size_t n = (size_t)(v->range.end - v->range.begin);
+        if (params && v->dtype == TFPS_DTYPE_FP32) memcpy(params + v->range.begin, v->bytes, n * sizeof(float));
+        else if (params) tfps_wire_decode(v->dtype, v->bytes, params + v->range.begin, n);
     }
     pc->version[k] = r->version;
     if (r->held_s > pc->last_held_s) pc->last_held_s = r->held_s;
@@ -364,6 +379,13 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
     pc->last_nonfinite_ps = -1;
     pc->last_held_s = 0;
     int rc = TFPS_OK;
+    // a training round moves --wire-dtype; a pull alone (the first weights, the final model, the evaluator) fp32
+    const int pull_dtype = grads ? pc->wire_dtype : TFPS_DTYPE_FP32;
+    if (params && pull_dtype != pc->pull_dtype) {
+        pc->pull_dtype = pull_dtype;
+        if (pc->consistency == TFPS_CONSISTENCY_ASYNC && pack_pulls(pc, WAIT_NONE, 0, err, errlen) != TFPS_OK)
+            return TFPS_ERR;   // (sync and ssp pack their pulls below, every round)
+    }
     // backup workers over several ps (psclient.h): phase 1, the decider alone takes the push into its step s or
     // drops it as stale. A member waits until the other ps finished step s - 1, then pushes to them with base s
     // and waits for step s everywhere; a dropped push goes nowhere else and waits on nobody but the decider

@@ -59,6 +59,11 @@ typedef struct {
     tfps_buf *pull_req, *push_req;   /* [num_ps] */
     tfps_buf *pp_req;                /* [num_ps] a PushPull's body */
     int pushpull;                    /* 1 (init's default): a push and a pull to one ps go as one PushPull */
+    int wire_dtype;                  /* tfps_wire_dtype of a training round's gradients and weights (fp32 default);
+                                      * a round without a gradient (first, final, evaluator pulls) pulls fp32 */
+    int pull_dtype;                  /* the dtype pull_req is packed with */
+    float *residual;                 /* [layout total] error feedback: what rounding left out of the last gradient */
+    uint16_t *half;                  /* [layout total] the gradient as sent (bf16 / fp16) */
     tfps_buf *ctl_req;               /* [num_ps] register, heartbeat, shutdown: one body per ps (its session) */
     tfps_session *session;           /* [num_ps] from each ps's RegisterResponse: carried by every later call */
     tfps_session instance;           /* random, this client's: in every Register (the same process again) */

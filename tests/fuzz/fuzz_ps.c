@@ -150,7 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (nf) memcpy(&g[i], p + 2 + 4 * (i % nf), 4);
                 else g[i] = 0.5f;
             }
-            q.gradients[0] = (tfps_wire_tensor){{own_b, own_e}, g};
+            q.gradients[0] = (tfps_wire_tensor){.range = {own_b, own_e}, .values = g};
             if (method == TFPS_M_PUSHPULL) {
                 tfps_wire_pull_req pq = {.worker_id = q.worker_id, .min_version = len > 1 ? p[1] : 0,
                                          .session = q.session};

@@ -19,7 +19,17 @@ static float touch(const tfps_wire_tensor *ts, int n) {
     if (n < 0 || n > TFPS_WIRE_MAX_TENSORS) abort();
     for (int i = 0; i < n; i++) {
         if (ts[i].range.end < ts[i].range.begin) abort();
-        for (uint64_t k = 0; k < ts[i].range.end - ts[i].range.begin; k++) s += ts[i].values[k];
+        const uint64_t m = ts[i].range.end - ts[i].range.begin;
+        if (ts[i].dtype == TFPS_DTYPE_FP32) {
+            for (uint64_t k = 0; k < m; k++) s += ts[i].values[k];
+        } else {   // decoded as the ps decodes a gradient
+            if (ts[i].dtype >= TFPS_DTYPE_COUNT || ts[i].values) abort();
+            for (uint64_t k = 0; k < m; k++) {
+                float f;
+                tfps_wire_decode(ts[i].dtype, (const uint8_t *)(ts[i].half + k), &f, 1);
+                s += f;
+            }
+        }
     }
     return s;
 }
@@ -58,7 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (a.nranges < 0 || a.nranges > TFPS_WIRE_MAX_TENSORS) abort();
         if (tfps_wire_pack_pull_req(&a, &b) != TFPS_OK) abort();
         if (tfps_wire_unpack_pull_req(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
-        if (c.nranges != a.nranges || c.min_version != a.min_version || c.clock != a.clock) abort();
+        if (c.nranges != a.nranges || c.min_version != a.min_version || c.clock != a.clock || c.dtype != a.dtype)
+            abort();
         break;
     }
     case 3: {
@@ -68,10 +79,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (tfps_wire_pack_pull_resp(&a, &b) != TFPS_OK) abort();
         if (tfps_wire_unpack_pull_resp(b.data, b.len, &c, &own2, err, sizeof(err)) != TFPS_OK) abort();
         if (c.ntensors != a.ntensors || c.version != a.version) abort();
-        for (int i = 0; i < a.ntensors; i++)
-            if (memcmp(a.tensors[i].values, c.tensors[i].values,
-                       (size_t)(a.tensors[i].range.end - a.tensors[i].range.begin) * sizeof(float)))
+        for (int i = 0; i < a.ntensors; i++) {
+            const int dt = a.tensors[i].dtype;
+            if (c.tensors[i].dtype != dt) abort();
+            if (memcmp(dt ? (const void *)a.tensors[i].half : (const void *)a.tensors[i].values,
+                       dt ? (const void *)c.tensors[i].half : (const void *)c.tensors[i].values,
+                       (size_t)(a.tensors[i].range.end - a.tensors[i].range.begin) * tfps_wire_dtype_size(dt)))
                 abort();
+        }
         break;
     }
     case 4: {
@@ -182,9 +197,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < a.ntensors; i++) {
             if (a.tensors[i].range.begin != v.tensors[i].range.begin || a.tensors[i].range.end != v.tensors[i].range.end)
                 abort();
-            const size_t nb = (size_t)(a.tensors[i].range.end - a.tensors[i].range.begin) * sizeof(float);
+            if (a.tensors[i].dtype != v.tensors[i].dtype) abort();
+            const size_t nb = (size_t)(a.tensors[i].range.end - a.tensors[i].range.begin) *
+                              tfps_wire_dtype_size(v.tensors[i].dtype);
+            const void *av = a.tensors[i].dtype == TFPS_DTYPE_FP32 ? (const void *)a.tensors[i].values
+                                                                   : (const void *)a.tensors[i].half;
             if (v.tensors[i].bytes < d || v.tensors[i].bytes + nb > d + n) abort();   // inside the input
-            if (nb && memcmp(a.tensors[i].values, v.tensors[i].bytes, nb)) abort();
+            if (nb && memcmp(av, v.tensors[i].bytes, nb)) abort();
         }
         break;
     }
