@@ -62,6 +62,14 @@ static inline float from_fp16(uint16_t h) {
     return f32_from(pick(mask(exp == 0), sub, o) | sign);
 }
 
+/* x86-64: an AVX2 clone of each loop beside the baseline SSE2 one, picked at load time (GCC's ifunc); the
+ * same integer operations, so the same bits */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define DTYPE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DTYPE_CLONES
+#endif
+
 static inline uint16_t load16(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);   // little-endian host (wire.c)
@@ -77,7 +85,7 @@ const char *tfps_wire_dtype_name(int dtype) {
     }
 }
 
-void tfps_wire_encode(int dtype, const float *restrict src, uint16_t *restrict dst, size_t n) {
+DTYPE_CLONES void tfps_wire_encode(int dtype, const float *restrict src, uint16_t *restrict dst, size_t n) {
     assert(dtype == TFPS_DTYPE_BF16 || dtype == TFPS_DTYPE_FP16);
     if (dtype == TFPS_DTYPE_BF16)
         for (size_t i = 0; i < n; i++) dst[i] = to_bf16(src[i]);
@@ -85,7 +93,7 @@ void tfps_wire_encode(int dtype, const float *restrict src, uint16_t *restrict d
         for (size_t i = 0; i < n; i++) dst[i] = to_fp16(src[i]);
 }
 
-void tfps_wire_encode_ef(int dtype, const float *restrict src, float *restrict residual, uint16_t *restrict dst,
+DTYPE_CLONES void tfps_wire_encode_ef(int dtype, const float *restrict src, float *restrict residual, uint16_t *restrict dst,
                          size_t n) {
     assert(dtype == TFPS_DTYPE_BF16 || dtype == TFPS_DTYPE_FP16);
     if (dtype == TFPS_DTYPE_BF16)
@@ -104,7 +112,7 @@ void tfps_wire_encode_ef(int dtype, const float *restrict src, float *restrict r
         }
 }
 
-void tfps_wire_decode(int dtype, const uint8_t *restrict src, float *restrict dst, size_t n) {
+DTYPE_CLONES void tfps_wire_decode(int dtype, const uint8_t *restrict src, float *restrict dst, size_t n) {
     assert(dtype == TFPS_DTYPE_BF16 || dtype == TFPS_DTYPE_FP16);
     if (dtype == TFPS_DTYPE_BF16)
         for (size_t i = 0; i < n; i++) dst[i] = from_bf16(load16(src + 2 * i));

@@ -206,6 +206,7 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
     }
     have_pc = 1;
     pc.pushpull = o->pushpull;   // 1: one PushPull per ps per step; 0: a Push and a Pull
+    pc.wire_dtype = o->wire_dtype;   // fp32, bf16 or fp16 gradients and weights
     char desc[160];
     const tfps_wire_register_req q = tfps_psclient_register_req(o, &l, &plan, "worker", 0, 0, 1, desc, sizeof(desc));
     int refused = 0;
@@ -221,7 +222,7 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
     }
     for (size_t i = 0; i < l.total; i++) grads[i] = 1e-6f;   // small and finite: weights stay finite
     x = (step_ctx){&pc, grads, params, 0};
-    p50 = measure(name, step_round, &x, calls, 2.0 * (double)l.total * sizeof(float));
+    p50 = measure(name, step_round, &x, calls, 2.0 * (double)l.total * (double)tfps_wire_dtype_size(o->wire_dtype));
 done:
     if (have_pc) tfps_psclient_destroy(&pc);
     for (int k = 0; k < num_ps; k++) {
@@ -316,15 +317,22 @@ int main(int argc, char **argv) {
         tfps_rpc_req echo1k = {0, METHODS[M_ECHO], small, sizeof(small)};
         double e1k = run_case(c, "echo 1 KB", &echo1k, 1, calls, 2.0 * sizeof(small));
         double e1m = run_case(c, "echo 1,066,440 B (model each way)", &echo1m, 1, calls, 2.0 * MODEL_BYTES);
+        tfps_rpc_req echo_half = {0, METHODS[M_ECHO], model, MODEL_BYTES / 2};
+        double ehalf = run_case(c, "echo 533,220 B (model each way in bf16)", &echo_half, 1, calls, MODEL_BYTES);
         tfps_rpc_req step[2] = {{0, METHODS[M_PUSH], model, MODEL_BYTES}, {0, METHODS[M_PULL], small, 16}};
         double bare = run_case(c, "push 1 MB + pull 1 MB in one batch (a step)", step, 2, calls, 2.0 * MODEL_BYTES);
         tfps_options o;
-        double tfps1 = -1, tfps2 = -1, tfps_sep = -1;
+        double tfps1 = -1, tfps2 = -1, tfps_sep = -1, tbf16 = -1, tfp16 = -1;
         if (tfps_options_parse(&o, 1, argv, err, sizeof(err)) != TFPS_OK) {
             fprintf(stderr, "bench_rpc: %s\n", err);
         } else {
             tfps1 = run_tfps_case("tfps step: PushPull through a real ps (wire, validation, SGD apply)", 1, calls,
                                   &o);
+            tfps_options half = o;
+            half.wire_dtype = TFPS_DTYPE_BF16;
+            tbf16 = run_tfps_case("tfps step: PushPull, --wire-dtype bf16 (half the bytes)", 1, calls, &half);
+            half.wire_dtype = TFPS_DTYPE_FP16;
+            tfp16 = run_tfps_case("tfps step: PushPull, --wire-dtype fp16", 1, calls, &half);
             tfps_options sep = o;
             sep.pushpull = 0;
             tfps_sep = run_tfps_case("tfps step: Push + Pull, two calls (--pushpull 0)", 1, calls, &sep);
@@ -398,12 +406,17 @@ int main(int argc, char **argv) {
         if (e1m > 0 && tfps1 > 0 && tfps_sep > 0)
             printf("tfps PushPull p50 / bare echo 1 MB p50: %.2fx (aim <= 1.10); PushPull / Push + Pull (two "
                    "calls): %.2fx\n", tfps1 / e1m, tfps1 / tfps_sep);
+        if (tfps1 > 0 && tbf16 > 0 && tfp16 > 0 && ehalf > 0)
+            printf("--wire-dtype PushPull p50 / fp32 PushPull p50: bf16 %.2fx, fp16 %.2fx (aim <= 0.60); bf16 / bare "
+                   "echo of its bytes: %.2fx\n", tbf16 / tfps1, tfp16 / tfps1, tbf16 / ehalf);
         if (t1k > 0 && t1m > 0 && tbare > 0 && ttfps1 > 0)
             printf("mTLS p50 / plaintext p50: echo 1 KB %.2fx, echo 1 MB %.2fx, push+pull batch %.2fx, tfps step "
                    "%.2fx\n", t1k / e1k, t1m / e1m, tbare / bare, ttfps1 / tfps1);
         else
             printf("mTLS p50 / plaintext p50: n/a (an mTLS case failed)\n");
-        if (bare <= 0 || tfps1 <= 0 || tfps2 <= 0 || tfps_sep <= 0 || t1k <= 0 || t1m <= 0 || tbare <= 0 || ttfps1 <= 0) rc = 1;
+        if (bare <= 0 || tfps1 <= 0 || tfps2 <= 0 || tfps_sep <= 0 || tbf16 <= 0 || tfp16 <= 0 || t1k <= 0 || t1m <= 0 ||
+            tbare <= 0 || ttfps1 <= 0)
+            rc = 1;
     }
     tfps_rpc_client_free(c);
     tfps_rpc_server_request_stop(s);
