@@ -10,8 +10,11 @@
 #    summary.json), ratio to the single process of the same run, test
 #    accuracy, seconds the ps held pulls (all workers), gradients dropped;
 #    async 1x1 and 2x2 again with --pushpull 0 (a Push and a Pull per ps
-#    per step, the baseline of the fused PushPull the rows above use).
-# 2. Adam (lr 0.001): local mode and a 2 ps + 2 workers sync cluster against
+#    per step, the baseline of the fused PushPull the rows above use), and
+#    async and sync 1x1 and 2x2 with --wire-dtype bf16.
+# 2. --wire-dtype fp32, bf16, fp16: accuracy on the digits and
+#    Fashion-MNIST and the bytes per step the ps counted.
+# 3. Adam (lr 0.001): local mode and a 2 ps + 2 workers sync cluster against
 #    PyTorch's Adam on the same model, data, epochs and batch
 #    (tests/bench_torch_adam.py; skipped when python3 has no torch:
 #    apt-get install python3-torch).
@@ -53,6 +56,17 @@ for mode in async sync ssp; do
       "$(field "$tmp/$name" dropped)" "$(field "$tmp/$name" wall_s)"
   done
 done
+# bf16 on the wire (--wire-dtype): the async and sync 1x1 and 2x2 clusters again, half the bytes per step
+for mode in async sync; do
+  for w in 1 2; do
+    name="$mode-${w}x$w-bf16"
+    cluster "$name" "$w" "$w" --consistency "$mode" --wire-dtype bf16
+    eps=$(field "$tmp/$name" examples_per_s)
+    printf "%-30s %12.0f %9s %10.4f %9.2f %8.0f %8.2f\n" "$mode, $w ps + $w worker$([ "$w" = 1 ] || echo s), bf16" \
+      "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "$(field "$tmp/$name" wait_s)" \
+      "$(field "$tmp/$name" dropped)" "$(field "$tmp/$name" wall_s)"
+  done
+done
 # the same async clusters with a Push and a Pull per ps per step instead of one PushPull (the rows above)
 for w in 1 2; do
   name="async-${w}x$w-two-calls"
@@ -60,6 +74,36 @@ for w in 1 2; do
   eps=$(field "$tmp/$name" examples_per_s)
   printf "%-30s %12.0f %9s %10.4f %9s %8s %8.2f\n" "async, $w ps + $w worker$([ "$w" = 1 ] || echo s), --pushpull 0" \
     "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "-" "-" "$(field "$tmp/$name" wall_s)"
+done
+
+# 2. --wire-dtype and accuracy: sync 1 ps + 1 worker (deterministic: one rerun gives the same bits) in fp32,
+#    bf16 and fp16 on the digits and on Fashion-MNIST (FASHION_DIR, default: deploy/get-data.sh fashion-mnist's
+#    folder under $tmp when Debian's dataset-fashion-mnist is installed), and the bytes per step the ps counted
+echo
+printf "%-28s %8s %10s %16s %14s %12s\n" "sync 1 ps + 1 worker" "dtype" "accuracy" "vs fp32 (points)" \
+  "bytes/step" "vs fp32"
+fashion=${FASHION_DIR:-}
+if [ -z "$fashion" ] && [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  fashion=$tmp/fashion
+  bash "$here/deploy/get-data.sh" fashion-mnist "$fashion" >/dev/null 2>&1 || fashion=""
+fi
+for set in digits fashion; do
+  dir=$data
+  if [ "$set" = fashion ]; then
+    [ -n "$fashion" ] || { echo "(Fashion-MNIST rows skipped: apt-get install dataset-fashion-mnist)"; continue; }
+    dir=$fashion
+  fi
+  for dt in fp32 bf16 fp16; do
+    name="dtype-$set-$dt"
+    TFPS_BIN=$bin bash "$here/deploy/local-cluster.sh" --ps 1 --workers 1 --data-folder "$dir" --epochs "$epochs" \
+      --batch-size 64 --log-every 0 --threads 1 --consistency sync --wire-dtype "$dt" --output-dir "$tmp/$name" \
+      >/dev/null 2>"$tmp/$name.err" || { echo "bench_cluster: $name failed:" >&2; tail -n 5 "$tmp/$name.err" >&2; exit 1; }
+    acc=$(field "$tmp/$name" test_accuracy)
+    bps=$(field "$tmp/$name" bytes_per_step)
+    [ "$dt" = fp32 ] && { acc32=$acc; bps32=$bps; }
+    printf "%-28s %8s %10.4f %16s %14.0f %12s\n" "$set" "$dt" "$acc" \
+      "$(awk -v a="$acc" -v b="$acc32" 'BEGIN { printf "%+.2f", (a - b) * 100 }')" "$bps" "$(ratio "$bps" "$bps32")"
+  done
 done
 
 echo

@@ -302,6 +302,31 @@ static void test_matches_single_process(void) {
     CU_ASSERT_EQUAL(differ, 0);
     free(pa);
     free(pb);
+
+    // the same cluster with --wire-dtype bf16: the ps received and sent half the bytes per step (their Status
+    // counts, in summary.json), and the model trained as well (gradients with error feedback, fp32 on the ps)
+    char c16[1200];
+    snprintf(c16, sizeof(c16), "%s/bf16", dir);
+    const char *hargv[] = {"/bin/bash", TFPS_SOURCE_DIR "/deploy/local-cluster.sh", "--ps", "1", "--workers", "1",
+                           "--data-folder", data_dir, "--output-dir", c16, "--steps", "300", "--threads", "1",
+                           "--overlap", "0", "--log-every", "0", "--wire-dtype", "bf16", NULL};
+    CU_ASSERT_EQUAL_FATAL(tu_run(hargv, cenv, NULL, NULL), 0);
+    snprintf(path, sizeof(path), "%s/summary.json", b);
+    cJSON *s32 = tu_read_json(path);
+    snprintf(path, sizeof(path), "%s/summary.json", c16);
+    cJSON *s16 = tu_read_json(path);
+    CU_ASSERT_FATAL(s32 && s16);
+    const double b32 = cJSON_GetObjectItem(s32, "bytes_per_step")->valuedouble,
+                 b16 = cJSON_GetObjectItem(s16, "bytes_per_step")->valuedouble,
+                 a32 = cJSON_GetObjectItem(s32, "test_accuracy")->valuedouble,
+                 a16 = cJSON_GetObjectItem(s16, "test_accuracy")->valuedouble;
+    printf("\n  bf16 on the wire: %.0f bytes per step (fp32 %.0f: %.3fx), accuracy %.4f (fp32 %.4f) ", b16, b32,
+           b16 / b32, a16, a32);
+    CU_ASSERT(b32 > 2.0 * 4 * 266610 && b16 / b32 > 0.45 && b16 / b32 < 0.55);
+    CU_ASSERT(fabs(a16 - a32) <= 0.01);   // 300 steps; README's benchmark: full runs within half a point
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(s16, "wire_dtype")->valuestring, "bf16");
+    cJSON_Delete(s32);
+    cJSON_Delete(s16);
     snprintf(path, sizeof(path), "rm -rf %s", dir);
     CU_ASSERT(system(path) == 0);
 }
@@ -312,7 +337,8 @@ int main(void) {
     CU_pSuite s = CU_add_suite("cluster", NULL, NULL);
     CU_add_test(s, "2 ps + 2 workers + evaluator: >= 90%, model evaluates the same", test_two_by_two);
     CU_add_test(s, "the same over mTLS (local-cluster.sh --tls)", test_two_by_two_tls);
-    CU_add_test(s, "1 ps + 1 worker without overlap = the single process, bit for bit", test_matches_single_process);
+    CU_add_test(s, "1 ps + 1 worker without overlap = the single process, bit for bit; bf16 halves the bytes",
+                test_matches_single_process);
     CU_add_test(s, "a worker with a different shard plan is refused", test_plan_mismatch_refused);
     CU_add_test(s, "a worker started before its ps still trains", test_worker_before_ps);
     CU_basic_set_mode(CU_BRM_VERBOSE);
