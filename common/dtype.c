@@ -93,8 +93,8 @@ DTYPE_CLONES void tfps_wire_encode(int dtype, const float *restrict src, uint16_
         for (size_t i = 0; i < n; i++) dst[i] = to_fp16(src[i]);
 }
 
-DTYPE_CLONES void tfps_wire_encode_ef(int dtype, const float *restrict src, float *restrict residual, uint16_t *restrict dst,
-                         size_t n) {
+DTYPE_CLONES void tfps_wire_encode_ef(int dtype, const float *restrict src, float *restrict residual,
+                                      uint16_t *restrict dst, size_t n) {
     assert(dtype == TFPS_DTYPE_BF16 || dtype == TFPS_DTYPE_FP16);
     if (dtype == TFPS_DTYPE_BF16)
         for (size_t i = 0; i < n; i++) {

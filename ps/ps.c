@@ -242,7 +242,8 @@ static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *o
     tfps_wire_pull_resp r = {.version = tfps_policy_version(ps->pol), .ntensors = q->n, .held_s = held_s,
                              .examples = ps->st.examples, .eval = ps->eval, .tail = q->tail,
                              .tail_len = q->tail_len};
-    for (int i = 0; i < q->n; i++) r.tensors[i] = (tfps_wire_tensor){.range = q->ranges[i], .values = ps->store.w + q->at[i]};
+    for (int i = 0; i < q->n; i++)
+        r.tensors[i] = (tfps_wire_tensor){.range = q->ranges[i], .values = ps->store.w + q->at[i]};
     if (q->dtype != TFPS_DTYPE_FP32) {   // rounded to nearest into the scratch, at the store's offsets
         if (!ps->half && q->n > 0 && !(ps->half = malloc(ps->store.nelems * sizeof(uint16_t)))) {
             snprintf(msg, msglen, "ps: out of memory rounding the weights to %s", tfps_wire_dtype_name(q->dtype));

@@ -367,7 +367,8 @@ static int pushpull(cluster *c, int k, int rank, uint64_t base, const float *g, 
     for (int r = 0; r < c->plan.nranges; r++)
         if (c->plan.ranges[r].ps == k)
             q.gradients[q.ntensors++] =
-                (tfps_wire_tensor){.range = {c->plan.ranges[r].begin, c->plan.ranges[r].end}, .values = g + c->plan.ranges[r].begin};
+                (tfps_wire_tensor){.range = {c->plan.ranges[r].begin, c->plan.ranges[r].end},
+                                   .values = g + c->plan.ranges[r].begin};
     tfps_wire_pull_req pq = {.worker_id = id, .min_version = min_version, .session = sess_of(c, k, id)};
     tfps_buf pb = {0}, b = {0};
     tfps_wire_pack_pull_req(&pq, &pb);
@@ -1652,7 +1653,8 @@ static void bw_deliver(cluster *c, const bw_event *e, bw_worker *w, const float 
         for (int r = 0; r < c->plan.nranges; r++)
             if (c->plan.ranges[r].ps == e->k)
                 q.gradients[q.ntensors++] =
-                    (tfps_wire_tensor){.range = {c->plan.ranges[r].begin, c->plan.ranges[r].end}, .values = g + c->plan.ranges[r].begin};
+                    (tfps_wire_tensor){.range = {c->plan.ranges[r].begin, c->plan.ranges[r].end},
+                                   .values = g + c->plan.ranges[r].begin};
         tfps_wire_pack_push_req(&q, &b);
         rc = call(c->ps[e->k], TFPS_M_PUSH, &b, &w->push[e->k]);
     } else if (e->kind == EV_PULL) {

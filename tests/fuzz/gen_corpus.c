@@ -51,7 +51,7 @@ static void wire_seeds(void) {
     tfps_wire_pack_pull_req(&pq, &b);
     put("fuzz_wire", "pull_req", 2, b.data, b.len);
     tfps_wire_pull_resp ps = {.version = 4, .ntensors = 2, .held_s = 0.5,
-                              .tensors = {{{0, 10}, v}, {{20, 50}, v + 10}}};
+                              .tensors = {{.range = {0, 10}, .values = v}, {.range = {20, 50}, .values = v + 10}}};
     tfps_wire_pack_pull_resp(&ps, &b);
     put("fuzz_wire", "pull_resp", 3, b.data, b.len);
     // a PushPull's answer (with an evaluation and the push's tail) for its unpacking and the zero-copy reader
@@ -64,12 +64,28 @@ static void wire_seeds(void) {
     tfps_wire_pack_pull_resp(&ps, &b);
     put("fuzz_wire", "pushpull_resp", 17, b.data, b.len);
     put("fuzz_wire", "pull_view", 18, b.data, b.len);
+    // the same in bf16 and fp16 (--wire-dtype): 2 bytes per element
+    uint16_t h16[64];
+    for (int i = 0; i < 64; i++) h16[i] = (uint16_t)(0x3c00 + i);
+    ps.tensors[0] = (tfps_wire_tensor){.range = {0, 10}, .dtype = TFPS_DTYPE_BF16, .half = h16};
+    ps.tensors[1] = (tfps_wire_tensor){.range = {20, 50}, .dtype = TFPS_DTYPE_FP16, .half = h16 + 10};
+    tfps_wire_pack_pull_resp(&ps, &b);
+    put("fuzz_wire", "pull_view_half", 18, b.data, b.len);
+    put("fuzz_wire", "pull_resp_half", 3, b.data, b.len);
+    pq.dtype = TFPS_DTYPE_BF16;
+    tfps_wire_pack_pull_req(&pq, &b);
+    put("fuzz_wire", "pull_req_bf16", 2, b.data, b.len);
     ps.tail = NULL;
     ps.tail_len = 0;
     tfps_wire_push_req hq = {.worker_id = 1, .base_version = 4, .step = 5, .loss = 2.3f, .batch_size = 64,
-                             .ntensors = 2, .gradients = {{{0, 10}, v}, {{10, 64}, v + 10}}, .session = se};
+                             .ntensors = 2,
+                             .gradients = {{.range = {0, 10}, .values = v}, {.range = {10, 64}, .values = v + 10}},
+                             .session = se};
     tfps_wire_pack_push_req(&hq, &b);
     put("fuzz_wire", "push_req", 4, b.data, b.len);
+    hq.gradients[1] = (tfps_wire_tensor){.range = {10, 64}, .dtype = TFPS_DTYPE_BF16, .half = h16};
+    tfps_wire_pack_push_req(&hq, &b);
+    put("fuzz_wire", "push_req_bf16", 4, b.data, b.len);
     tfps_wire_push_resp hs = {.applied = 1, .version = 5, .nonfinite = 1};
     tfps_wire_pack_push_resp(&hs, &b);
     put("fuzz_wire", "push_resp", 5, b.data, b.len);
@@ -209,7 +225,7 @@ static void ps_seeds(void) {
     static float v[64];
     for (int i = 0; i < 64; i++) v[i] = 0.125f * (float)(i % 9);
     tfps_wire_push_req pq = {.worker_id = 1, .base_version = 0, .step = 1, .batch_size = 4, .ntensors = 2,
-                             .gradients = {{{0, 20}, v}, {{20, 29}, v + 20}}};
+                             .gradients = {{.range = {0, 20}, .values = v}, {.range = {20, 29}, .values = v + 20}}};
     tfps_wire_pack_push_req(&pq, &b);
     size_t at = rec(buf, 0, 2, b.data, b.len);
     tfps_wire_pull_req lq = {.worker_id = 1, .min_version = 1, .clock = 1, .nranges = 2, .ranges = {{0, 5}, {5, 29}}};
