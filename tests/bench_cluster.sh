@@ -15,6 +15,20 @@
 #    PyTorch's Adam on the same model, data, epochs and batch
 #    (tests/bench_torch_adam.py; skipped when python3 has no torch:
 #    apt-get install python3-torch).
+# 3. PyTorch RPC parameter server (tests/bench_torch_rpc.py: TensorPipe over
+#    TCP on 127.0.0.1, async SGD lr 0.1) against tfps async on the same
+#    data, batches, initial weights and epochs, 1 ps + 1 and 2 workers, per
+#    exchange: pull-push (two RPCs a step; tfps --pushpull 0 --overlap 0),
+#    fused (one RPC pushes and returns the weights; --pushpull 1 --overlap 0)
+#    and fused-overlap (that RPC in flight while the next step computes;
+#    tfps's default): examples/s of each, ratio tfps / torch, accuracies.
+#    Skipped with a message when python3 has no torch.
+#
+#   BENCH_ONLY=torch_rpc tests/bench_cluster.sh [DATA_DIR] [EPOCHS]   section 3 only (a few minutes)
+#   TORCH_RPC_WORKERS="1 2"   worker counts of section 3
+#   TORCH_RPC_TRANSPORTS=uv   TensorPipe transports of its rows; one more row
+#                             (1 worker, pull-push) with TensorPipe's own choice
+#                             (shm on one machine) unless TORCH_RPC_DEFAULT_ROW=0
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 data=${1:-$here/data/mnist}
@@ -33,6 +47,82 @@ cluster() {   # name ps workers args...
     --output-dir "$tmp/$name" >/dev/null 2>"$tmp/$name.err" ||
     { echo "bench_cluster: $name failed:" >&2; tail -n 5 "$tmp/$name.err" >&2; exit 1; }
 }
+
+torch_py() {   # the first python3 with torch, or nothing
+  local py
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c "import torch" 2>/dev/null; then echo "$py"; return; fi
+  done
+}
+kv() { echo "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }
+torch_rpc_section() {
+  local py variant w name tline eps acc teps teps_all tacc args rc lines="" transports=${TORCH_RPC_TRANSPORTS-uv}
+  py=$(torch_py)
+  echo
+  if [ -z "$py" ]; then
+    echo "torch_rpc: SKIP: no python3 with torch (apt-get install python3-torch) for the PyTorch RPC baseline"
+    return 0
+  fi
+  echo "torch_rpc: PyTorch $("$py" -c 'import torch; print(torch.__version__)') RPC parameter server" \
+       "(tests/bench_torch_rpc.py, TensorPipe transports ${transports:-default}) against tfps async, 1 ps," \
+       "$epochs epochs, batch 64, sgd lr 0.1, 1 thread/process, the same batches and initial weights;" \
+       "torch ex/s: after 20 warm-up steps per worker, all: every step (as tfps's summary.json)"
+  printf "%-18s %7s %10s %10s %10s %10s %9s %9s\n" "exchange" "workers" "tfps ex/s" "torch ex/s" "torch all" \
+    "tfps/torch" "tfps acc" "torch acc"
+  for w in ${TORCH_RPC_WORKERS:-1 2}; do
+    for variant in pull-push fused fused-overlap default-transports; do
+      case $variant in
+        pull-push) args=(--pushpull 0 --overlap 0) ;;
+        fused) args=(--pushpull 1 --overlap 0) ;;
+        fused-overlap) args=(--pushpull 1 --overlap 1) ;;
+        default-transports)
+          [ "$w" = 1 ] && [ "${TORCH_RPC_DEFAULT_ROW:-1}" = 1 ] && [ -n "$transports" ] || continue ;;
+      esac
+      name="torch-rpc-tfps-$variant-1x$w"
+      if [ "$variant" != default-transports ]; then
+        cluster "$name" 1 "$w" --consistency async "${args[@]}"
+        eps=$(field "$tmp/$name" examples_per_s)
+        acc=$(field "$tmp/$name" test_accuracy)
+        args=(--variant "$variant" ${transports:+--transports "$transports"})
+      else   # TensorPipe's own choice of transports, pull-push; tfps's row is pull-push's above
+        args=(--variant pull-push)
+        eps=$(field "$tmp/torch-rpc-tfps-pull-push-1x$w" examples_per_s)
+        acc=$(field "$tmp/torch-rpc-tfps-pull-push-1x$w" test_accuracy)
+      fi
+      rc=0
+      tline=$("$py" "$here/tests/bench_torch_rpc.py" "$data" --workers "$w" --epochs "$epochs" --batch 64 --lr 0.1 \
+        "${args[@]}" --timeout 900 2>"$tmp/$name.torch.err") || rc=$?
+      if [ "$rc" = 77 ]; then   # torch without torch.distributed.rpc / TensorPipe
+        echo "$tline"
+        return 0
+      fi
+      tline=$(echo "$tline" | grep '^torch_rpc ' || true)
+      if [ "$rc" != 0 ] || [ -z "$tline" ]; then
+        echo "torch_rpc: $variant with $w worker(s) failed or skipped:" >&2
+        tail -n 8 "$tmp/$name.torch.err" >&2
+        printf "%-18s %7s %10.0f %10s %10s %10s %9.4f %9s\n" "$variant" "$w" "$eps" - - - "$acc" -
+        continue
+      fi
+      teps=$(kv "$tline" examples_per_s)
+      teps_all=$(kv "$tline" examples_per_s_all)
+      tacc=$(kv "$tline" test_accuracy)
+      printf "%-18s %7s %10.0f %10.0f %10.0f %10s %9.4f %9.4f\n" "$variant" "$w" "$eps" "$teps" "$teps_all" \
+        "$(ratio "$eps" "$teps")" "$acc" "$tacc"
+      lines+="$tline (${variant})"$'\n'
+    done
+  done
+  echo "(default-transports: TensorPipe's own transport choice, pull-push; its tfps column repeats pull-push's)"
+  printf "%s" "$lines"
+}
+
+case ${BENCH_ONLY:-} in
+  "") ;;
+  torch_rpc)
+    echo "bench_cluster: $(nproc) cores, data $data, $epochs epochs, section 3 (torch_rpc) only"
+    torch_rpc_section
+    exit 0 ;;
+  *) echo "bench_cluster: BENCH_ONLY=$BENCH_ONLY: expected torch_rpc (or unset: everything)" >&2; exit 2 ;;
+esac
 
 echo "bench_cluster: $(nproc) cores, data $data, $epochs epochs, batch 64 per worker, 784-300-100-10," \
      "1 OpenBLAS thread/process"
@@ -87,3 +177,5 @@ if [ -n "$torch_acc" ]; then
 else
   echo "(PyTorch not installed: apt-get install python3-torch for the baseline row)"
 fi
+
+torch_rpc_section
