@@ -76,7 +76,7 @@ torch_rpc_section() {
         fused) args=(--pushpull 1 --overlap 0) ;;
         fused-overlap) args=(--pushpull 1 --overlap 1) ;;
         default-transports)
-          [ "$w" = 1 ] && [ "${TORCH_RPC_DEFAULT_ROW:-1}" = 1 ] && [ -n "$transports" ] || continue ;;
+          if [ "$w" != 1 ] || [ "${TORCH_RPC_DEFAULT_ROW:-1}" != 1 ] || [ -z "$transports" ]; then continue; fi ;;
       esac
       name="torch-rpc-tfps-$variant-1x$w"
       if [ "$variant" != default-transports ]; then
