@@ -43,7 +43,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 cluster() {   # name ps workers args...
   local name=$1 ps=$2 w=$3
   shift 3
-  TFPS_BIN=$bin bash "$here/deploy/local-cluster.sh" --ps "$ps" --workers "$w" "${common[@]}" "$@" \
+  TFPS_BIN=${cluster_bin:-$bin} bash "$here/deploy/local-cluster.sh" --ps "$ps" --workers "$w" "${common[@]}" "$@" \
     --output-dir "$tmp/$name" >/dev/null 2>"$tmp/$name.err" ||
     { echo "bench_cluster: $name failed:" >&2; tail -n 5 "$tmp/$name.err" >&2; exit 1; }
 }
@@ -55,10 +55,29 @@ torch_py() {   # the first python3 with torch, or nothing
   done
 }
 kv() { echo "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }
+# tfps's CPU time: $tmp/cpubin holds a tfps-ps and a tfps-worker that run the real one, then write bash's
+# `times` (its children's user and system time: the daemon's) to $TFPS_CPU_DIR; cpu_sum adds them up
+cpu_wrappers() {
+  local b
+  mkdir -p "$tmp/cpubin"
+  for b in tfps-ps tfps-worker; do
+    cat >"$tmp/cpubin/$b" <<EOF
+#!/usr/bin/env bash
+$(printf %q "$bin/$b") "\$@"
+rc=\$?
+times >"\${TFPS_CPU_DIR:?}/$b.\$\$"
+exit \$rc
+EOF
+    chmod +x "$tmp/cpubin/$b"
+  done
+}
+cpu_sum() { awk 'FNR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } }
+                 END { printf "%.3f\n", s }' "$1"/*; }
 torch_rpc_section() {
-  local py variant w name tline eps acc teps teps_all tacc args rc lines="" transports=${TORCH_RPC_TRANSPORTS-uv}
+  local py variant w name tline eps acc teps teps_all tacc args rc cpu tcpu lines="" transports=${TORCH_RPC_TRANSPORTS-uv}
   py=$(torch_py)
   echo
+  cpu_wrappers
   if [ -z "$py" ]; then
     echo "torch_rpc: SKIP: no python3 with torch (apt-get install python3-torch) for the PyTorch RPC baseline"
     return 0
@@ -66,9 +85,11 @@ torch_rpc_section() {
   echo "torch_rpc: PyTorch $("$py" -c 'import torch; print(torch.__version__)') RPC parameter server" \
        "(tests/bench_torch_rpc.py, TensorPipe transports ${transports:-default}) against tfps async, 1 ps," \
        "$epochs epochs, batch 64, sgd lr 0.1, 1 thread/process, the same batches and initial weights;" \
-       "torch ex/s: after 20 warm-up steps per worker, all: every step (as tfps's summary.json)"
-  printf "%-18s %7s %10s %10s %10s %10s %9s %9s\n" "exchange" "workers" "tfps ex/s" "torch ex/s" "torch all" \
-    "tfps/torch" "tfps acc" "torch acc"
+       "torch ex/s: after 20 warm-up steps per worker, all: every step (as tfps's summary.json);" \
+       "CPU ms/step: the ps's and workers' CPU time (user + system, every thread) per step (tfps: each" \
+       "daemon's whole life, start-up and evaluation included; torch: training only)"
+  printf "%-18s %7s %10s %10s %10s %10s %9s %9s %9s %9s\n" "exchange" "workers" "tfps ex/s" "torch ex/s" "torch all" \
+    "tfps/torch" "tfps acc" "torch acc" "tfps cpu" "torch cpu"
   for w in ${TORCH_RPC_WORKERS:-1 2}; do
     for variant in pull-push fused fused-overlap default-transports; do
       case $variant in
@@ -80,15 +101,20 @@ torch_rpc_section() {
       esac
       name="torch-rpc-tfps-$variant-1x$w"
       if [ "$variant" != default-transports ]; then
-        cluster "$name" 1 "$w" --consistency async "${args[@]}"
+        mkdir -p "$tmp/$name.cpudir"
+        TFPS_CPU_DIR=$tmp/$name.cpudir cluster_bin=$tmp/cpubin cluster "$name" 1 "$w" --consistency async "${args[@]}"
         eps=$(field "$tmp/$name" examples_per_s)
         acc=$(field "$tmp/$name" test_accuracy)
+        cpu=$(awk -v c="$(cpu_sum "$tmp/$name.cpudir")" -v s="$(field "$tmp/$name" steps)" \
+          'BEGIN { printf "%.2f", c * 1e3 / s }')
         args=(--variant "$variant" ${transports:+--transports "$transports"})
       else   # TensorPipe's own choice of transports, pull-push; tfps's row is pull-push's above
         args=(--variant pull-push)
         eps=$(field "$tmp/torch-rpc-tfps-pull-push-1x$w" examples_per_s)
         acc=$(field "$tmp/torch-rpc-tfps-pull-push-1x$w" test_accuracy)
+        cpu=$(cat "$tmp/torch-rpc-tfps-pull-push-1x$w.cpu")
       fi
+      echo "$cpu" >"$tmp/$name.cpu"
       rc=0
       tline=$("$py" "$here/tests/bench_torch_rpc.py" "$data" --workers "$w" --epochs "$epochs" --batch 64 --lr 0.1 \
         "${args[@]}" --timeout 900 2>"$tmp/$name.torch.err") || rc=$?
@@ -100,14 +126,15 @@ torch_rpc_section() {
       if [ "$rc" != 0 ] || [ -z "$tline" ]; then
         echo "torch_rpc: $variant with $w worker(s) failed or skipped:" >&2
         tail -n 8 "$tmp/$name.torch.err" >&2
-        printf "%-18s %7s %10.0f %10s %10s %10s %9.4f %9s\n" "$variant" "$w" "$eps" - - - "$acc" -
+        printf "%-18s %7s %10.0f %10s %10s %10s %9.4f %9s %9s %9s\n" "$variant" "$w" "$eps" - - - "$acc" - "$cpu" -
         continue
       fi
       teps=$(kv "$tline" examples_per_s)
       teps_all=$(kv "$tline" examples_per_s_all)
       tacc=$(kv "$tline" test_accuracy)
-      printf "%-18s %7s %10.0f %10.0f %10.0f %10s %9.4f %9.4f\n" "$variant" "$w" "$eps" "$teps" "$teps_all" \
-        "$(ratio "$eps" "$teps")" "$acc" "$tacc"
+      tcpu=$(kv "$tline" cpu_ms_per_step)
+      printf "%-18s %7s %10.0f %10.0f %10.0f %10s %9.4f %9.4f %9.2f %9.2f\n" "$variant" "$w" "$eps" "$teps" \
+        "$teps_all" "$(ratio "$eps" "$teps")" "$acc" "$tacc" "$cpu" "$tcpu"
       lines+="$tline (${variant})"$'\n'
     done
   done

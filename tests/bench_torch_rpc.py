@@ -43,6 +43,11 @@ examples_per_s counts the steps after each worker's first --warmup steps,
 from the earliest worker's end of warm-up to the last worker's last push;
 examples_per_s_all counts every step from the earliest first pull (tfps's
 summary.json measures this way: every example over the training time).
+cpu_ms_per_step: CPU time (every thread, user + system) of all the
+processes over training (workers: first pull to last push; the ps: from its
+RPC start to the last worker's report), per step: what the exchange costs
+whatever else the machine runs. rpc_ms_per_step: a worker's time in RPC
+calls per step (fused-overlap: waiting for the one in flight).
 Prints one machine-readable line:
 
   torch_rpc variant=pull-push workers=1 steps=125 batch=64 lr=0.1 examples_per_s=... \
@@ -234,8 +239,10 @@ def run_ps(a):
     _PS.w = tfps_init(a.seed)
     _PS.lr = a.lr
     rpc.init_rpc(PS, rank=0, world_size=a.workers + 1, rpc_backend_options=rpc_options(a))
+    cpu0 = time.process_time()   # every thread of the process: the RPC threads that run the pulls and pushes
     with _PS.lock:
         ok = _PS.done.wait_for(lambda: len(_PS.reports) == a.workers, timeout=max(1.0, a.deadline - time.time()))
+    ps_cpu = time.process_time() - cpu0
     if not ok:
         sys.exit("bench_torch_rpc: ps: the workers did not all report before the deadline")
     rpc.shutdown()
@@ -254,7 +261,8 @@ def run_ps(a):
                examples_per_s_all=ex / (t_end - t_first), test_accuracy=acc, test_loss=loss,
                pushes=_PS.pushes, examples=_PS.examples, train_s=t_end - t_first,
                rpc_s_per_step=sum(s["rpc_s"] for s in r) / max(1, sum(s["steps"] for s in r)),
-               final_loss=r[0]["loss"], torch=torch.__version__)
+               final_loss=r[0]["loss"], torch=torch.__version__,
+               cpu_s=ps_cpu + sum(s["cpu_s"] for s in r), ps_cpu_s=ps_cpu)
     with open(a.result, "w") as f:
         json.dump(res, f)
 
@@ -292,6 +300,7 @@ def run_worker(a):
     warm = min(a.warmup, total - 1) if total > 1 else 0
     rpc_s, examples, timed, loss = 0.0, 0, 0, float("nan")
     t_first = time.monotonic()
+    cpu0 = time.process_time()
     t_warm = t_first
     w = rpc.rpc_sync(PS, ps_pull)
     fut = None
@@ -320,9 +329,10 @@ def run_worker(a):
     if fut is not None:
         fut.wait()
     t_end = time.monotonic()
+    cpu_s = time.process_time() - cpu0
     rpc.rpc_sync(PS, ps_report, args=(dict(rank=a.rank, steps=total, examples=examples, timed_examples=timed,
                                            t_first=t_first, t_warm=t_warm, t_end=t_end, rpc_s=rpc_s,
-                                           loss=loss),))
+                                           loss=loss, cpu_s=cpu_s),))
     rpc.shutdown()
 
 
@@ -433,6 +443,7 @@ def launch(a):
           f"lr={r['lr']:g} examples_per_s={r['examples_per_s']:.0f} examples_per_s_all={r['examples_per_s_all']:.0f} "
           f"test_accuracy={r['test_accuracy']:.4f} test_loss={r['test_loss']:.4f} pushes={r['pushes']} "
           f"examples={r['examples']} train_s={r['train_s']:.2f} rpc_ms_per_step={r['rpc_s_per_step'] * 1e3:.3f} "
+          f"cpu_ms_per_step={r['cpu_s'] * 1e3 / r['steps']:.3f} ps_cpu_s={r['ps_cpu_s']:.2f} "
           f"torch={r['torch']} transports={a.transports or 'default'}")
     if r["pushes"] != r["steps"]:
         print(f"bench_torch_rpc: the ps applied {r['pushes']} pushes for {r['steps']} steps", file=sys.stderr)
