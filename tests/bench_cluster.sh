@@ -21,8 +21,11 @@
 #    exchange: pull-push (two RPCs a step; tfps --pushpull 0 --overlap 0),
 #    fused (one RPC pushes and returns the weights; --pushpull 1 --overlap 0)
 #    and fused-overlap (that RPC in flight while the next step computes;
-#    tfps's default): examples/s of each, ratio tfps / torch, accuracies.
-#    Skipped with a message when python3 has no torch.
+#    tfps's default): examples/s of each, ratio tfps / torch, accuracies,
+#    CPU ms per step of the ps and workers together (tfps: each daemon's
+#    whole life, via wrappers that record bash's `times`; torch: training
+#    only), then the script's raw torch_rpc lines. Skipped with a message
+#    when python3 has no torch.
 #
 #   BENCH_ONLY=torch_rpc tests/bench_cluster.sh [DATA_DIR] [EPOCHS]   section 3 only (a few minutes)
 #   TORCH_RPC_WORKERS="1 2"   worker counts of section 3
