@@ -18,6 +18,23 @@
 #    PyTorch's Adam on the same model, data, epochs and batch
 #    (tests/bench_torch_adam.py; skipped when python3 has no torch:
 #    apt-get install python3-torch).
+# 4. PyTorch RPC parameter server (tests/bench_torch_rpc.py: TensorPipe over
+#    TCP on 127.0.0.1, async SGD lr 0.1) against tfps async on the same
+#    data, batches, initial weights and epochs, 1 ps + 1 and 2 workers, per
+#    exchange: pull-push (two RPCs a step; tfps --pushpull 0 --overlap 0),
+#    fused (one RPC pushes and returns the weights; --pushpull 1 --overlap 0)
+#    and fused-overlap (that RPC in flight while the next step computes;
+#    tfps's default): examples/s of each, ratio tfps / torch, accuracies,
+#    CPU ms per step of the ps and workers together (tfps: each daemon's
+#    whole life, via wrappers that record bash's `times`; torch: training
+#    only), then the script's raw torch_rpc lines. Skipped with a message
+#    when python3 has no torch.
+#
+#   BENCH_ONLY=torch_rpc tests/bench_cluster.sh [DATA_DIR] [EPOCHS]   section 4 only (a few minutes)
+#   TORCH_RPC_WORKERS="1 2"   worker counts of section 3
+#   TORCH_RPC_TRANSPORTS=uv   TensorPipe transports of its rows; one more row
+#                             (1 worker, pull-push) with TensorPipe's own choice
+#                             (shm on one machine) unless TORCH_RPC_DEFAULT_ROW=0
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 data=${1:-$here/data/mnist}
@@ -32,10 +49,105 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 cluster() {   # name ps workers args...
   local name=$1 ps=$2 w=$3
   shift 3
-  TFPS_BIN=$bin bash "$here/deploy/local-cluster.sh" --ps "$ps" --workers "$w" "${common[@]}" "$@" \
+  TFPS_BIN=${cluster_bin:-$bin} bash "$here/deploy/local-cluster.sh" --ps "$ps" --workers "$w" "${common[@]}" "$@" \
     --output-dir "$tmp/$name" >/dev/null 2>"$tmp/$name.err" ||
     { echo "bench_cluster: $name failed:" >&2; tail -n 5 "$tmp/$name.err" >&2; exit 1; }
 }
+
+torch_py() {   # the first python3 with torch, or nothing
+  local py
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c "import torch" 2>/dev/null; then echo "$py"; return; fi
+  done
+}
+kv() { echo "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }
+# tfps's CPU time: $tmp/cpubin holds a tfps-ps and a tfps-worker that run the real one, then write bash's
+# `times` (its children's user and system time: the daemon's) to $TFPS_CPU_DIR; cpu_sum adds them up
+cpu_wrappers() {
+  local b
+  mkdir -p "$tmp/cpubin"
+  for b in tfps-ps tfps-worker; do
+    cat >"$tmp/cpubin/$b" <<EOF
+#!/usr/bin/env bash
+$(printf %q "$bin/$b") "\$@"
+rc=\$?
+times >"\${TFPS_CPU_DIR:?}/$b.\$\$"
+exit \$rc
+EOF
+    chmod +x "$tmp/cpubin/$b"
+  done
+}
+cpu_sum() { awk 'FNR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } }
+                 END { printf "%.3f\n", s }' "$1"/*; }
+torch_rpc_section() {
+  local py variant w name tline eps acc teps teps_all tacc args rc cpu tcpu lines="" transports=${TORCH_RPC_TRANSPORTS-uv}
+  py=$(torch_py)
+  echo
+  cpu_wrappers
+  if [ -z "$py" ]; then
+    echo "torch_rpc: SKIP: no python3 with torch (apt-get install python3-torch) for the PyTorch RPC baseline"
+    return 0
+  fi
+  echo "torch_rpc: PyTorch $("$py" -c 'import torch; print(torch.__version__)') RPC parameter server" \
+       "(tests/bench_torch_rpc.py, TensorPipe transports ${transports:-default}) against tfps async, 1 ps," \
+       "$epochs epochs, batch 64, sgd lr 0.1, 1 thread/process, the same batches and initial weights;" \
+       "torch ex/s: after 20 warm-up steps per worker, all: every step (as tfps's summary.json);" \
+       "CPU ms/step: the ps's and workers' CPU time (user + system, every thread) per step (tfps: each" \
+       "daemon's whole life, start-up and evaluation included; torch: training only)"
+  printf "%-18s %7s %10s %10s %10s %10s %9s %9s %9s %9s\n" "exchange" "workers" "tfps ex/s" "torch ex/s" "torch all" \
+    "tfps/torch" "tfps acc" "torch acc" "tfps cpu" "torch cpu"
+  for w in ${TORCH_RPC_WORKERS:-1 2}; do
+    for variant in pull-push fused fused-overlap default-transports; do
+      case $variant in
+        pull-push) args=(--pushpull 0 --overlap 0) ;;
+        fused) args=(--pushpull 1 --overlap 0) ;;
+        fused-overlap) args=(--pushpull 1 --overlap 1) ;;
+        default-transports)
+          if [ "$w" != 1 ] || [ "${TORCH_RPC_DEFAULT_ROW:-1}" != 1 ] || [ -z "$transports" ]; then continue; fi ;;
+      esac
+      name="torch-rpc-tfps-$variant-1x$w"
+      if [ "$variant" != default-transports ]; then
+        mkdir -p "$tmp/$name.cpudir"
+        TFPS_CPU_DIR=$tmp/$name.cpudir cluster_bin=$tmp/cpubin cluster "$name" 1 "$w" --consistency async "${args[@]}"
+        eps=$(field "$tmp/$name" examples_per_s)
+        acc=$(field "$tmp/$name" test_accuracy)
+        cpu=$(awk -v c="$(cpu_sum "$tmp/$name.cpudir")" -v s="$(field "$tmp/$name" steps)" \
+          'BEGIN { printf "%.2f", c * 1e3 / s }')
+        args=(--variant "$variant" ${transports:+--transports "$transports"})
+      else   # TensorPipe's own choice of transports, pull-push; tfps's row is pull-push's above
+        args=(--variant pull-push)
+        eps=$(field "$tmp/torch-rpc-tfps-pull-push-1x$w" examples_per_s)
+        acc=$(field "$tmp/torch-rpc-tfps-pull-push-1x$w" test_accuracy)
+        cpu=$(cat "$tmp/torch-rpc-tfps-pull-push-1x$w.cpu")
+      fi
+      echo "$cpu" >"$tmp/$name.cpu"
+      rc=0
+      tline=$("$py" "$here/tests/bench_torch_rpc.py" "$data" --workers "$w" --epochs "$epochs" --batch 64 --lr 0.1 \
+        "${args[@]}" --timeout 900 2>"$tmp/$name.torch.err") || rc=$?
+      if [ "$rc" = 77 ]; then   # torch without torch.distributed.rpc / TensorPipe
+        echo "$tline"
+        return 0
+      fi
+      tline=$(echo "$tline" | grep '^torch_rpc ' || true)
+      if [ "$rc" != 0 ] || [ -z "$tline" ]; then
+        echo "torch_rpc: $variant with $w worker(s) failed or skipped:" >&2
+        tail -n 8 "$tmp/$name.torch.err" >&2
+        printf "%-18s %7s %10.0f %10s %10s %10s %9.4f %9s %9s %9s\n" "$variant" "$w" "$eps" - - - "$acc" - "$cpu" -
+        continue
+      fi
+      teps=$(kv "$tline" examples_per_s)
+      teps_all=$(kv "$tline" examples_per_s_all)
+      tacc=$(kv "$tline" test_accuracy)
+      tcpu=$(kv "$tline" cpu_ms_per_step)
+      printf "%-18s %7s %10.0f %10.0f %10.0f %10s %9.4f %9.4f %9.2f %9.2f\n" "$variant" "$w" "$eps" "$teps" \
+        "$teps_all" "$(ratio "$eps" "$teps")" "$acc" "$tacc" "$cpu" "$tcpu"
+      lines+="$tline (${variant})"$'\n'
+    done
+  done
+  echo "(default-transports: TensorPipe's own transport choice, pull-push; its tfps column repeats pull-push's)"
+  printf "%s" "$lines"
+}
+
 
 echo "bench_cluster: $(nproc) cores, data $data, $epochs epochs, batch 64 per worker, 784-300-100-10," \
      "1 OpenBLAS thread/process"
@@ -138,10 +250,13 @@ adam() {
   fi
 }
 
-# BENCH_ONLY="throughput wire_dtypes adam" (any of them) runs only those sections; unset: all
-for section in ${BENCH_ONLY:-throughput wire_dtypes adam}; do
+# BENCH_ONLY="throughput wire_dtypes adam torch_rpc" (any of them) runs only those sections; unset: all
+for section in ${BENCH_ONLY:-throughput wire_dtypes adam torch_rpc}; do
   case $section in
     throughput | wire_dtypes | adam) "$section" ;;
-    *) echo "bench_cluster: BENCH_ONLY: unknown section $section: expected throughput, wire_dtypes or adam" >&2; exit 2 ;;
+    torch_rpc) torch_rpc_section ;;
+    *) echo "bench_cluster: BENCH_ONLY: unknown section $section: expected throughput, wire_dtypes, adam or" \
+            "torch_rpc" >&2
+       exit 2 ;;
   esac
 done
