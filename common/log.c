@@ -3,6 +3,7 @@
 #include "log.h"
 #include "tfps.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 int tfps_log_min_level = TFPS_LOG_INFO;
 static char log_role = 'T';
 static int log_index = 0;
+static pthread_mutex_t last_error_mu = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[1024];   /* the last error line's message (tfps_log_last_error) */
 
 void tfps_log_set_role(char role, int index) {
     log_role = role;
@@ -29,6 +32,13 @@ int tfps_log_level_from_name(const char *name, int *out) {
     return TFPS_ERR;
 }
 
+void tfps_log_last_error(char *buf, size_t n) {
+    if (!n) return;
+    pthread_mutex_lock(&last_error_mu);
+    snprintf(buf, n, "%s", last_error);
+    pthread_mutex_unlock(&last_error_mu);
+}
+
 void tfps_log_raw(int level, const char *fmt, ...) {
     char msg[1024], stamp[64];
     struct timeval tv;
@@ -42,6 +52,11 @@ void tfps_log_raw(int level, const char *fmt, ...) {
      * return or terminal escape in a name or reason cannot forge a line. */
     for (char *p = msg; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    if (level == TFPS_LOG_ERROR) {
+        pthread_mutex_lock(&last_error_mu);
+        snprintf(last_error, sizeof(last_error), "%s", msg);
+        pthread_mutex_unlock(&last_error_mu);
+    }
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     size_t off = strftime(stamp, sizeof(stamp), "%d %b %H:%M:%S", &tm);

@@ -9,6 +9,8 @@
 #ifndef TFPS_LOG_H
 #define TFPS_LOG_H
 
+#include <stddef.h>
+
 typedef enum { TFPS_LOG_DEBUG = 0, TFPS_LOG_INFO, TFPS_LOG_WARN, TFPS_LOG_ERROR } tfps_log_level;
 
 extern int tfps_log_min_level;
@@ -17,6 +19,11 @@ void tfps_log_set_role(char role, int index);
 /* Parses "debug|info|warn|error"; returns TFPS_OK/TFPS_ERR. */
 int tfps_log_level_from_name(const char *name, int *out);
 void tfps_log_raw(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The message of the last error line this process logged, as logged (one
+ * line, control characters replaced), into buf (n bytes, truncated to fit);
+ * "" when none. For a task that ends in error and must tell others why (the
+ * chief's Shutdown reason to the ps). Safe from any thread. */
+void tfps_log_last_error(char *buf, size_t n);
 
 #define tfps_log(level, ...)                                                   \
     do {                                                                       \

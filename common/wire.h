@@ -25,6 +25,7 @@
 #define TFPS_WIRE_MAX_TENSORS 64
 #define TFPS_SESSION_LEN 16        /* bytes of a session token */
 #define TFPS_WIRE_MAX_SECRET 1024  /* bytes of a job secret */
+#define TFPS_WIRE_SHUTDOWN_REASON_MAX 400   /* bytes of a Shutdown reason the chief sends and a ps logs */
 
 /* A session: 16 random bytes a ps hands out at Register; all zero = none
  * (the field absent on the wire). */

@@ -67,6 +67,7 @@ struct tfps_ps {
     /* fault tolerance */
     char ckpt_dir[TFPS_PATH_LEN + 32];
     double heartbeat_s, idle_timeout, startup_timeout, rpc_timeout;
+    int keep_checkpoints;      /* --keep-checkpoints: for the checkpoint a lone ps completes on --idle-timeout */
     double last_replica_call;  /* tfps_now() of the last call of a training replica (or the start) */
     tfps_saver *saver;
     void *ckpt_token;        /* the Checkpoint call held until its write ends */
@@ -125,6 +126,7 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     ps->idle_timeout = o->idle_timeout;
     ps->startup_timeout = o->startup_timeout;
     ps->rpc_timeout = o->rpc_timeout;
+    ps->keep_checkpoints = o->keep_checkpoints;
     if (!(ps->saver = tfps_saver_new())) {
         tfps_seterr(err, errlen, "ps: out of memory");
         goto fail;
@@ -669,7 +671,7 @@ static int handle_shutdown(tfps_ps *ps, const uint8_t *req, size_t len, void *to
                  m.worker_id);
         return refuse(ps, TFPS_RPC_PERMISSION_DENIED);
     }
-    char reason[200];
+    char reason[TFPS_WIRE_SHUTDOWN_REASON_MAX + 1];   // a failed chief's own error line: it may name a lost ps
     tfps_handlers_sanitize(reason, sizeof(reason), m.reason);
     tfps_info("shutdown requested%s: %s", m.failed ? " (the job failed)" : "", reason[0] ? reason : "(no reason given)");
     tfps_wire_release(owner);
@@ -871,14 +873,34 @@ static void check_liveness(tfps_ps *ps, double now) {
     }
 }
 
+/* The idle checkpoint of a lone ps (num_ps 1: its shard is the whole model):
+ * the MANIFEST the chief would write once the shard is durable, by the same
+ * code (ckpt.h), then the chief's pruning; so the checkpoint restores. Says
+ * what became of it in where. */
+static void complete_own_checkpoint(tfps_ps *ps, const tfps_saver_result *r, char *where, size_t n) {
+    char stepdir[1200], err[TFPS_ERR_LEN];
+    const tfps_ckpt_entry e = {ps->ps_index, r->bytes, r->crc};
+    if (tfps_ckpt_step_dir(ps->ckpt_dir, r->step, stepdir, sizeof(stepdir), err, sizeof(err)) != TFPS_OK ||
+        tfps_ckpt_write_manifest(stepdir, r->step, &ps->layout, 1, &e, err, sizeof(err)) != TFPS_OK) {
+        snprintf(where, n, "its shard is saved but its MANIFEST is not (%s): not restorable", err);
+        return;
+    }
+    const int pruned = tfps_ckpt_prune(ps->ckpt_dir, ps->keep_checkpoints, &ps->layout, ps->opt.kind);
+    snprintf(where, n, "saved as the complete checkpoint %s (the only ps: its shard is the whole model, and this ps "
+             "wrote the MANIFEST)%s", stepdir, pruned > 0 ? "; older ones pruned" : "");
+}
+
 /* --idle-timeout: no training replica called (or waits here) for that long.
- * The state goes to a last checkpoint shard, then the ps stops: 1. */
+ * The state goes to a last checkpoint, then the ps stops: 1. With one ps
+ * the checkpoint is complete (complete_own_checkpoint); with more it is this
+ * ps's shard only, which restores only with every other ps's shard of the
+ * same step under a MANIFEST, and only the chief writes those. */
 static int check_idle(tfps_ps *ps, double now) {
     if (now - ps->last_replica_call < ps->idle_timeout) return 0;
     for (int r = 0; r < ps->num_workers; r++)
         if (waits_here(ps, r, now)) return 0;
     const uint64_t v = tfps_policy_version(ps->pol);
-    char where[TFPS_ERR_LEN] = "nothing new to save";
+    char where[2048] = "nothing new to save";   // room for a step directory and an error: the log line cuts it
     if (v != ps->last_ckpt_version && tfps_ckpt_has_manifest(ps->ckpt_dir, v ? v : 1)) {
         // never over a complete checkpoint of the chief's (its step numbers are ps 0's versions)
         snprintf(where, sizeof(where), "step-%" PRIu64 " is a complete checkpoint already: not overwritten", v);
@@ -888,8 +910,14 @@ static int check_idle(tfps_ps *ps, double now) {
         if (start_checkpoint(ps, v ? v : 1, err, sizeof(err)) == TFPS_OK) {
             while (!tfps_saver_poll(ps->saver, &r)) tfps_sleep(0.001);
             checkpoint_written(ps, &r);
-            snprintf(where, sizeof(where), "%s", r.ok ? "its shard is saved (a MANIFEST only comes from the chief)"
-                                                      : r.err);
+            if (!r.ok)
+                snprintf(where, sizeof(where), "%s", r.err);
+            else if (ps->num_ps == 1)
+                complete_own_checkpoint(ps, &r, where, sizeof(where));
+            else
+                snprintf(where, sizeof(where), "its shard ps-%d.ckpt of step-%" PRIu64 " is saved, a shard only, "
+                         "not restorable alone: a checkpoint needs the shards of all %d ps of that step and a "
+                         "MANIFEST, which only the chief writes", ps->ps_index, r.step, ps->num_ps);
         } else {
             snprintf(where, sizeof(where), "%s", err);
         }

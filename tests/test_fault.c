@@ -11,13 +11,18 @@
  *   the newest checkpoint, workers re-register, the run ends >= 0.90 and
  *   exits 0; the steps lost are at most one checkpoint interval;
  * - a ps that never comes back: every task exits non-zero within the
- *   recovery timeout (the other ps by --idle-timeout), logs naming the ps;
+ *   recovery timeout, logs naming the ps; the other ps on the chief's
+ *   Shutdown, whose reason (the chief's error) names it too;
  * - the chief with an unwritable --output-dir exits 2 at once; no ps
- *   outlives the job past --idle-timeout;
+ *   outlives the job past --idle-timeout, and the only ps leaves a complete
+ *   checkpoint that --export-checkpoint takes;
  * - SIGTERM to the chief: it checkpoints and exits 143, the ps stay; a new
  *   chief resumes from the checkpoint and the job ends;
  * - no ps at start: the wait logs which ps it waits for and ends in one
  *   line naming it and --startup-timeout;
+ * - the whole job killed (-9) after a checkpoint, started again with more
+ *   steps: the ps restores it, the chief resumes at its step, the run ends at
+ *   the step count a run without the kill reaches;
  * - a checkpoint restores onto 1 and 3 ps and through --export-checkpoint
  *   to the same weights. */
 #define _POSIX_C_SOURCE 200809L
@@ -200,6 +205,26 @@ static long long last_number_after(const job *j, int t, const char *needle) {
     return last_number_until(j, t, needle, 0);
 }
 
+/* Task t's address in the job's cluster ("127.0.0.1:port"). */
+static const char *task_addr(const job *j, int t, char *buf, size_t n) {
+    const char *p = j->cluster;
+    buf[0] = '\0';
+    for (int i = 0; i <= t && p; i++)
+        if ((p = strstr(p, "\"127.0.0.1:"))) p++;
+    if (p) snprintf(buf, n, "%.*s", (int)strcspn(p, "\""), p);
+    return buf;
+}
+
+/* Has task t's log one line holding both a and b? */
+static int log_line_has(const job *j, int t, const char *a, const char *b) {
+    char *s = task_log(j, t);
+    int found = 0;
+    for (char *line = strtok(s, "\n"); line && !found; line = strtok(NULL, "\n"))
+        found = strstr(line, a) && strstr(line, b);
+    free(s);
+    return found;
+}
+
 static double summary_num(const job *j, const char *key) {
     char path[800];
     snprintf(path, sizeof(path), "%s/summary.json", j->out);
@@ -210,6 +235,24 @@ static double summary_num(const job *j, const char *key) {
     cJSON_Delete(s);
     return x;
 }
+
+/* The model file's weights (*n floats) and, when step is not NULL, its step. */
+static float *model_floats_step(const char *out, size_t *n, uint64_t *step) {
+    char path[900], err[512];
+    snprintf(path, sizeof(path), "%s/model/model.tfps", out);
+    tfps_layout l;
+    float *w = NULL;
+    uint64_t s = 0;
+    if (tfps_model_read(path, &l, &w, &s, err, sizeof(err)) != 0) {
+        printf("\n  %s", err);
+        return NULL;
+    }
+    *n = l.total;
+    if (step) *step = s;
+    return w;
+}
+
+static float *model_floats(const char *out, size_t *n) { return model_floats_step(out, n, NULL); }
 
 #define FAST "--heartbeat-secs", "0.3", "--rpc-timeout", "20", "--ps-recovery-timeout", "30", "--idle-timeout", "30"
 
@@ -344,12 +387,15 @@ static void ps_killed_restarted(const char *cons) {
 static void test_ps_killed_restarted(void) { ps_killed_restarted("async"); }
 static void test_ps_killed_restarted_sync(void) { ps_killed_restarted("sync"); }
 
+/* The chief gives up on ps 1 and tells ps 0 why: ps 0's --idle-timeout is
+ * long, so only that Shutdown ends it in time, and its log names ps 1. */
 static void test_ps_never_back(void) {
     const char *args[] = {"--heartbeat-secs", "0.3", "--rpc-timeout", "3", "--ps-recovery-timeout", "6",
-                          "--idle-timeout", "5", "--epochs", "20", NULL};
+                          "--epochs", "20", NULL};
     job j;
     job_init(&j, "ps-gone", 2, 2, args);
-    job_start_all(&j);
+    const char *ps0[] = {"--idle-timeout", "60", NULL};
+    for (int t = 0; t < 4; t++) job_start(&j, t, t == 0 ? ps0 : NULL);
     // both workers past registration: one still in its start-up wait would rightly wait --startup-timeout
     CU_ASSERT_FATAL(wait_log(&j, 2, "step 20/", 60));
     CU_ASSERT_FATAL(wait_log(&j, 3, "step 10/", 60));
@@ -362,15 +408,23 @@ static void test_ps_never_back(void) {
         CU_ASSERT(rc > 0 && rc < 128);
     }
     const double workers_s = now_s() - t0;
-    int rc = tu_wait(j.pid[0], 20);   // the other ps: the failing chief's Shutdown, or nobody calls it any more
+    int rc = tu_wait(j.pid[0], 20);   // the other ps: the failing chief's Shutdown (its --idle-timeout is 60 s)
     j.pid[0] = 0;
     printf("\n  workers exited %.1f s after the kill (rpc 3 s + recovery 6 s), the other ps %.1f s", workers_s,
            now_s() - t0);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(workers_s < 3 + 6 + 8);   // rpc-timeout + recovery-timeout, with room for a loaded machine
-    CU_ASSERT(log_has(&j, 3, "ps 1 (127.0.0.1:"));
-    CU_ASSERT(log_has(&j, 3, "did not come back"));
-    CU_ASSERT(log_has(&j, 0, "--idle-timeout") || log_has(&j, 0, "(the job failed)"));
+    char lost[64], named[100];
+    snprintf(named, sizeof(named), "ps 1 (%s) did not come back", task_addr(&j, 1, lost, sizeof(lost)));
+    CU_ASSERT(log_has(&j, 3, named));
+    CU_ASSERT(log_has(&j, 2, named));
+    // the chief's own error in its Shutdown: ps 0's last words name the lost ps, on one line
+    CU_ASSERT(log_line_has(&j, 0, "shutdown requested (the job failed): the chief failed in training: ", named));
+    CU_ASSERT(!log_has(&j, 0, "--idle-timeout"));
+    char *l0 = task_log(&j, 0);
+    const char *last = strstr(l0, "shutdown requested");
+    printf("\n  ps 0: %.*s", last ? (int)strcspn(last, "\n") : 0, last ? last : "");
+    free(l0);
     job_reap(&j);
 }
 
@@ -396,6 +450,26 @@ static void test_chief_bad_output_dir(void) {
     int rc = job_wait(&j, 0, 15);
     CU_ASSERT_EQUAL(rc, 1);   // stopped by --idle-timeout, not left running
     CU_ASSERT(log_has(&j, 0, "--idle-timeout"));
+    // the only ps saved a complete checkpoint first (its shard and the MANIFEST it wrote): it exports
+    CU_ASSERT(log_has(&j, 0, "saved as the complete checkpoint"));
+    const long long version = last_number_after(&j, 0, "stopping at version ");
+    char ckpt[700], out[700];
+    snprintf(ckpt, sizeof(ckpt), "%s/checkpoints", j.out);
+    snprintf(out, sizeof(out), "%s/exported", j.out);
+    const char *argv[] = {WORKER, "--data-folder", data_dir, "--output-dir", out, "--export-checkpoint", ckpt, NULL};
+    const char *env[] = {"TF_CONFIG", NULL};
+    char *so = NULL, *se = NULL;
+    rc = tu_run(argv, env, &so, &se);
+    if (rc != 0) printf("\n  --export-checkpoint %s exited %d: %s", ckpt, rc, se ? se : "");
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(so && strstr(so, "test accuracy"));
+    free(so);
+    free(se);
+    size_t n = 0;
+    uint64_t step = 0;
+    float *w = model_floats_step(out, &n, &step);
+    CU_ASSERT(w != NULL && version > 0 && step == (uint64_t)version);
+    free(w);
     job_reap(&j);
 }
 
@@ -462,18 +536,52 @@ static void test_no_ps_at_start(void) {
 
 /* ---- checkpoints onto other clusters ------------------------------------- */
 
-static float *model_floats(const char *out, size_t *n) {
-    char path[900], err[512];
-    snprintf(path, sizeof(path), "%s/model/model.tfps", out);
-    tfps_layout l;
-    float *w = NULL;
+/* The whole job (1 ps + the chief) killed -9 at once after a checkpoint,
+ * then started again, new processes on the same checkpoint folder, with more
+ * steps: the ps restores the newest checkpoint (step S), the chief resumes at
+ * S, and the run ends at global step 120 as one that never stopped would
+ * (retraining from 0 on the restored weights would end at S + 120). */
+static void test_job_killed_resumes_from_checkpoint(void) {
+    const char *args[] = {FAST, "--checkpoint-every-steps", "20", NULL};
+    job a, b;
+    job_init(&a, "job-killed", 1, 1, args);
+    const char *first[] = {"--steps", "100", "--slow-step-ms", "10", NULL};   // 50 steps left take 0.5 s at least
+    for (int t = 0; t < 2; t++) job_start(&a, t, first);
+    CU_ASSERT_FATAL(wait_log(&a, 1, "step 50/", 60));   // past the checkpoints of steps 20 and 40
+    kill(a.pid[0], SIGKILL);
+    kill(a.pid[1], SIGKILL);
+    for (int t = 0; t < 2; t++) CU_ASSERT_EQUAL(job_wait(&a, t, 5), 128 + SIGKILL);
+    const long long saved = last_number_after(&a, 1, "checkpoint step ");   // the chief's: MANIFEST written
+    const long long at_kill = last_number_until(&a, 1, "step ", '/');
+    CU_ASSERT_FATAL(saved > 0);
+    CU_ASSERT_FATAL(at_kill < 100);   // killed with steps left
+    char ckpt[700];
+    snprintf(ckpt, sizeof(ckpt), "%s/checkpoints", a.out);
+    const char *again[] = {FAST, "--checkpoint-every-steps", "20", "--checkpoint-dir", ckpt, "--steps", "120", NULL};
+    job_init(&b, "job-resumed", 1, 1, again);
+    const double t0 = now_s();
+    job_start_all(&b);
+    for (int t = 0; t < 2; t++) CU_ASSERT_EQUAL(job_wait(&b, t, 60), 0);
+    const long long restored = last_number_after(&b, 0, "restored step ");
+    printf("\n  killed at chief step %lld after checkpoint step %lld; restored step %lld; resumed run %.1f s",
+           at_kill, saved, restored, now_s() - t0);
+    // the newest complete checkpoint: the last the chief logged, or one it completed as it was killed
+    CU_ASSERT(restored >= saved);
+    CU_ASSERT(restored <= at_kill + 10 + 1);   // its progress line lags by up to --log-every, one step in flight
+    char needle[160];
+    snprintf(needle, sizeof(needle), "resuming at step %lld of 120: the restored global step", restored);
+    CU_ASSERT(log_has(&b, 1, needle));
+    CU_ASSERT_EQUAL(summary_num(&b, "restored_step"), restored);
+    CU_ASSERT_EQUAL(summary_num(&b, "chief_first_step"), restored);
+    CU_ASSERT_EQUAL(summary_num(&b, "chief_steps"), 120 - restored);
+    CU_ASSERT_EQUAL(summary_num(&b, "steps"), 120);   // the updates the ps holds: S restored + 120 - S pushed
+    size_t n = 0;
     uint64_t step = 0;
-    if (tfps_model_read(path, &l, &w, &step, err, sizeof(err)) != 0) {
-        printf("\n  %s", err);
-        return NULL;
-    }
-    *n = l.total;
-    return w;
+    float *w = model_floats_step(b.out, &n, &step);
+    CU_ASSERT(w != NULL && step == 120);
+    free(w);
+    job_reap(&a);
+    job_reap(&b);
 }
 
 static void test_restore_onto_other_ps_counts(void) {
@@ -546,6 +654,8 @@ int main(void) {
     CU_add_test(s, "chief SIGTERM: checkpoint, 143, a new chief resumes", test_chief_sigterm_then_resume);
     CU_add_test(s, "chief killed after its steps, waiting for a slow worker: a new chief ends the job",
                 test_chief_killed_after_done);
+    CU_add_test(s, "the whole job killed after a checkpoint: a new ps and chief resume from it with steps left",
+                test_job_killed_resumes_from_checkpoint);
     CU_add_test(s, "a checkpoint restores onto 1 and 3 ps and exports the same weights",
                 test_restore_onto_other_ps_counts);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -1053,7 +1053,9 @@ static void test_checkpoint_restore_other_ps_counts(void) {
 
 /* sync, 2 workers: one never calls again; after 3 heartbeat intervals it is
  * dead and the other's held pull goes; a call brings it back. With nobody
- * calling for --idle-timeout, the tick says stop. */
+ * calling for --idle-timeout, the tick says stop; the only ps first saves a
+ * complete checkpoint (its shard and the MANIFEST it writes itself) that a
+ * new ps restores to the same weights. */
 static void test_dead_worker_and_idle(void) {
     char dir[] = "/tmp/tfps-ps-idle-XXXXXX";
     CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
@@ -1088,6 +1090,71 @@ static void test_dead_worker_and_idle(void) {
     CU_ASSERT_TRUE(tfps_ps_idle_exit(c.ps[0]));
     CU_ASSERT_EQUAL(tfps_ps_exit_code(c.ps[0]), 1);
     CU_ASSERT_EQUAL(stats(&c, 0).checkpoints, 1);   // its state went to a shard first
+    // ... and, the only ps holding the whole model, to a complete checkpoint: step-<version> with a MANIFEST
+    const uint64_t v = stats(&c, 0).version;
+    char stepdir[1200], err[TFPS_ERR_LEN];
+    CU_ASSERT_FATAL(tfps_ckpt_step_dir(dir, v, stepdir, sizeof(stepdir), err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_TRUE(tfps_ckpt_has_manifest(dir, v));
+    const int verified = tfps_ckpt_verify(stepdir, &c.l, err, sizeof(err));
+    if (verified != TFPS_OK) printf("\n  %s", err);
+    CU_ASSERT_EQUAL(verified, TFPS_OK);
+    float w_idle[64], w_back[64];
+    pull_model(&c, w_idle);
+    cluster b;   // a ps started on that folder restores it
+    cluster_init(&b, 1, 2, args);
+    CU_ASSERT_EQUAL(tfps_ps_restore(b.ps[0], err, sizeof(err)), TFPS_OK);
+    CU_ASSERT_EQUAL(stats(&b, 0).restored_step, v);
+    CU_ASSERT_EQUAL(stats(&b, 0).version, v);
+    register_all(&b);
+    pull_model(&b, w_back);
+    CU_ASSERT(memcmp(w_idle, w_back, c.l.total * sizeof(float)) == 0);
+    cluster_destroy(&b);
+    cluster_destroy(&c);
+    char cmd[100];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* Two ps idle: each saves its own shard and stops, and no MANIFEST is
+ * written (a shard is part of a checkpoint only with the others' of the
+ * same step, which only the chief vouches for): a new ps restores nothing. */
+static void test_idle_shards_of_two_ps(void) {
+    char dir[] = "/tmp/tfps-ps-idle2-XXXXXX";
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    const char *args[] = {"--heartbeat-secs", "0.1", "--idle-timeout", "1", "--checkpoint-dir", dir, NULL};
+    cluster c;
+    cluster_init(&c, 2, 1, args);
+    register_all(&c);
+    float g[64];
+    fill(g, c.l.total, 0.2f);
+    int applied = 0;
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(push(&c, k, 0, 0, g, &applied), TFPS_RPC_OK);
+        CU_ASSERT_EQUAL(applied, 1);
+    }
+    nap_ms(1100);   // nobody calls for --idle-timeout
+    for (int k = 0; k < 2; k++) {
+        int stop = 0;
+        for (int i = 0; i < 10 && !stop; i++) stop = tfps_ps_tick(c.ps[k]);
+        CU_ASSERT_EQUAL(stop, 1);
+        CU_ASSERT_TRUE(tfps_ps_idle_exit(c.ps[k]));
+        CU_ASSERT_EQUAL(stats(&c, k).checkpoints, 1);
+    }
+    char path[1200];
+    for (int k = 0; k < 2; k++) {   // both shards of step-1 are there...
+        snprintf(path, sizeof(path), "%s/step-1/ps-%d.ckpt", dir, k);
+        CU_ASSERT_EQUAL(access(path, F_OK), 0);
+    }
+    CU_ASSERT_FALSE(tfps_ckpt_has_manifest(dir, 1));   // ... and no MANIFEST: not a checkpoint
+    cluster b;
+    cluster_init(&b, 2, 1, args);
+    char err[TFPS_ERR_LEN];
+    for (int k = 0; k < 2; k++) {
+        CU_ASSERT_EQUAL(tfps_ps_restore(b.ps[k], err, sizeof(err)), TFPS_OK);   // "no complete checkpoint"
+        CU_ASSERT_EQUAL(stats(&b, k).restored_step, 0);
+        CU_ASSERT_EQUAL(stats(&b, k).version, 0);
+    }
+    cluster_destroy(&b);
     cluster_destroy(&c);
     char cmd[100];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -1895,7 +1962,9 @@ int main(void) {
                 test_register_checks_semantics_trusted);
     CU_add_test(s, "checkpoint: only the chief, at its version; restores onto 1 and 3 ps",
                 test_checkpoint_restore_other_ps_counts);
-    CU_add_test(s, "a silent worker is marked dead, the barrier goes on; idle stops the ps", test_dead_worker_and_idle);
+    CU_add_test(s, "a silent worker is marked dead, the barrier goes on; idle stops the ps, one ps's checkpoint "
+                   "complete", test_dead_worker_and_idle);
+    CU_add_test(s, "idle with 2 ps: each saves its shard, no MANIFEST, nothing restored", test_idle_shards_of_two_ps);
     CU_add_test(s, "backup workers over 2 ps: a member dead between ps 0 and ps 1 holds no step",
                 test_backup_member_dead_between_ps);
     CU_add_test(s, "fuzz: random schedules vs a flat reference", test_fuzz_against_flat_reference);

@@ -3,7 +3,8 @@
  * unset, trains on the offline MNIST digits (deploy/get-data.sh mnist) and
  * must reach at least 90% test accuracy; summary.json must say so, and a
  * second run with the same flags must give the same numbers. This run is the
- * reference every distributed run is compared with. */
+ * reference every distributed run is compared with. A run stopped and started
+ * again resumes from its checkpoint to the same model file, byte for byte. */
 #include "testutil.h"
 
 #include <CUnit/Basic.h>
@@ -103,12 +104,85 @@ static void test_diverging_run(void) {
     CU_ASSERT(system(cmd) == 0);
 }
 
+/* A whole file's bytes (malloc'd, *n its size); NULL if unreadable. */
+static unsigned char *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *b = NULL;
+    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)len + 1)) &&
+        fread(b, 1, (size_t)len, f) != (size_t)len) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *n = len >= 0 ? (size_t)len : 0;
+    return b;
+}
+
+/* One local run of `steps` steps (Adam: its moments and t are in the
+ * checkpoint too) into out_dir, a checkpoint every 20 steps; its stderr. */
+static char *resume_run(const char *out_dir, const char *steps) {
+    const char *argv[] = {WORKER, "--data-folder", data_dir, "--output-dir", out_dir, "--steps", steps,
+                          "--checkpoint-every-steps", "20", "--optimizer", "adam", "--learning-rate", "0.001",
+                          "--threads", "1", NULL};
+    const char *env[] = {"TF_CONFIG", NULL};
+    char *err = NULL;
+    int rc = tu_run(argv, env, NULL, &err);
+    if (rc != 0) printf("\n  tfps-worker --steps %s exited %d: %s", steps, rc, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    return err ? err : calloc(1, 1);
+}
+
+/* Local mode resumes from its newest checkpoint: 60 steps, then the same
+ * command with --steps 100 and the same --output-dir takes step-60 and
+ * trains the 40 left; its model file equals, byte for byte, the one of 100
+ * steps without a stop (the weights, the optimizer's state and the data
+ * position all came back). */
+static void test_local_resume(void) {
+    char d1[] = "/tmp/tfps-train-rXXXXXX", d2[] = "/tmp/tfps-train-uXXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(d1));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(d2));
+    free(resume_run(d1, "60"));
+    char *again = resume_run(d1, "100"), *whole = resume_run(d2, "100");
+    char needle[200];
+    snprintf(needle, sizeof(needle), "resumed from %s/checkpoints/step-60: step 60 of 100", d1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(again, needle));
+    CU_ASSERT_PTR_NULL(strstr(whole, "resumed from"));   // a new --output-dir starts over
+    free(again);
+    free(whole);
+    char path[300];
+    snprintf(path, sizeof(path), "%s/summary.json", d1);
+    cJSON *j = tu_read_json(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(num(j, "first_step"), 60);   // 40 steps trained, not 100
+    CU_ASSERT_EQUAL(num(j, "steps"), 100);
+    cJSON_Delete(j);
+    size_t n1 = 0, n2 = 0;
+    snprintf(path, sizeof(path), "%s/model/model.tfps", d1);
+    unsigned char *m1 = read_bytes(path, &n1);
+    snprintf(path, sizeof(path), "%s/model/model.tfps", d2);
+    unsigned char *m2 = read_bytes(path, &n2);
+    CU_ASSERT_FATAL(m1 && m2);
+    printf("\n  model.tfps: %zu bytes resumed, %zu uninterrupted", n1, n2);
+    CU_ASSERT(n1 == n2 && n1 > 0 && memcmp(m1, m2, n1) == 0);
+    free(m1);
+    free(m2);
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s %s", d1, d2);
+    CU_ASSERT(system(cmd) == 0);
+}
+
 int main(void) {
     if (tu_test_data(data_dir, sizeof(data_dir), TFPS_DEFAULT_TEST_DATA, "test_train")) return 1;
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("local_training", NULL, NULL);
+    // TFPS_TEST_ONLY=substring runs only the tests whose name holds it
+    const char *only = getenv("TFPS_TEST_ONLY");
+#define CU_add_test(s, name, fn) ((!only || strstr(name, only)) ? CU_add_test(s, name, fn) : NULL)
     CU_add_test(s, "one process reaches >= 90% on the offline digits, reproducibly", test_local_training);
     CU_add_test(s, "a diverging run stops after 100 refused updates in a row, exit 1", test_diverging_run);
+    CU_add_test(s, "resume: 60 steps, then 100 from its step-60 = 100 without a stop, byte for byte", test_local_resume);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());

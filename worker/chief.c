@@ -4,10 +4,12 @@
 #include "log.h"
 #include "metrics.h"
 #include "tfps.h"
+#include "wire.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #define CHIEF_WAIT_LOG_S 5.0
 
@@ -148,12 +150,18 @@ int tfps_chief_finish(tfps_cluster_ctx *x) {
     int rc = finish(x);
     if (tfps_loop_stop_signal) return rc;   // a signal: the ps stay for the chief that replaces this one
     if (rc == TFPS_EXIT_OK) tfps_chief_stop_ps(x, "training finished (chief)", 0);
-    else tfps_chief_stop_ps(x, "the chief failed at the end: see its log", 1);
+    else tfps_chief_stop_ps(x, "the chief failed at the end", 1);
     return rc;
 }
 
 void tfps_chief_stop_ps(tfps_cluster_ctx *x, const char *reason, int failed) {
-    char err[TFPS_ERR_LEN];
+    char err[TFPS_ERR_LEN], last[TFPS_ERR_LEN], why[TFPS_WIRE_SHUTDOWN_REASON_MAX + 1];
+    if (failed) {   // the chief's own error: the ps that stay say why the job failed (e.g. which ps was lost)
+        tfps_log_last_error(last, sizeof(last));
+        const int n = snprintf(why, sizeof(why), "%s: %s", reason, last[0] ? last : "see the chief's log");
+        if (n >= (int)sizeof(why)) memcpy(why + sizeof(why) - 4, "...", 4);   // cut: say so
+        reason = why;
+    }
     // a ps that is gone already is fine; one that does not answer stops on its own (--idle-timeout)
     if (tfps_psclient_shutdown(&x->pc, reason, failed, failed ? 3.0 : 10.0, err, sizeof(err)) != TFPS_OK)
         tfps_warn("shutdown: %s; a ps that did not get it stops after --idle-timeout %g s", err, x->o->idle_timeout);

@@ -16,7 +16,9 @@
  * every ps to stop (except after a signal: a restarted chief resumes with
  * them). Returns the exit code, after logging why when not TFPS_EXIT_OK. */
 int tfps_chief_finish(tfps_cluster_ctx *x);
-/* Best effort, bounded: Shutdown to every ps (failed: they exit 1). */
+/* Best effort, bounded: Shutdown to every ps (failed: they exit 1, and the
+ * reason they log is "<reason>: <the chief's last error line>", at most
+ * TFPS_WIRE_SHUTDOWN_REASON_MAX bytes). */
 void tfps_chief_stop_ps(tfps_cluster_ctx *x, const char *reason, int failed);
 
 #endif

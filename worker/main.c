@@ -47,7 +47,7 @@ static int run_cluster(const tfps_options *o, const tfps_cluster *c) {
             rc = tfps_cluster_ctx_train(&x);
             if (rc == TFPS_EXIT_OK && c->is_chief) rc = tfps_chief_finish(&x);
             else if (rc != TFPS_EXIT_OK && !tfps_loop_stop_signal && c->is_chief)   // a signal: the ps wait for a new chief
-                tfps_chief_stop_ps(&x, "the chief failed in training: see its log", 1);
+                tfps_chief_stop_ps(&x, "the chief failed in training", 1);
         }
     }
     tfps_cluster_ctx_close(&x);
