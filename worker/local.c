@@ -1,5 +1,6 @@
 /* local.c -- see local.h. */
 #include "local.h"
+#include "wire.h"
 #include "metrics.h"
 #include "ckpt.h"
 #include "export.h"
@@ -155,6 +156,9 @@ int tfps_local_train(const tfps_options *o) {
     char opt_desc[160];
     tfps_optim_describe(&lm.opt, opt_desc, sizeof(opt_desc));
     tfps_info("optimizer: %s", opt_desc);
+    if (o->wire_dtype != TFPS_DTYPE_FP32)
+        tfps_info("--wire-dtype %s: local mode sends nothing over a wire; training is fp32",
+                  tfps_wire_dtype_name(o->wire_dtype));
     const tfps_loop_mode mode = {.ctx = &lm, .overlap = 0, .begin = local_begin, .exchange = local_exchange};
     rc = tfps_loop_run(&lp, &mode);
     if (lm.params) local_checkpoint(&lm, rc == TFPS_EXIT_OK ? "final" : "stopped");
