@@ -441,6 +441,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     tfps_log_min_level = TFPS_LOG_WARN;
+    const double t_start = tfps_now();
     const int P = a.num_ps, W = a.workers;
     const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char *targets[BC_MAX_PS], addr_store[BC_MAX_PS][128];
@@ -622,6 +623,7 @@ int main(int argc, char **argv) {
         goto done;
     }
 
+    const double t_ready = tfps_now();
     /* The ps's counters before and after the window (from this process's own namespace). */
     s0 = calloc((size_t)P, sizeof(*s0));
     s1 = calloc((size_t)P, sizeof(*s1));
@@ -701,6 +703,8 @@ int main(int argc, char **argv) {
     printf("bench_comm: %d workers x %d ps (%s, %s), %.1f s window, wire %s, pushpull %d, %s; %ld cores\n", W, P,
            a.label, a.ps_addrs[0] ? "ps given" : "ps started here", a.seconds, dtype, o.pushpull,
            tfps_consistency_name(o.consistency), ncpu);
+    printf("  start: the workers registered and warmed up (%d rounds each) %.1f s after the bench started\n", a.warmup,
+           t_ready - t_start);
     double bytes_in = 0, bytes_out = 0, cpu_ps = 0;
     int lost = 0;
     for (int k = 0; status_ok && k < P; k++) {

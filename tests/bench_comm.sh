@@ -26,7 +26,7 @@
 # Prints one table: link, W, P, rounds/s in all and per worker (min), GB/s
 # (message bytes, both directions), round p50 and p99 ms, machine busy %,
 # and the qdiscs' dropped packets. Each cell runs BENCH_SECONDS (default 3)
-# after a warm-up; the whole script takes ~3 min. Everything it makes
+# after a warm-up; the whole script took ~5 min on 2 shared cores. Everything it makes
 # (namespaces, veths, processes) is removed on every exit path, Ctrl-C
 # included; every process runs under timeout -s KILL, so none outlives it
 # even if this script is SIGKILLed, and namespaces left by such a run are
@@ -111,11 +111,13 @@ cell() {   # link W P [wrapper... --] bench_comm args...
   fi
   local v; declare -A r=()
   for v in $line; do [[ $v == *=* ]] && r[${v%%=*}]=${v#*=}; done
-  local mark=" "
+  local mark=" " cpu="-"
+  [ "${r[ps_cpu_ms]}" != - ] && cpu=$(awk -v a="${r[worker_cpu_ms]}" -v b="${r[ps_cpu_ms]}" 'BEGIN { printf "%.2f", a + b }')
   [ "$(awk -v b="${r[busy]}" 'BEGIN { print (b >= 0.9) }')" = 1 ] && mark="*"
-  rows+=("$(printf '%-22s %3d %2d %10.1f %9.1f %7.3f %8.2f %8.2f %5.0f%%%s %4.0f%% %7s' "$link" "$w" "$p" "${r[rps]}" \
-    "${r[rps_min]}" "${r[gbs]}" "${r[p50_ms]}" "${r[p99_ms]}" "$(awk -v b="${r[busy]}" 'BEGIN { print b * 100 }')" \
-    "$mark" "$(awk -v b="${r[own]}" 'BEGIN { print b * 100 }')" "$((drops1 - drops0))")")
+  rows+=("$(printf '%-22s %3d %2d %10.1f %9.1f %7.3f %8.2f %8.2f %5.0f%%%s %4.0f%% %7s %6s' "$link" "$w" "$p" \
+    "${r[rps]}" "${r[rps_min]}" "${r[gbs]}" "${r[p50_ms]}" "${r[p99_ms]}" \
+    "$(awk -v b="${r[busy]}" 'BEGIN { print b * 100 }')" "$mark" "$(awk -v b="${r[own]}" 'BEGIN { print b * 100 }')" \
+    "$cpu" "$((drops1 - drops0))")")
   say "$link W=$w P=$p: ${r[rps]} rounds/s, ${r[gbs]} GB/s, p50 ${r[p50_ms]} ms, busy ${r[busy]}"
   return 0
 }
@@ -277,12 +279,13 @@ fi
 
 echo
 echo "bench_comm.sh: $(nproc) cores; model 784-300-100-10 (266,610 floats, 1,066,440 B each way per round)"
-printf '%-22s %3s %2s %10s %9s %7s %8s %8s %6s %5s %7s\n' link W P "rounds/s" "min/wkr" "GB/s" "p50 ms" "p99 ms" "busy" "own" \
-  "drops"
+printf '%-22s %3s %2s %10s %9s %7s %8s %8s %6s %5s %7s %6s\n' link W P "rounds/s" "min/wkr" "GB/s" "p50 ms" "p99 ms" "busy" \
+  "own" "cpu ms" "drops"
 for r in "${rows[@]}"; do echo "$r"; done
 echo "(rounds/s: all workers' together; min/wkr: the slowest worker's; GB/s: both directions, message bytes;"
 echo " busy: the whole machine's CPU over the window, * = >= 90%: that cell measured the cores, not the link;"
 echo " own: the bench's workers' and ps's CPU time (user + system) as a share of the machine: busy - own = others';"
+echo " cpu ms: that CPU time per round (workers + ps; the kernel's softirq work is only partly in it);"
 echo " drops: packets the tc qdiscs dropped during the cell)"
 for n in "${notes[@]+"${notes[@]}"}"; do echo "note: $n"; done
 exit $failed
