@@ -24,13 +24,19 @@
 #    that part is skipped with one line. Reduced matrix: W in 1 4 16, P in 1 4.
 #
 # Prints one table: link, W, P, rounds/s in all and per worker (min), GB/s
-# (message bytes, both directions), round p50 and p99 ms, machine busy %,
-# and the qdiscs' dropped packets. Each cell runs BENCH_SECONDS (default 3)
-# after a warm-up; the whole script took ~5 min on 2 shared cores. Everything it makes
-# (namespaces, veths, processes) is removed on every exit path, Ctrl-C
-# included; every process runs under timeout -s KILL, so none outlives it
-# even if this script is SIGKILLed, and namespaces left by such a run are
-# removed by the next one.
+# (message bytes, both directions), round p50 and p99 ms, the machine's busy
+# CPU and the bench's own share of it, the bench's CPU ms per round, and the
+# qdiscs' dropped packets. Each cell runs BENCH_SECONDS (default 3) after a
+# warm-up; the whole script took ~5 min on 2 shared cores. tbf's bucket is
+# 128 KB (one GSO packet and a bit; smaller ones made the kernel segment
+# every packet, 3x the CPU here): it refills while a direction is idle, so a
+# lone worker (W=1) beats the line rate by up to ~12%.
+#
+# Everything it makes (namespaces, veths, processes) is removed on every exit
+# path, Ctrl-C included. Every process runs under timeout -s KILL (BENCH_SECONDS
+# + 120 s) and bench_comm's workers and ps die with it (PR_SET_PDEATHSIG), so
+# even if this script is SIGKILLed nothing outlives it by more than one cell's
+# limit; namespaces left by such a run are removed by the next one.
 #
 # Env: BENCH_SECONDS; BENCH_W, BENCH_P (loopback lists), BENCH_NETNS_W,
 # BENCH_NETNS_P, BENCH_LINKS ("veth 10gbit 1gbit"); BENCH_NETNS=0 skips part
