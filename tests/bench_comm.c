@@ -531,7 +531,8 @@ int main(int argc, char **argv) {
         }
         // the ps get the same tfps options as the workers (the Register must match), ours first: the user's win
         char **ps_argv = calloc((size_t)a.opt_argc + 8, sizeof(char *));
-        char *tf = malloc(strlen(cluster) + 128);
+        const size_t tf_len = strlen(cluster) + 128;
+        char *tf = malloc(tf_len);
         if (!ps_argv || !tf) {
             free(ps_argv);
             free(tf);
@@ -547,7 +548,7 @@ int main(int argc, char **argv) {
         for (int i = 1; i < a.opt_argc; i++) ps_argv[n++] = a.opt_argv[i];
         ps_argv[n] = NULL;
         for (int k = 0; k < P; k++) {
-            sprintf(tf, "TF_CONFIG={\"cluster\": %s, \"task\": {\"type\": \"ps\", \"index\": %d}}", cluster, k);
+            snprintf(tf, tf_len, "TF_CONFIG={\"cluster\": %s, \"task\": {\"type\": \"ps\", \"index\": %d}}", cluster, k);
             char **env = ps_env(tf, secret_env);
             snprintf(log, sizeof(log), "%s/ps-%d.log", tmp, k);
             ps_pid[k] = env ? spawn(ps_argv, env, log) : -1;
@@ -645,15 +646,14 @@ int main(int argc, char **argv) {
     go_pipe[1] = -1;
     int exited = 0;
     const double t_end = tfps_now() + a.seconds + o.rpc_timeout + 30.0;
-    while (exited < nworkers && !bc_stop && tfps_now() < t_end) {
+    while (exited < nworkers && !bc_stop && tfps_now() < t_end) {   // the workers only: the ps are reaped at the end
         int st;
-        pid_t r = waitpid(-1, &st, WNOHANG);
-        for (int i = 0; r > 0 && i < nworkers; i++)
-            if (wpid[i] == r) {
+        for (int i = 0; i < nworkers; i++)
+            if (wpid[i] > 0 && waitpid(wpid[i], &st, WNOHANG) == wpid[i]) {
                 wpid[i] = -1;
                 exited++;
             }
-        if (r <= 0) tfps_sleep(0.01);
+        if (exited < nworkers) tfps_sleep(0.01);
     }
     if (bc_stop) goto done;   // a window cut short: no numbers
     machine_cpu(&busy1, &total1);
