@@ -40,8 +40,9 @@
 #
 # Env: BENCH_SECONDS; BENCH_W, BENCH_P (loopback lists), BENCH_NETNS_W,
 # BENCH_NETNS_P, BENCH_LINKS ("veth 10gbit 1gbit"); BENCH_NETNS=0 skips part
-# 2, BENCH_LOOPBACK=0 part 1. tfps options after BIN_DIR go to every worker
-# and ps, e.g. --wire-dtype bf16.
+# 2, BENCH_LOOPBACK=0 part 1; BENCH_RESULTS=FILE appends every cell's RESULT
+# line (bench_comm's, all its numbers) to FILE. tfps options after BIN_DIR go
+# to every worker and ps, e.g. --wire-dtype bf16.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/build/bin}
@@ -117,10 +118,11 @@ cell() {   # link W P [wrapper... --] bench_comm args...
   fi
   local v; declare -A r=()
   for v in $line; do [[ $v == *=* ]] && r[${v%%=*}]=${v#*=}; done
-  local mark=" " cpu="-"
-  [ "${r[ps_cpu_ms]}" != - ] && cpu=$(awk -v a="${r[worker_cpu_ms]}" -v b="${r[ps_cpu_ms]}" 'BEGIN { printf "%.2f", a + b }')
+  [ -n "${BENCH_RESULTS:-}" ] && echo "$line" >>"$BENCH_RESULTS"
+  local mark=" " cpu
+  cpu=$(awk -v a="${r[worker_cpu_ms]}" -v b="${r[ps_cpu_ms]}" 'BEGIN { printf "%.2f/%s", a, b == "-" ? "-" : sprintf("%.2f", b) }')
   [ "$(awk -v b="${r[busy]}" 'BEGIN { print (b >= 0.9) }')" = 1 ] && mark="*"
-  rows+=("$(printf '%-22s %3d %2d %10.1f %9.1f %7.3f %8.2f %8.2f %5.0f%%%s %4.0f%% %7s %6s' "$link" "$w" "$p" \
+  rows+=("$(printf '%-22s %3d %2d %10.1f %9.1f %7.3f %8.2f %8.2f %5.0f%%%s %4.0f%% %11s %6s' "$link" "$w" "$p" \
     "${r[rps]}" "${r[rps_min]}" "${r[gbs]}" "${r[p50_ms]}" "${r[p99_ms]}" \
     "$(awk -v b="${r[busy]}" 'BEGIN { print b * 100 }')" "$mark" "$(awk -v b="${r[own]}" 'BEGIN { print b * 100 }')" \
     "$cpu" "$((drops1 - drops0))")")
@@ -285,13 +287,13 @@ fi
 
 echo
 echo "bench_comm.sh: $(nproc) cores; model 784-300-100-10 (266,610 floats, 1,066,440 B each way per round)"
-printf '%-22s %3s %2s %10s %9s %7s %8s %8s %6s %5s %7s %6s\n' link W P "rounds/s" "min/wkr" "GB/s" "p50 ms" "p99 ms" "busy" \
-  "own" "cpu ms" "drops"
+printf '%-22s %3s %2s %10s %9s %7s %8s %8s %6s %5s %11s %6s\n' link W P "rounds/s" "min/wkr" "GB/s" "p50 ms" "p99 ms" "busy" \
+  "own" "cpu ms w/ps" "drops"
 for r in "${rows[@]}"; do echo "$r"; done
 echo "(rounds/s: all workers' together; min/wkr: the slowest worker's; GB/s: both directions, message bytes;"
 echo " busy: the whole machine's CPU over the window, * = >= 90%: that cell measured the cores, not the link;"
 echo " own: the bench's workers' and ps's CPU time (user + system) as a share of the machine: busy - own = others';"
-echo " cpu ms: that CPU time per round (workers + ps; the kernel's softirq work is only partly in it);"
+echo " cpu ms w/ps: that CPU time per round, workers' / ps's (the kernel's softirq work is only partly in it);"
 echo " drops: packets the tc qdiscs dropped during the cell)"
 for n in "${notes[@]+"${notes[@]}"}"; do echo "note: $n"; done
 exit $failed
