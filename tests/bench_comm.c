@@ -28,14 +28,16 @@
  * push and stay finite); the pulled weights are copied into a flat array as
  * a worker's would be. Every option after bench_comm's own goes to
  * tfps_options_parse (and to the ps it starts), so the Register matches:
- * --pushpull 0 times a Push and a Pull per ps, --consistency the ps's policy.
+ * --pushpull 0 times a Push and a Pull per ps, --consistency sync or ssp the
+ * ps's barriers (each worker reports done after its window, as a worker does
+ * at its end, so the others' last rounds are not held for it).
  *
  * Counted: the rounds of every worker in its window (from the common start
  * to the end of its last round); aggregate rounds/s = the sum of the
  * workers' rates. Bytes per round: the ps's own counters (Status bytes_in +
  * bytes_out, message bytes without HTTP/2 and TCP framing) over the window,
- * divided by the rounds; each ps must have applied exactly one push per
- * round (else exit 1). CPU per round: the workers' (getrusage, every thread)
+ * divided by the rounds; in async each ps must have applied exactly one
+ * push per round (else exit 1). CPU per round: the workers' (getrusage, every thread)
  * and the ps's (/proc/PID/stat, the ps started here), and how busy the whole
  * machine was (/proc/stat): a cell whose machine was ~100% busy measured the
  * CPU, not the network.
@@ -403,6 +405,12 @@ static void run_worker(const bc_args *a, const tfps_options *o, char **targets, 
                (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) *
                    1e-6;
     w->state = BC_DONE;
+    // done, as a worker says at its end: sync and ssp stop waiting for this rank (the others' last rounds
+    // would be held until it is declared dead); after the window, so not timed
+    if (tfps_psclient_heartbeat(&pc, step, 64 * step, 1, NULL, o->rpc_timeout, err, sizeof(err)) != TFPS_OK) {
+        tfps_seterr(w->err, sizeof(w->err), "reporting done: %s", err);
+        w->state = BC_FAILED;
+    }
 done:
     if (w->state == BC_FAILED && !w->err[0]) tfps_seterr(w->err, sizeof(w->err), "failed");
     if (w->state == BC_FAILED) {
@@ -715,7 +723,7 @@ int main(int argc, char **argv) {
         lost |= short_k;
         bytes_in += (double)(s1[k].bytes_in - s0[k].bytes_in);
         bytes_out += (double)(s1[k].bytes_out - s0[k].bytes_out);
-        printf("  ps %d (%s): applied %" PRIu64 " pushes in the window (rounds %" PRIu64 "), %.1f MB in, %.1f MB out%s\n",
+        printf("  ps %d (%s): applied %" PRIu64 " updates in the window (rounds %" PRIu64 "), %.1f MB in, %.1f MB out%s\n",
                k, targets[k], applied, total, (double)(s1[k].bytes_in - s0[k].bytes_in) / 1e6,
                (double)(s1[k].bytes_out - s0[k].bytes_out) / 1e6, short_k ? "  <-- pushes lost" : "");
     }
