@@ -37,10 +37,14 @@
  * workers' rates. Bytes per round: the ps's own counters (Status bytes_in +
  * bytes_out, message bytes without HTTP/2 and TCP framing) over the window,
  * divided by the rounds; in async each ps must have applied exactly one
- * push per round (else exit 1). CPU per round: the workers' (getrusage, every thread)
- * and the ps's (/proc/PID/stat, the ps started here), and how busy the whole
- * machine was (/proc/stat): a cell whose machine was ~100% busy measured the
- * CPU, not the network.
+ * push per round (else exit 1). CPU per round: the workers' (getrusage,
+ * every thread) and the ps's (/proc/PID/stat: the ps started here, or
+ * --ps-pids), and how busy the whole machine was (/proc/stat): a cell whose
+ * machine was ~100% busy measured the CPU, not the network.
+ *
+ * --wire-dtype is parsed and given to the ps started here; the workers send
+ * fp32 until tfps_psclient takes it (the TODO in run_worker). The bytes line
+ * says what went over the wire as a multiple of the fp32 model.
  *
  * Last line, for scripts: "RESULT key=value ...". Exit 0, 1 (a worker or ps
  * failed, pushes lost), 2 (usage). SIGINT/SIGTERM: every worker and ps it
