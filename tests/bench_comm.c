@@ -42,9 +42,9 @@
  * --ps-pids), and how busy the whole machine was (/proc/stat): a cell whose
  * machine was ~100% busy measured the CPU, not the network.
  *
- * --wire-dtype is parsed and given to the ps started here; the workers send
- * fp32 until tfps_psclient takes it (the TODO in run_worker). The bytes line
- * says what went over the wire as a multiple of the fp32 model.
+ * --wire-dtype bf16|fp16: the workers send gradients and ask for weights in
+ * that format (half the bytes); the bytes line says what went over the wire
+ * as a multiple of the fp32 model.
  *
  * Last line, for scripts: "RESULT key=value ...". Exit 0, 1 (a worker or ps
  * failed, pushes lost), 2 (usage). SIGINT/SIGTERM: every worker and ps it
@@ -358,7 +358,7 @@ static void run_worker(const bc_args *a, const tfps_options *o, char **targets, 
     pc.pushpull = o->pushpull;
     pc.replicas_to_aggregate = o->replicas_to_aggregate;
     pc.num_workers = a->workers;
-    // TODO(wire-dtype): pc.wire_dtype = o->wire_dtype; once tfps_psclient has the field (parsed, not yet sent)
+    pc.wire_dtype = o->wire_dtype;
     char desc[160];
     const tfps_wire_register_req q =
         tfps_psclient_register_req(o, &l, &plan, "worker", i, i, a->workers, desc, sizeof(desc));
