@@ -109,6 +109,7 @@ int main(int argc, char **argv) {
         tfps_rpc_shutdown();
         goto done;
     }
+    tfps_rpc_server_set_threads(d.server, tfps_ps_threads(d.ps));
     signal_server = d.server;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -120,10 +121,12 @@ int main(int argc, char **argv) {
     tfps_options_optim(&o, &opt);
     tfps_optim_describe(&opt, opt_desc, sizeof(opt_desc));
     tfps_info("ps %d of %d serving %s (%s, port %d) over %s: %zu parameters of %zu (%s plan %016llx), %d workers "
-              "expected; %s, %s", c.task_index, c.num_ps, bind, o.bind[0] ? "--bind" : "its TF_CONFIG address", port,
-              tfps_rpc_tls_mode() ? "mTLS" : "plaintext", tfps_ps_owned(d.ps), l.total,
-              tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest, c.num_workers,
-              tfps_consistency_name(o.consistency), opt_desc);
+              "expected; %s, %s; %d thread%s (%s), updates split over %d", c.task_index, c.num_ps, bind,
+              o.bind[0] ? "--bind" : "its TF_CONFIG address", port, tfps_rpc_tls_mode() ? "mTLS" : "plaintext",
+              tfps_ps_owned(d.ps), l.total, tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest,
+              c.num_workers, tfps_consistency_name(o.consistency), opt_desc, tfps_ps_threads(d.ps),
+              tfps_ps_threads(d.ps) == 1 ? "" : "s", o.ps_threads ? "--ps-threads" : "the cores available",
+              tfps_ps_apply_threads(d.ps));
     tfps_rpc_server_run(d.server);
     signal_server = NULL;
     tfps_ps_stats s;

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "optim.h"
 #include "policy.h"
+#include "pool.h"
 #include "rpc.h"
 #include "saver.h"
 #include "service.h"
@@ -46,6 +47,8 @@ struct tfps_ps {
     char opt_desc[160];
     uint64_t opt_digest;
     tfps_store store;
+    int threads;             /* --ps-threads resolved (options.h) */
+    tfps_pool *pool;         /* the store's update loops on `threads` cores; NULL: one loop */
     tfps_policy *pol;
     worker_state *workers;   /* [num_workers], by rank */
     int observers;
@@ -137,6 +140,16 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     ps->reply = reply ? reply : rpc_reply;
     ps->reply_ctx = reply_ctx;
     if (tfps_store_init(&ps->store, l, plan, ps_index, ps->seed, &ps->opt, err, errlen) != TFPS_OK) goto fail;
+    ps->threads = tfps_options_ps_threads(o);
+    const char *mc = getenv("TFPS_PS_APPLY_MIN_CHUNK");   // tests split a small model with it (store.h)
+    if (mc && strtol(mc, NULL, 10) > 0) ps->store.min_chunk = (size_t)strtol(mc, NULL, 10);
+    // a pool only when an update of this shard can be split: a small shard never wakes a thread
+    if (ps->threads > 1 && ps->store.nelems >= 2 * ps->store.min_chunk) {
+        char perr[TFPS_ERR_LEN];
+        ps->pool = tfps_pool_new(ps->threads, perr, sizeof(perr));
+        if (!ps->pool) tfps_warn("ps: updates run on one core: %s", perr);
+        ps->store.pool = ps->pool;
+    }
     ps->pol = tfps_policy_new(&ps->store, o->consistency, num_workers, o->replicas_to_aggregate, o->staleness, err,
                               errlen);
     if (!ps->pol) goto fail;
@@ -157,6 +170,7 @@ void tfps_ps_free(tfps_ps *ps) {
     tfps_saver_free(ps->saver);   // waits for a write in flight: a checkpoint is never cut short by an exit
     tfps_policy_free(ps->pol);
     tfps_store_destroy(&ps->store);
+    tfps_pool_free(ps->pool);
     free(ps->workers);
     tfps_buf_free(&ps->out);
     tfps_buf_free(&ps->held_out);
@@ -164,6 +178,8 @@ void tfps_ps_free(tfps_ps *ps) {
 }
 
 int tfps_ps_shutdown_requested(const tfps_ps *ps) { return ps->shutdown; }
+int tfps_ps_threads(const tfps_ps *ps) { return ps->threads; }
+int tfps_ps_apply_threads(const tfps_ps *ps) { return tfps_pool_threads(ps->pool); }
 size_t tfps_ps_owned(const tfps_ps *ps) { return ps->store.nelems; }
 
 void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s) {
@@ -248,6 +264,21 @@ static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *o
     return TFPS_RPC_OK;
 }
 
+/* An OK answer packed in *b, to the call `token`. On the RPC path the bytes
+ * are handed over to the call (rpc.c sends them from where they are and
+ * frees them: no second copy of ~1 MB while the server's handler lock is
+ * held), and *b starts empty for the next answer. */
+static void reply_ok(tfps_ps *ps, void *token, tfps_buf *b) {
+    if (ps->reply == rpc_reply && b->len > 0) {
+        uint8_t *data = b->data;
+        const size_t len = b->len;
+        *b = (tfps_buf){0};
+        tfps_rpc_reply_take(token, data, len);
+        return;
+    }
+    ps->reply(ps->reply_ctx, token, TFPS_RPC_OK, b->data, b->len, NULL);
+}
+
 static void answer_held(tfps_ps *ps, const tfps_held *h, int status, const char *why) {
     const double waited = tfps_now() - h->t_held;
     ps->st.wait_s += waited;
@@ -257,7 +288,7 @@ static void answer_held(tfps_ps *ps, const tfps_held *h, int status, const char 
     if (status == TFPS_RPC_OK) status = pack_pull(ps, &h->pull, waited, &ps->held_out, msg, sizeof(msg));
     if (status == TFPS_RPC_OK) {
         ps->st.bytes_out += ps->held_out.len;
-        ps->reply(ps->reply_ctx, h->token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
+        reply_ok(ps, h->token, &ps->held_out);
     } else {
         ps->reply(ps->reply_ctx, h->token, status, NULL, 0, msg);
     }
@@ -687,7 +718,7 @@ static void checkpoint_written(tfps_ps *ps, const tfps_saver_result *r) {
     if (!token) return;
     if (r->ok && pack_checkpoint_resp(ps, r, ps->ckpt_pause, &ps->held_out) == TFPS_OK) {
         ps->st.bytes_out += ps->held_out.len;
-        ps->reply(ps->reply_ctx, token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
+        reply_ok(ps, token, &ps->held_out);
     } else {
         ps->reply(ps->reply_ctx, token, TFPS_RPC_INTERNAL, NULL, 0, r->ok ? "ps: out of memory" : r->err);
     }
@@ -806,8 +837,14 @@ void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int m
     size_t resp_len;
     char msg[TFPS_ERR_LEN];
     int rc = tfps_ps_handle(ps, method, req, len, call, &resp, &resp_len, msg, sizeof(msg));
-    if (rc == TFPS_RPC_OK) tfps_rpc_reply(call, resp, resp_len);
-    else if (rc != TFPS_PS_HELD) tfps_rpc_reply_error(call, rc, msg);
+    if (rc == TFPS_RPC_OK && resp_len > 0 && resp == ps->out.data) {   // handed over, not copied (reply_ok)
+        ps->out = (tfps_buf){0};
+        tfps_rpc_reply_take(call, (uint8_t *)resp, resp_len);
+    } else if (rc == TFPS_RPC_OK) {
+        tfps_rpc_reply(call, resp, resp_len);
+    } else if (rc != TFPS_PS_HELD) {
+        tfps_rpc_reply_error(call, rc, msg);
+    }
     if (ps->shutdown) tfps_rpc_server_request_stop(srv);
 }
 

@@ -6,6 +6,7 @@
  *   handlers.c  decoding and validation of every request
  *   policy.c    async / sync / ssp: when gradients apply, when pulls may be
  *               answered, the held calls
+ *   pool.c      the threads an update's loops are split over
  *   ps.c        this: membership (who registered, who is done), the method
  *               table, statistics, and answering held calls when they may be
  * main.c puts it behind the RPC server; test_ps_handlers drives it in
@@ -85,5 +86,12 @@ void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s);
 void tfps_ps_describe_waits(const tfps_ps *ps, char *buf, size_t n);
 /* Elements this ps owns. */
 size_t tfps_ps_owned(const tfps_ps *ps);
+/* --ps-threads resolved (options.h: 0 = the cores): what the RPC server of
+ * this ps should poll its queue with (tfps_rpc_server_set_threads). */
+int tfps_ps_threads(const tfps_ps *ps);
+/* Threads an optimizer update (and a sync step's mean) is split over: 1 when
+ * the shard is too small to split (store.h, TFPS_STORE_MIN_CHUNK) or
+ * --ps-threads is 1. */
+int tfps_ps_apply_threads(const tfps_ps *ps);
 
 #endif

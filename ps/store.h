@@ -14,6 +14,7 @@
 #include "ckpt.h"
 #include "layout.h"
 #include "optim.h"
+#include "pool.h"
 #include "shard.h"
 
 #include <stddef.h>
@@ -33,7 +34,15 @@ typedef struct {
     tfps_optim opt;
     float *slot[TFPS_OPTIM_MAX_SLOTS];   /* [nelems] each, or NULL */
     uint64_t updates;        /* optimizer updates applied (t of the next is updates + 1) */
+    /* the update loops over several cores (pool.h); not owned: NULL = one loop on the caller */
+    tfps_pool *pool;
+    size_t min_chunk;        /* floats: an update is split only into chunks at least this long */
 } tfps_store;
+
+/* The floats an update must be split into chunks of, at least, before the
+ * pool's threads are woken (TFPS_PS_APPLY_MIN_CHUNK overrides it, for tests
+ * that split a small model): below it the wake-ups cost more than they win. */
+#define TFPS_STORE_MIN_CHUNK 65536
 
 /* Takes the ranges the plan gives ps_index and initialises them. TFPS_ERR
  * with a message on OOM; nothing to destroy then. */
@@ -52,7 +61,11 @@ void tfps_store_describe(const tfps_store *s, char *buf, size_t n);
  * (from locate; pieces do not overlap). All or nothing: every piece is
  * checked first (tfps_optim_finite); when the update would make any weight
  * or optimizer slot non-finite (inf, NaN), nothing is written, updates
- * stays, and 0 is returned. Else every piece is applied, updates = t: 1. */
+ * stays, and 0 is returned. Else every piece is applied, updates = t: 1.
+ * With a pool and at least 2 x min_chunk floats, the pieces (as one run of
+ * floats) are cut into chunks checked in parallel, then, if every chunk is
+ * finite, applied in parallel: the rules are elementwise, so the result is
+ * the same bits and the same decision as one loop. */
 int tfps_store_update(tfps_store *s, int npieces, const size_t *at, const float *const *g, const size_t *n);
 
 /* Overwrites the owned ranges, optimizer state and update count with the
