@@ -7,6 +7,17 @@
  *        -> HELD (handler called; on s->held until replied)
  *        -> REPLYING (one batch in flight) -> freed when that batch completes.
  *
+ * Threads: the thread in run (ticks, the listener watchdog, shutdown) and
+ * nthreads - 1 more all take events from the one queue. A filled slot is
+ * delivered by the thread that took its event:
+ *
+ *     re-arm the slot (mu) -> request bytes into one slice, prepare (no lock)
+ *        -> hmu: handler (its replies only built, queued on this thread)
+ *        -> release hmu -> start the queued reply batches (gRPC may send inline)
+ *
+ * so the handler and the tick run one at a time, in the order the calls got
+ * the lock, while copies, decoding and sending overlap across calls.
+ *
  * The health service (grpc.health.v1.Health/Check) is answered here; its
  * messages go through wire.c (the one module that calls protobuf-c), which is
  * in the same library, tfps_common.
@@ -267,6 +278,7 @@ struct tfps_rpc_call {
     grpc_op ops[4];             /* the reply batch, built by start_reply */
     size_t nops;
     tfps_rpc_call *defer_next;  /* on the thread's list of batches to start once the handler lock is released */
+    void *prepared;             /* what s->prepare made of the request, during the handler call */
 };
 
 struct tfps_rpc_server {
@@ -276,6 +288,8 @@ struct tfps_rpc_server {
     const char *const *methods;
     int nmethods;
     tfps_rpc_handler handler;
+    tfps_rpc_prepare prepare;   /* optional: called before the handler, outside hmu */
+    tfps_rpc_release release;
     tfps_rpc_tick tick;
     int tick_ms;
     void *ctx;
@@ -466,6 +480,16 @@ void tfps_rpc_reply_error(tfps_rpc_call *call, int status, const char *msg) {
     start_reply(call, status, status == TFPS_RPC_OK ? NULL : msg, NULL, 0, 0);
 }
 
+void *tfps_rpc_call_prepared(const tfps_rpc_call *call) {
+    return call->prepared;
+}
+
+void tfps_rpc_server_set_prepare(tfps_rpc_server *s, tfps_rpc_prepare prepare, tfps_rpc_release release) {
+    assert(!s->ran);
+    s->prepare = prepare;
+    s->release = release;
+}
+
 const char *tfps_rpc_call_peer(const tfps_rpc_call *call) {
     tfps_rpc_call *c = (tfps_rpc_call *)call;   /* our own object: the cache is not visible state */
     if (!c->peer) c->peer = grpc_call_get_peer(c->call);
@@ -564,9 +588,12 @@ static void deliver(tfps_rpc_server *s, tfps_rpc_call *c) {
     }
     grpc_byte_buffer_destroy(c->req);
     c->req = NULL;
+    /* what needs no shared state (decoding, checks) is done here too, in parallel with other calls */
+    void *prep = s->prepare ? s->prepare(s->ctx, c->method, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl)) : NULL;
     pthread_mutex_lock(&s->hmu);
     if (atomic_load(&s->stopping)) {   /* stopped while this thread waited: no handler call after the last tick */
         pthread_mutex_unlock(&s->hmu);
+        if (prep && s->release) s->release(s->ctx, prep);
         grpc_slice_unref(sl);
         start_reply(c, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0, 0);
         return;
@@ -579,10 +606,12 @@ static void deliver(tfps_rpc_server *s, tfps_rpc_call *c) {
     s->held = c;
     pthread_mutex_unlock(&s->mu);
     /* c may be replied (and, once its batch completes, freed) in here. */
+    c->prepared = prep;
     tl_deferring = 1;
     s->handler(s->ctx, c, c->method, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
     tl_deferring = 0;
     pthread_mutex_unlock(&s->hmu);
+    if (prep && s->release) s->release(s->ctx, prep);   /* c is not touched: it may be freed already */
     grpc_slice_unref(sl);
     flush_deferred();
 }

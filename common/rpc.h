@@ -110,6 +110,15 @@ typedef struct tfps_rpc_call tfps_rpc_call;   /* one incoming call; valid until 
  * call or from the tick: never from a thread of its own). Handler and tick
  * calls never overlap, whatever the thread count. */
 typedef void (*tfps_rpc_handler)(void *ctx, tfps_rpc_call *call, int method, const uint8_t *req, size_t len);
+/* Optional (tfps_rpc_server_set_prepare): called for every call that will
+ * reach the handler, just before it, on the thread that received the call
+ * and WITHOUT the handler lock, so calls are prepared in parallel (decoding,
+ * checks that read only what never changes while the server runs). What it
+ * returns (NULL allowed) is the handler's through tfps_rpc_call_prepared, and
+ * goes to release once the handler returned (or when the server stopped
+ * before calling it). */
+typedef void *(*tfps_rpc_prepare)(void *ctx, int method, const uint8_t *req, size_t len);
+typedef void (*tfps_rpc_release)(void *ctx, void *prepared);
 /* Called on the thread that called run about every tick_ms, and once more
  * just before run returns (no handler call after that one); may reply to
  * held calls or call tfps_rpc_server_request_stop. */
@@ -127,6 +136,8 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
  * of range are clamped): run uses the calling thread and starts n - 1 more.
  * Call before run. 1 (the default) is the single loop thread of old. */
 #define TFPS_RPC_MAX_THREADS 64
+/* Call before run. */
+void tfps_rpc_server_set_prepare(tfps_rpc_server *s, tfps_rpc_prepare prepare, tfps_rpc_release release);
 void tfps_rpc_server_set_threads(tfps_rpc_server *s, int n);
 int tfps_rpc_server_threads(const tfps_rpc_server *s);
 /* Runs the loop until request_stop; then stops accepting, answers calls still
@@ -145,6 +156,9 @@ void tfps_rpc_reply(tfps_rpc_call *call, const uint8_t *body, size_t len);
  * gRPC is done with it, on whatever thread that is. */
 void tfps_rpc_reply_take(tfps_rpc_call *call, uint8_t *body, size_t len);
 void tfps_rpc_reply_error(tfps_rpc_call *call, int status, const char *msg);
+/* What the server's prepare made of this call's request (NULL without one);
+ * valid during the handler call only. */
+void *tfps_rpc_call_prepared(const tfps_rpc_call *call);
 /* The peer's address ("ipv4:127.0.0.1:5555"), for logs. */
 const char *tfps_rpc_call_peer(const tfps_rpc_call *call);
 

@@ -44,6 +44,17 @@ static void handle(void *ctx, tfps_rpc_call *call, int method, const uint8_t *re
     tfps_ps_serve(d->ps, d->server, call, method, req, len);
 }
 
+/* Outside the server's handler lock, on the thread that received the call. */
+static void *prepare(void *ctx, int method, const uint8_t *req, size_t len) {
+    ps_daemon *d = ctx;
+    return tfps_ps_prepare(d->ps, method, req, len);
+}
+
+static void release(void *ctx, void *prepared) {
+    (void)ctx;
+    tfps_ps_prepared_free(prepared);
+}
+
 static void tick(void *ctx) {
     ps_daemon *d = ctx;
     if (tfps_ps_tick(d->ps)) tfps_rpc_server_request_stop(d->server);
@@ -110,6 +121,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     tfps_rpc_server_set_threads(d.server, tfps_ps_threads(d.ps));
+    tfps_rpc_server_set_prepare(d.server, prepare, release);
     signal_server = d.server;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

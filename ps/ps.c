@@ -78,9 +78,22 @@ struct tfps_ps {
     double ckpt_pause_max;
     tfps_ps_reply_fn reply;
     void *reply_ctx;
+    struct ps_prepared *prepared;   /* the decoded push of the call being handled (tfps_ps_prepare), or NULL */
     tfps_buf out;            /* the reply of the call being handled */
     tfps_buf held_out;       /* the reply of a held call being released */
 };
+
+/* A Push's (or a PushPull's push part's) decoding and checks against the
+ * owned ranges (tfps_handlers_push): a pure function of the bytes and of the
+ * ranges, which never change, so it may be done before the call is handed
+ * over, outside the server's handler lock; its outcome, message included, is
+ * then used where push_apply would have computed it. */
+typedef struct ps_prepared {
+    int method;
+    int rc;
+    char msg[TFPS_ERR_LEN];
+    tfps_push g;   /* owned here until push_apply takes it */
+} ps_prepared;
 
 static void rpc_reply(void *ctx, void *token, int status, const uint8_t *resp, size_t len, const char *msg) {
     (void)ctx;
@@ -517,7 +530,17 @@ static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
 static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expect_id, tfps_wire_push_resp *r,
                       char *msg, size_t msglen) {
     tfps_push g;
-    int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
+    int rc, rank = -1;
+    ps_prepared *pp = ps->prepared;
+    if (pp) {   // decoded already (tfps_ps_prepare, these bytes): taken over
+        ps->prepared = NULL;
+        g = pp->g;
+        pp->g.owner = NULL;
+        rc = pp->rc;
+        if (rc != TFPS_RPC_OK) snprintf(msg, msglen, "%s", pp->msg);
+    } else {
+        rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen);
+    }
     if (rc == TFPS_RPC_OK && expect_id && g.m.worker_id != expect_id) {
         snprintf(msg, msglen, "PushPullRequest: the push is of worker id %" PRIu32 ", the pull of %" PRIu32
                  ": expected one worker's", g.m.worker_id, expect_id);
@@ -804,8 +827,43 @@ static const ps_handler handlers[TFPS_M_COUNT] = {
 #undef PS_HANDLER
 };
 
+void *tfps_ps_prepare(const tfps_ps *ps, int method, const uint8_t *req, size_t len) {
+    const uint8_t *push = req, *pull;
+    size_t push_len = len, pull_len;
+    char ignore[8];
+    if (method == TFPS_M_PUSHPULL) {   // a body that does not split is refused by the handler, as before
+        if (tfps_wire_split_pushpull_req(req, len, &push, &push_len, &pull, &pull_len, ignore, sizeof(ignore)) !=
+            TFPS_OK)
+            return NULL;
+    } else if (method != TFPS_M_PUSH) {
+        return NULL;
+    }
+    ps_prepared *pp = malloc(sizeof(*pp));
+    if (!pp) return NULL;   // the handler decodes it then
+    pp->method = method;
+    pp->msg[0] = '\0';
+    pp->rc = tfps_handlers_push(&ps->store, ps->ps_index, push, push_len, &pp->g, pp->msg, sizeof(pp->msg));
+    return pp;
+}
+
+void tfps_ps_prepared_free(void *prepared) {
+    ps_prepared *pp = prepared;
+    if (!pp) return;
+    tfps_push_release(&pp->g);
+    free(pp);
+}
+
 int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *token, const uint8_t **resp,
                    size_t *resp_len, char *msg, size_t msglen) {
+    // the server's path, in one thread: prepared, then handled
+    void *pp = tfps_ps_prepare(ps, method, req, len);
+    int rc = tfps_ps_handle_prepared(ps, method, req, len, pp, token, resp, resp_len, msg, msglen);
+    tfps_ps_prepared_free(pp);
+    return rc;
+}
+
+int tfps_ps_handle_prepared(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *prepared, void *token,
+                            const uint8_t **resp, size_t *resp_len, char *msg, size_t msglen) {
     *resp = NULL;
     *resp_len = 0;
     msg[0] = '\0';
@@ -815,7 +873,10 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
     }
     ps->st.bytes_in += len;
     poll_saver(ps);   // a checkpoint written meanwhile is acknowledged without waiting for the tick
+    ps_prepared *pp = prepared;
+    ps->prepared = pp && pp->method == method ? pp : NULL;   // push_apply takes it
     int rc = handlers[method](ps, req, len, token, msg, msglen);
+    ps->prepared = NULL;
     if (rc == TFPS_RPC_OK) {
         *resp = ps->out.data;
         *resp_len = ps->out.len;
@@ -836,7 +897,8 @@ void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int m
     const uint8_t *resp;
     size_t resp_len;
     char msg[TFPS_ERR_LEN];
-    int rc = tfps_ps_handle(ps, method, req, len, call, &resp, &resp_len, msg, sizeof(msg));
+    int rc = tfps_ps_handle_prepared(ps, method, req, len, tfps_rpc_call_prepared(call), call, &resp, &resp_len, msg,
+                                     sizeof(msg));
     if (rc == TFPS_RPC_OK && resp_len > 0 && resp == ps->out.data) {   // handed over, not copied (reply_ok)
         ps->out = (tfps_buf){0};
         tfps_rpc_reply_take(call, (uint8_t *)resp, resp_len);

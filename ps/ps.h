@@ -60,8 +60,21 @@ void tfps_ps_free(tfps_ps *ps);   /* NULL-safe; held calls are dropped unanswere
 int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *token, const uint8_t **resp,
                    size_t *resp_len, char *msg, size_t msglen);
 
+/* tfps_ps_handle in two parts, for a server whose threads decode calls in
+ * parallel: prepare does what reads nothing that changes (a Push's or a
+ * PushPull's push decoded and checked against the owned ranges) and may run
+ * on any thread while tfps_ps_handle_prepared runs for other calls; NULL
+ * when the method has nothing to prepare (or out of memory: the handler
+ * decodes itself). handle_prepared with what prepare gave for the same bytes
+ * answers exactly as tfps_ps_handle (which is both, in one thread). */
+void *tfps_ps_prepare(const tfps_ps *ps, int method, const uint8_t *req, size_t len);
+void tfps_ps_prepared_free(void *prepared);   /* NULL-safe; after handle_prepared */
+int tfps_ps_handle_prepared(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *prepared, void *token,
+                            const uint8_t **resp, size_t *resp_len, char *msg, size_t msglen);
+
 /* The RPC handler of a ps server: answers call (now or when the policy
- * allows) and, after the chief's Shutdown, asks srv to stop. */
+ * allows; with what the server's prepare made of it, tfps_rpc_call_prepared)
+ * and, after the chief's Shutdown, asks srv to stop. */
 void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int method, const uint8_t *req,
                    size_t len);
 /* Periodic duties (every ~100 ms from the server's tick): acknowledges a

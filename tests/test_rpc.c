@@ -57,7 +57,31 @@ typedef struct {
     atomic_int busy;      /* this server's handler or tick running (must never be 2) */
     pthread_t seen[8];    /* threads that called the handler (the first 8 different ones) */
     int nseen;
+    atomic_int prepared, released, prepared_busy, bad_prepared;   /* the prepare hook (echo and slow calls) */
 } tsrv;
+
+/* prepare: a note of the request's length, made before the handler and
+ * outside its lock (counted when the handler of another call runs meanwhile). */
+typedef struct {
+    size_t len;
+} prep_note;
+
+static void *prepare(void *ctx, int method, const uint8_t *req, size_t len) {
+    (void)req;
+    tsrv *t = ctx;
+    if (!t || (method != M_ECHO && method != M_SLOW)) return NULL;
+    prep_note *p = malloc(sizeof(*p));
+    p->len = len;
+    atomic_fetch_add(&t->prepared, 1);
+    if (atomic_load(&t->busy)) atomic_fetch_add(&t->prepared_busy, 1);
+    return p;
+}
+
+static void release(void *ctx, void *prepared) {
+    tsrv *t = ctx;
+    atomic_fetch_add(&t->released, 1);
+    free(prepared);
+}
 
 /* Entering the handler or the tick: no other call of the same server's may run now. */
 static void enter(tsrv *t) {
@@ -82,6 +106,10 @@ static void handler(void *ctx, tfps_rpc_call *call, int method, const uint8_t *r
     int known = 0;
     for (int i = 0; i < t->nseen && !known; i++) known = pthread_equal(t->seen[i], pthread_self());
     if (!known && t->nseen < 8) t->seen[t->nseen++] = pthread_self();
+    if (method == M_ECHO || method == M_SLOW) {
+        const prep_note *p = tfps_rpc_call_prepared(call);
+        if (!p || p->len != len) atomic_fetch_add(&t->bad_prepared, 1);
+    }
     handler_body(t, call, method, req, len);
     leave(t);
 }
@@ -173,6 +201,7 @@ static int tsrv_start_at(tsrv *t, const char *addr, size_t max_msg, int id) {
     }
     if (tfps_rpc_server_threads(t->s) != 1) return -1;   /* the default */
     tfps_rpc_server_set_threads(t->s, rpc_threads);
+    tfps_rpc_server_set_prepare(t->s, prepare, release);
     if (tfps_rpc_server_threads(t->s) != rpc_threads) return -1;
     snprintf(t->target, sizeof(t->target), "127.0.0.1:%d", t->port);
     return pthread_create(&t->th, NULL, run_thread, t) == 0 ? 0 : -1;
@@ -328,11 +357,19 @@ static void test_threads_serialised(void) {
     CU_ASSERT(dt >= CLIENTS * SLOW * 0.020 * 0.95);   /* one handler at a time: the sleeps add up */
     tsrv_stop(&t);
     CU_ASSERT_EQUAL(atomic_load(&overlapped), before);
+    // every call prepared once, its note in the handler, released once
+    CU_ASSERT_EQUAL(atomic_load(&t.prepared), CLIENTS * (SLOW + ECHO));
+    CU_ASSERT_EQUAL(atomic_load(&t.released), CLIENTS * (SLOW + ECHO));
+    CU_ASSERT_EQUAL(atomic_load(&t.bad_prepared), 0);
     if (rpc_threads > 1) {
         if (t.nseen < 2) printf("\n  only %d thread called the handler", t.nseen);
         CU_ASSERT(t.nseen >= 2);
+        // calls prepared (their bytes copied) while a slow handler held the lock
+        if (atomic_load(&t.prepared_busy) == 0) printf("\n  no call was prepared while a handler ran");
+        CU_ASSERT(atomic_load(&t.prepared_busy) > 0);
     } else {
         CU_ASSERT_EQUAL(t.nseen, 1);
+        CU_ASSERT_EQUAL(atomic_load(&t.prepared_busy), 0);
     }
 }
 
