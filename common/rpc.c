@@ -64,6 +64,20 @@
 #define RPC_SLOTS_PER_METHOD 8    /* outstanding request_registered_call per method */
 #define RPC_UNREG_SLOTS 2         /* for unknown methods, answered UNIMPLEMENTED */
 #define RPC_DRAIN_CANCEL_S 5.0    /* shutdown: cancel calls still open after this */
+
+/* ThreadSanitizer (a -fsanitize=thread build) cannot see the synchronisation
+ * inside gRPC (absl's futex-based mutexes, not pthread's): a tag handed to
+ * gRPC and the event that brings it back on another thread order the
+ * accesses to what the tag points at, and these annotations tell it so. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define RPC_TAG_OUT(tag) __tsan_release(tag)
+#define RPC_TAG_IN(tag) __tsan_acquire(tag)
+#else
+#define RPC_TAG_OUT(tag) ((void)0)
+#define RPC_TAG_IN(tag) ((void)0)
+#endif
 #define RPC_BACKOFF_FIRST_S 0.05
 #define RPC_BACKOFF_MAX_S 1.0
 #define RPC_WAIT_LOG_EVERY_S 5.0  /* retry lines above debug level per target */
@@ -357,8 +371,10 @@ static void request_slot(tfps_rpc_server *s, int method) {
     grpc_call_error e;
     if (method < 0) {
         grpc_call_details_init(&c->details);
+        RPC_TAG_OUT(c);
         e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->req_md, s->cq, s->cq, c);
     } else {
+        RPC_TAG_OUT(c);
         e = grpc_server_request_registered_call(s->srv, s->mh[method], &c->call, &c->deadline, &c->req_md, &c->req,
                                                 s->cq, s->cq, c);
     }
@@ -387,7 +403,10 @@ static _Thread_local int tl_deferring;
 static _Thread_local tfps_rpc_call *tl_defer_head, *tl_defer_tail;
 
 static void start_batch(tfps_rpc_call *c) {
-    grpc_call_error e = grpc_call_start_batch(c->call, c->ops, c->nops, c, NULL);
+    grpc_call *call = c->call;   /* read before the hand-over: the tag may be back on another thread at once */
+    const size_t nops = c->nops;
+    RPC_TAG_OUT(c);
+    grpc_call_error e = grpc_call_start_batch(call, c->ops, nops, c, NULL);
     if (e != GRPC_CALL_OK) {
         /* No tag will come back: free now (unref cancels the call). */
         tfps_error("rpc: reply batch refused (grpc_call_error %d)", (int)e);
@@ -629,6 +648,7 @@ static void run_tick(tfps_rpc_server *s) {
 
 /* Any of the server's threads. */
 static void server_event(tfps_rpc_server *s, grpc_event ev) {
+    RPC_TAG_IN(ev.tag);
     if (ev.tag == &s->shutdown_tag) {
         pthread_mutex_lock(&s->mu);
         s->shutdown_done = 1;
@@ -706,10 +726,12 @@ static void server_shutdown(tfps_rpc_server *s) {
     if (nheld)
         tfps_info("rpc: answered %d held call%s UNAVAILABLE (server shutting down)", nheld, nheld == 1 ? "" : "s");
     pthread_mutex_lock(&s->mu);
-    if (s->srv)
+    if (s->srv) {
+        RPC_TAG_OUT(&s->shutdown_tag);
         grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
-    else   /* between a dead listener and its replacement */
+    } else {   /* between a dead listener and its replacement */
         s->shutdown_done = 1;
+    }
     pthread_mutex_unlock(&s->mu);
     double cancel_at = tfps_now() + RPC_DRAIN_CANCEL_S;
     int cancelled = 0;
@@ -985,6 +1007,7 @@ static void listener_watch(tfps_rpc_server *s) {
             pthread_mutex_unlock(&s->mu);
             return;
         }
+        RPC_TAG_OUT(&s->old_tag[k]);
         grpc_server_shutdown_and_notify(s->srv, s->cq, &s->old_tag[k]);   /* closes the listener; calls finish */
         s->old[k] = s->srv;
         s->srv = NULL;
@@ -1246,7 +1269,9 @@ static void attempt_start(tfps_rpc_client *c, rpc_ccall *x, int target, gpr_time
     ops[5].data.recv_status_on_client.trailing_metadata = &x->trail_md;
     ops[5].data.recv_status_on_client.status = &x->status;
     ops[5].data.recv_status_on_client.status_details = &x->details;
-    grpc_call_error e = grpc_call_start_batch(x->call, ops, 6, x, NULL);
+    grpc_call *call = x->call;
+    RPC_TAG_OUT(x);
+    grpc_call_error e = grpc_call_start_batch(call, ops, 6, x, NULL);
     if (e != GRPC_CALL_OK) {
         /* No tag will come: mark it done at once (the caller checks). */
         x->status = GRPC_STATUS_INTERNAL;
@@ -1373,6 +1398,7 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
             if (xs[k].state == CC_BACKOFF && xs[k].retry_at < wake) wake = xs[k].retry_at;
         grpc_event ev = grpc_completion_queue_next(c->cq, rpc_after(wake - tfps_now()), NULL);
         if (ev.type == GRPC_OP_COMPLETE) {
+            RPC_TAG_IN(ev.tag);
             rpc_ccall *x = ev.tag;
             int k = (int)(x - xs);
             assert(k >= 0 && k < n && x->state == CC_RUNNING);

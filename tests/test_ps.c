@@ -485,14 +485,14 @@ static int mc_run(const char *const *args, float *w, tfps_wire_status_resp *st, 
     const int pid = tu_spawn(argv, env, mlog);
     mc_worker ws[MC_WORKERS];
     pthread_t th[MC_WORKERS];
-    int rc = 0;
+    int rc = 0, started[MC_WORKERS];
     for (int r = 0; r < MC_WORKERS; r++) {
         ws[r] = (mc_worker){.target = tgt, .o = &o, .l = &l, .plan = &plan, .rank = r,
                             .params = malloc(l.total * sizeof(float))};
-        if (pthread_create(&th[r], NULL, mc_worker_main, &ws[r]) != 0) ws[r].ok = -1;
+        started[r] = pthread_create(&th[r], NULL, mc_worker_main, &ws[r]) == 0;
     }
     for (int r = 0; r < MC_WORKERS; r++) {
-        if (ws[r].ok != -1) pthread_join(th[r], NULL);
+        if (started[r]) pthread_join(th[r], NULL);
         if (ws[r].ok != 1) {
             printf("\n  worker %d: %s", r, ws[r].err);
             rc = -1;

@@ -702,11 +702,8 @@ static void *stop_thread(void *arg) {
 }
 
 static void test_stop_answers_held(void) {
-    tsrv t;
-    CU_ASSERT_FATAL(tsrv_start(&t, MAX_MSG, 1) == 0);
-    tfps_rpc_client *c = client_for(t.target, MAX_MSG);
-    CU_ASSERT_FATAL(c != NULL);
-    /* Capture this process's log lines (stderr) for the retry line. */
+    /* Capture this process's log lines (stderr) for the retry line; before the
+     * server's threads start, which read the level and scan the descriptors. */
     char logpath[] = "/tmp/tfps-test-rpc-XXXXXX";
     int logfd = mkstemp(logpath);
     CU_ASSERT_FATAL(logfd >= 0);
@@ -715,6 +712,10 @@ static void test_stop_answers_held(void) {
     dup2(logfd, 2);
     int level = tfps_log_min_level;
     tfps_log_min_level = TFPS_LOG_INFO;
+    tsrv t;
+    CU_ASSERT_FATAL(tsrv_start(&t, MAX_MSG, 1) == 0);
+    tfps_rpc_client *c = client_for(t.target, MAX_MSG);
+    CU_ASSERT_FATAL(c != NULL);
 
     stopper st = {&t, 0.3, 0};
     pthread_t th;
