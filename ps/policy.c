@@ -125,7 +125,9 @@ static void aggregate(tfps_policy *p) {
     int first = 0;
     while (!p->in[first]) first++;   // nin > 0: the lowest rank's buffer becomes the sum
     mean_work m = {p, first};
-    const int chunks = tfps_pool_chunks(p->store->pool, n, p->store->min_chunk);
+    // the mean costs about an sgd update per gradient summed: chunks of sgd's length over nin
+    const size_t min_chunk = TFPS_STORE_SGD_FACTOR * p->store->min_chunk / (size_t)p->nin;
+    const int chunks = tfps_pool_chunks(p->store->pool, n, min_chunk);
     if (chunks > 1) tfps_pool_run(p->store->pool, chunks, mean_chunk, &m);
     else mean_range(p, first, 0, n);
     const size_t at = 0;

@@ -157,7 +157,7 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     const char *mc = getenv("TFPS_PS_APPLY_MIN_CHUNK");   // tests split a small model with it (store.h)
     if (mc && strtol(mc, NULL, 10) > 0) ps->store.min_chunk = (size_t)strtol(mc, NULL, 10);
     // a pool only when an update of this shard can be split: a small shard never wakes a thread
-    if (ps->threads > 1 && ps->store.nelems >= 2 * ps->store.min_chunk) {
+    if (ps->threads > 1 && ps->store.nelems >= 2 * tfps_store_min_chunk(&ps->store)) {
         char perr[TFPS_ERR_LEN];
         ps->pool = tfps_pool_new(ps->threads, perr, sizeof(perr));
         if (!ps->pool) tfps_warn("ps: updates run on one core: %s", perr);

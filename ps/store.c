@@ -41,6 +41,10 @@ void tfps_store_destroy(tfps_store *s) {
     memset(s, 0, sizeof(*s));
 }
 
+size_t tfps_store_min_chunk(const tfps_store *s) {
+    return s->opt.kind == TFPS_OPT_SGD ? TFPS_STORE_SGD_FACTOR * s->min_chunk : s->min_chunk;
+}
+
 long long tfps_store_locate(const tfps_store *s, uint64_t begin, uint64_t end) {
     if (end <= begin) return -1;
     int lo = 0, hi = s->nown - 1;
@@ -102,7 +106,7 @@ int tfps_store_update(tfps_store *s, int npieces, const size_t *at, const float 
     const uint64_t t = s->updates + 1;
     size_t total = 0;
     for (int k = 0; k < npieces; k++) total += n[k];
-    const int chunks = tfps_pool_chunks(s->pool, total, s->min_chunk);
+    const int chunks = tfps_pool_chunks(s->pool, total, tfps_store_min_chunk(s));
     if (chunks > 1) {
         update_work u = {.s = s, .t = t, .npieces = npieces, .chunks = chunks, .at = at, .n = n, .g = g,
                          .total = total};

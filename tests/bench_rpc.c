@@ -37,6 +37,7 @@
 #include "rpc.h"
 #include "service.h"
 #include "shard.h"
+#include "store.h"
 #include "tfps.h"
 
 #include <pthread.h>
@@ -395,6 +396,52 @@ done:
     return result;
 }
 
+/* ---- the update alone: one loop vs the pool -------------------------------- */
+/* tfps_store_update of the whole model (check + apply) with each optimizer:
+ * p50 of `calls` updates with one loop and with a pool of `threads`, in us. */
+static void run_apply_cases(int threads, int calls) {
+    char err[TFPS_ERR_LEN];
+    tfps_layout l;
+    tfps_shard_plan plan = {0};
+    if (tfps_layout_init(&l, TFPS_INPUT_WIDTH, 300, 100, TFPS_CLASSES, err, sizeof(err)) != TFPS_OK ||
+        tfps_shard_plan_build(&plan, &l, 1, TFPS_SHARD_BALANCED, err, sizeof(err)) != TFPS_OK)
+        return;
+    tfps_pool *pool = tfps_pool_new(threads, err, sizeof(err));
+    float *g = malloc(l.total * sizeof(float));
+    double *t = malloc((size_t)calls * sizeof(double));
+    for (size_t i = 0; i < l.total; i++) g[i] = 1e-6f * (float)(i % 13);
+    for (int kind = 0; kind < TFPS_OPT_COUNT && pool && g && t; kind++) {
+        const tfps_optim opt = {.kind = kind, .lr = 0.001f, .momentum = 0.9f, .beta1 = 0.9, .beta2 = 0.999,
+                                .epsilon = 1e-7f, .initial_accumulator = 0.1f};
+        double p50[2];
+        int chunks = 1;
+        for (int pooled = 0; pooled < 2; pooled++) {
+            tfps_store st;
+            if (tfps_store_init(&st, &l, &plan, 0, 1, &opt, err, sizeof(err)) != TFPS_OK) break;
+            st.pool = pooled ? pool : NULL;
+            chunks = tfps_pool_chunks(st.pool, l.total, tfps_store_min_chunk(&st));
+            const size_t at = 0;
+            const float *gp = g;
+            for (int i = -10; i < calls; i++) {
+                const double t0 = tfps_now();
+                tfps_store_update(&st, 1, &at, &gp, &l.total);
+                if (i >= 0) t[i] = tfps_now() - t0;
+            }
+            qsort(t, (size_t)calls, sizeof(double), cmp_double);
+            p50[pooled] = t[calls / 2];
+            tfps_store_destroy(&st);
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "update of 266,610 floats, %s: one loop / %d threads (%d chunk%s)",
+                 tfps_optim_name(kind), threads, chunks, chunks == 1 ? ": not split" : "s");
+        printf("%-*s %9.0f %9.0f\n", NAME_W, name, p50[0] * 1e6, p50[1] * 1e6);
+    }
+    free(g);
+    free(t);
+    tfps_pool_free(pool);
+    tfps_shard_plan_destroy(&plan);
+}
+
 /* ---- mTLS: certificates from deploy/make-certs.sh -------------------------- */
 static char *slurp(const char *dir, const char *name) {
     char path[1200];
@@ -422,6 +469,7 @@ static int use_cert(const char *dir, const char *name) {
 
 int main(int argc, char **argv) {
     int calls = 300, only_echo = 0, rc = 0, ps_threads = 1, multicore = 0, consistency = TFPS_CONSISTENCY_ASYNC;
+    const char *optimizer = "sgd";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--only-1mb-echo") == 0) {
             only_echo = 1;
@@ -429,15 +477,18 @@ int main(int argc, char **argv) {
             ps_threads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--multicore") == 0) {
             multicore = 1;
+        } else if (strcmp(argv[i], "--optimizer") == 0 && i + 1 < argc) {
+            optimizer = argv[++i];
         } else if (strcmp(argv[i], "--consistency") == 0 && i + 1 < argc) {
             consistency = strcmp(argv[++i], "sync") == 0 ? TFPS_CONSISTENCY_SYNC : TFPS_CONSISTENCY_ASYNC;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: bench_rpc [calls] [--ps-threads N] [--multicore [--consistency async|sync]]\n"
+            printf("usage: bench_rpc [calls] [--ps-threads N] [--multicore [--consistency async|sync] [--optimizer "
+                   "NAME]]\n"
                    "  calls          rounds timed per case (default 300)\n"
                    "  --ps-threads   the tfps rows' ps: server and update threads (default 1; with --multicore:\n"
                    "                 the second thread count, default the cores available)\n"
                    "  --multicore    only the table of a ps serving 1, 2 and 4 clients at once, --ps-threads 1\n"
-                   "                 and N\n");
+                   "                 and N (--optimizer: the ps's, default sgd), then the update alone\n");
             return 0;
         } else {
             calls = atoi(argv[i]);
@@ -449,7 +500,8 @@ int main(int argc, char **argv) {
     if (multicore) {
         tfps_options o;
         char err[TFPS_ERR_LEN];
-        if (tfps_options_parse(&o, 1, argv, err, sizeof(err)) != TFPS_OK) {
+        char *oargv[] = {argv[0], "--optimizer", (char *)optimizer, NULL};
+        if (tfps_options_parse(&o, 3, oargv, err, sizeof(err)) != TFPS_OK) {
             fprintf(stderr, "bench_rpc: %s\n", err);
             return 1;
         }
@@ -457,14 +509,16 @@ int main(int argc, char **argv) {
         o.ps_threads = 0;
         int n = ps_threads > 1 ? ps_threads : tfps_options_ps_threads(&o);
         if (n < 2) n = 2;
-        printf("bench_rpc --multicore: a ps of the whole model (784-300-100-10, sgd), %d rounds per client, nproc %ld\n",
-               calls, sysconf(_SC_NPROCESSORS_ONLN));
+        printf("bench_rpc --multicore: a ps of the whole model (784-300-100-10, %s), %d rounds per client, nproc %ld\n",
+               optimizer, calls, sysconf(_SC_NPROCESSORS_ONLN));
         printf("%-*s %9s %9s %10s\n", NAME_W, "case (each client waits for its round)", "p50 us", "p90 us",
                "rounds/s");
         const int clients[3] = {1, 2, 4}, threads[2] = {1, n};
         for (int c = 0; c < 3; c++)
             for (int t = 0; t < 2; t++)
                 if (run_multicore_case(clients[c], threads[t], calls, &o) < 0) rc = 1;
+        printf("%-*s %9s %9s\n", NAME_W, "the update alone (check + apply), p50 us", "1 loop", "pool");
+        run_apply_cases(n, calls);
         tfps_rpc_shutdown();
         return rc;
     }

@@ -9,8 +9,10 @@
  * updates split over four) against four workers calling at once from
  * threads of their own (tfps_psclient, as tfps-worker does): in sync mode
  * (adam) the final weights equal, byte for byte, those of the same run
- * against --ps-threads 1; in async mode (sgd) every push is applied and the
- * weights equal one thread's up to the order of the updates. */
+ * against --ps-threads 1; in async mode (sgd: the order of the updates
+ * changes only roundings) every push is applied and the weights equal one
+ * thread's to 1e-5. The ps run with TFPS_PS_APPLY_MIN_CHUNK=16384, so sgd's
+ * updates of this model are split too (store.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "layout.h"
 #include "optim.h"
@@ -481,7 +483,7 @@ static int mc_run(const char *const *args, float *w, tfps_wire_status_resp *st, 
     int fd = mkstemp(mlog);
     if (fd >= 0) close(fd);
     argv[0] = PS;
-    const char *env[] = {tf, NULL};
+    const char *env[] = {tf, "TFPS_PS_APPLY_MIN_CHUNK=16384", NULL};
     const int pid = tu_spawn(argv, env, mlog);
     mc_worker ws[MC_WORKERS];
     pthread_t th[MC_WORKERS];

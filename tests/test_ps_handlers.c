@@ -1651,15 +1651,15 @@ static void test_threads_same_bits(void) {
 }
 
 /* The fuzz of test_fuzz_against_flat_reference with 3 threads per ps and
- * chunks of 8 floats (TFPS_PS_APPLY_MIN_CHUNK), so its 59-float model is
- * split: every pull answer and the end state must still equal the flat
- * reference. */
+ * chunks of 1 float (8 for sgd and the sync mean; TFPS_PS_APPLY_MIN_CHUNK),
+ * so its 59-float model is split: every pull answer and the end state must
+ * still equal the flat reference. */
 static void test_fuzz_pooled(void) {
-    setenv("TFPS_PS_APPLY_MIN_CHUNK", "8", 1);
+    setenv("TFPS_PS_APPLY_MIN_CHUNK", "1", 1);
     fuzz_ps_threads = "3";
     {
-        cluster c;   // the fuzz's ps really split their updates
-        const char *args[] = {"--ps-threads", "3", NULL};
+        cluster c;   // the fuzz's ps really split their updates (sgd's too)
+        const char *args[] = {"--ps-threads", "3", "--optimizer", "sgd", NULL};
         cluster_init(&c, 1, 1, args);
         CU_ASSERT_EQUAL(tfps_ps_apply_threads(c.ps[0]), 3);
         cluster_destroy(&c);
