@@ -7,6 +7,17 @@
  *        -> HELD (handler called; on s->held until replied)
  *        -> REPLYING (one batch in flight) -> freed when that batch completes.
  *
+ * Threads: the thread in run (ticks, the listener watchdog, shutdown) and
+ * nthreads - 1 more all take events from the one queue. A filled slot is
+ * delivered by the thread that took its event:
+ *
+ *     re-arm the slot (mu) -> request bytes into one slice, prepare (no lock)
+ *        -> hmu: handler (its replies only built, queued on this thread)
+ *        -> release hmu -> start the queued reply batches (gRPC may send inline)
+ *
+ * so the handler and the tick run one at a time, in the order the calls got
+ * the lock, while copies, decoding and sending overlap across calls.
+ *
  * The health service (grpc.health.v1.Health/Check) is answered here; its
  * messages go through wire.c (the one module that calls protobuf-c), which is
  * in the same library, tfps_common.
@@ -53,6 +64,20 @@
 #define RPC_SLOTS_PER_METHOD 8    /* outstanding request_registered_call per method */
 #define RPC_UNREG_SLOTS 2         /* for unknown methods, answered UNIMPLEMENTED */
 #define RPC_DRAIN_CANCEL_S 5.0    /* shutdown: cancel calls still open after this */
+
+/* ThreadSanitizer (a -fsanitize=thread build) cannot see the synchronisation
+ * inside gRPC (absl's futex-based mutexes, not pthread's): a tag handed to
+ * gRPC and the event that brings it back on another thread order the
+ * accesses to what the tag points at, and these annotations tell it so. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define RPC_TAG_OUT(tag) __tsan_release(tag)
+#define RPC_TAG_IN(tag) __tsan_acquire(tag)
+#else
+#define RPC_TAG_OUT(tag) ((void)0)
+#define RPC_TAG_IN(tag) ((void)0)
+#endif
 #define RPC_BACKOFF_FIRST_S 0.05
 #define RPC_BACKOFF_MAX_S 1.0
 #define RPC_WAIT_LOG_EVERY_S 5.0  /* retry lines above debug level per target */
@@ -263,7 +288,11 @@ struct tfps_rpc_call {
     int has_status_msg;
     int cancelled;              /* RECV_CLOSE_ON_SERVER writes here */
     char *peer;                 /* gpr_malloc'd, on first tfps_rpc_call_peer */
-    tfps_rpc_call *prev, *next; /* s->held while HELD */
+    tfps_rpc_call *prev, *next; /* s->held while HELD (under s->mu) */
+    grpc_op ops[4];             /* the reply batch, built by start_reply */
+    size_t nops;
+    tfps_rpc_call *defer_next;  /* on the thread's list of batches to start once the handler lock is released */
+    void *prepared;             /* what s->prepare made of the request, during the handler call */
 };
 
 struct tfps_rpc_server {
@@ -273,13 +302,23 @@ struct tfps_rpc_server {
     const char *const *methods;
     int nmethods;
     tfps_rpc_handler handler;
+    tfps_rpc_prepare prepare;   /* optional: called before the handler, outside hmu */
+    tfps_rpc_release release;
     tfps_rpc_tick tick;
     int tick_ms;
     void *ctx;
     atomic_int stop;            /* lock-free: safe from a signal handler and from other threads */
-    int stopping;               /* loop saw stop: handler no longer called, health NOT_SERVING */
-    int shutdown_done;          /* the shutdown tag came back */
+    atomic_int stopping;        /* loop saw stop: handler no longer called, health NOT_SERVING (set under hmu) */
+    int shutdown_done;          /* the shutdown tag came back (mu) */
     int ran;
+    /* Threads (rpc.h, tfps_rpc_server_set_threads): the run caller and nthreads - 1 more poll s->cq.
+     * hmu serialises the handler and the tick; mu guards the server's bookkeeping: held, reply_bytes,
+     * reply_peak, refuse_logged, shutdown_done, srv (written by the run thread only, under mu), mh,
+     * old[] and the request slots. Lock order: hmu, then mu; nothing else is taken under mu. */
+    int nthreads;
+    pthread_t *th;              /* [nthreads - 1] started by run, joined by server_shutdown */
+    int nth;                    /* threads started */
+    pthread_mutex_t mu, hmu;
     tfps_rpc_call *held;        /* calls handed to the handler, not replied yet */
     int shutdown_tag;           /* only its address is used */
     /* limits (rpc.h) */
@@ -299,8 +338,13 @@ struct tfps_rpc_server {
     int no_watch;               /* TFPS_RPC_LISTENER_WATCHDOG=0: shows gRPC's own behaviour (test_limits) */
 };
 
+/* Not with s->mu held (it takes it for an OK reply's bytes). */
 static void call_free(tfps_rpc_call *c) {
-    c->s->reply_bytes -= c->reply_len;
+    if (c->reply_len) {
+        pthread_mutex_lock(&c->s->mu);
+        c->s->reply_bytes -= c->reply_len;
+        pthread_mutex_unlock(&c->s->mu);
+    }
     if (c->req) grpc_byte_buffer_destroy(c->req);
     if (c->resp) grpc_byte_buffer_destroy(c->resp);
     if (c->has_status_msg) grpc_slice_unref(c->status_msg);
@@ -311,6 +355,7 @@ static void call_free(tfps_rpc_call *c) {
     free(c);
 }
 
+/* With s->mu held, or before run started its threads. */
 static void request_slot(tfps_rpc_server *s, int method) {
     if (!s->srv) return;   /* between a dead listener and its replacement */
     tfps_rpc_call *c = calloc(1, sizeof(*c));
@@ -326,17 +371,20 @@ static void request_slot(tfps_rpc_server *s, int method) {
     grpc_call_error e;
     if (method < 0) {
         grpc_call_details_init(&c->details);
+        RPC_TAG_OUT(c);
         e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->req_md, s->cq, s->cq, c);
     } else {
+        RPC_TAG_OUT(c);
         e = grpc_server_request_registered_call(s->srv, s->mh[method], &c->call, &c->deadline, &c->req_md, &c->req,
                                                 s->cq, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
         tfps_error("rpc: request_call refused (grpc_call_error %d)", (int)e);
-        call_free(c);
+        call_free(c);   /* no reply bytes: does not take s->mu */
     }
 }
 
+/* With s->mu held. */
 static void held_unlink(tfps_rpc_call *c) {
     tfps_rpc_server *s = c->s;
     if (c->prev)
@@ -347,13 +395,52 @@ static void held_unlink(tfps_rpc_call *c) {
     c->prev = c->next = NULL;
 }
 
-/* The one reply batch; the call is freed when it completes. body is copied
- * (once, into a slice) and sent only with status OK. */
-static void start_reply(tfps_rpc_call *c, int status, const char *msg, const uint8_t *body, size_t len) {
+/* Reply batches prepared inside the handler or the tick are started by the
+ * same thread once it has released the handler lock (flush_deferred), so
+ * sending (gRPC may write to the socket inline) runs in parallel with the
+ * next handler on another thread. Elsewhere (shutdown) they start at once. */
+static _Thread_local int tl_deferring;
+static _Thread_local tfps_rpc_call *tl_defer_head, *tl_defer_tail;
+
+static void start_batch(tfps_rpc_call *c) {
+    grpc_call *call = c->call;   /* read before the hand-over: the tag may be back on another thread at once */
+    const size_t nops = c->nops;
+    RPC_TAG_OUT(c);
+    grpc_call_error e = grpc_call_start_batch(call, c->ops, nops, c, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* No tag will come back: free now (unref cancels the call). */
+        tfps_error("rpc: reply batch refused (grpc_call_error %d)", (int)e);
+        call_free(c);
+    }
+}
+
+static void flush_deferred(void) {
+    while (tl_defer_head) {
+        tfps_rpc_call *c = tl_defer_head;
+        tl_defer_head = c->defer_next;
+        if (!tl_defer_head) tl_defer_tail = NULL;
+        c->defer_next = NULL;
+        start_batch(c);   /* c may be completed and freed by another thread from here on */
+    }
+}
+
+/* The one reply batch; the call is freed when it completes. body is sent
+ * only with status OK: copied (once, into a slice), or with take set,
+ * handed over (freed with free() once gRPC is done with it). */
+static void start_reply(tfps_rpc_call *c, int status, const char *msg, const uint8_t *body, size_t len, int take) {
+    tfps_rpc_server *s = c->s;
+    const size_t counted = status == TFPS_RPC_OK ? len : 0;
+    pthread_mutex_lock(&s->mu);
     if (c->state == CALL_HELD) held_unlink(c);
     c->state = CALL_REPLYING;
-    grpc_op ops[4], *op = ops;
-    memset(ops, 0, sizeof(ops));
+    if (counted) {
+        c->reply_len = counted;
+        s->reply_bytes += counted;
+        if (s->reply_bytes > s->reply_peak) s->reply_peak = s->reply_bytes;
+    }
+    pthread_mutex_unlock(&s->mu);
+    grpc_op *ops = c->ops, *op = ops;
+    memset(c->ops, 0, sizeof(c->ops));
     op->op = GRPC_OP_SEND_INITIAL_METADATA;
     op->data.send_initial_metadata.count = 0;
     op++;
@@ -362,10 +449,8 @@ static void start_reply(tfps_rpc_call *c, int status, const char *msg, const uin
     op++;
     if (status == TFPS_RPC_OK) {
         if (len > 0) {
-            c->reply_len = len;
-            c->s->reply_bytes += len;
-            if (c->s->reply_bytes > c->s->reply_peak) c->s->reply_peak = c->s->reply_bytes;
-            grpc_slice sl = grpc_slice_from_copied_buffer((const char *)body, len);
+            grpc_slice sl = take ? grpc_slice_new((void *)body, len, free)
+                                 : grpc_slice_from_copied_buffer((const char *)body, len);
             c->resp = grpc_raw_byte_buffer_create(&sl, 1);
             grpc_slice_unref(sl);
         } else {
@@ -375,6 +460,7 @@ static void start_reply(tfps_rpc_call *c, int status, const char *msg, const uin
         op->data.send_message.send_message = c->resp;
         op++;
     }
+    if (take && (status != TFPS_RPC_OK || len == 0)) free((void *)body);
     op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     op->data.send_status_from_server.trailing_metadata_count = 0;
     op->data.send_status_from_server.status = (grpc_status_code)status;
@@ -384,24 +470,43 @@ static void start_reply(tfps_rpc_call *c, int status, const char *msg, const uin
         op->data.send_status_from_server.status_details = &c->status_msg;
     }
     op++;
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, (size_t)(op - ops), c, NULL);
-    if (e != GRPC_CALL_OK) {
-        /* No tag will come back: free now (unref cancels the call). */
-        tfps_error("rpc: reply batch refused (grpc_call_error %d)", (int)e);
-        call_free(c);
+    c->nops = (size_t)(op - ops);
+    if (tl_deferring) {
+        c->defer_next = NULL;
+        if (tl_defer_tail) tl_defer_tail->defer_next = c;
+        else tl_defer_head = c;
+        tl_defer_tail = c;
+    } else {
+        start_batch(c);
     }
 }
 
 void tfps_rpc_reply(tfps_rpc_call *call, const uint8_t *body, size_t len) {
     assert(call && call->state == CALL_HELD);
     assert(body || len == 0);
-    start_reply(call, TFPS_RPC_OK, NULL, body, len);
+    start_reply(call, TFPS_RPC_OK, NULL, body, len, 0);
+}
+
+void tfps_rpc_reply_take(tfps_rpc_call *call, uint8_t *body, size_t len) {
+    assert(call && call->state == CALL_HELD);
+    assert(body || len == 0);
+    start_reply(call, TFPS_RPC_OK, NULL, body, len, 1);
 }
 
 void tfps_rpc_reply_error(tfps_rpc_call *call, int status, const char *msg) {
     assert(call && call->state == CALL_HELD);
     if (status < 0 || status > 16) status = TFPS_RPC_UNKNOWN;
-    start_reply(call, status, status == TFPS_RPC_OK ? NULL : msg, NULL, 0);
+    start_reply(call, status, status == TFPS_RPC_OK ? NULL : msg, NULL, 0, 0);
+}
+
+void *tfps_rpc_call_prepared(const tfps_rpc_call *call) {
+    return call->prepared;
+}
+
+void tfps_rpc_server_set_prepare(tfps_rpc_server *s, tfps_rpc_prepare prepare, tfps_rpc_release release) {
+    assert(!s->ran);
+    s->prepare = prepare;
+    s->release = release;
 }
 
 const char *tfps_rpc_call_peer(const tfps_rpc_call *call) {
@@ -424,7 +529,7 @@ static int health_knows(const tfps_rpc_server *s, const char *svc) {
 static void health_check(tfps_rpc_server *s, tfps_rpc_call *c) {
     grpc_slice sl = grpc_empty_slice();
     if (c->req && !rpc_bb_slice(c->req, &sl)) {
-        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "unreadable HealthCheckRequest", NULL, 0);
+        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "unreadable HealthCheckRequest", NULL, 0, 0);
         return;
     }
     const char *svc = NULL;
@@ -432,17 +537,17 @@ static void health_check(tfps_rpc_server *s, tfps_rpc_call *c) {
     char err[TFPS_ERR_LEN];
     if (tfps_wire_unpack_health_req(GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), &svc, &owner, err,
                                     sizeof(err)) != TFPS_OK) {
-        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, err, NULL, 0);
+        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, err, NULL, 0, 0);
     } else if (!health_knows(s, svc)) {
         char msg[160];
         snprintf(msg, sizeof(msg), "unknown service \"%.100s\"", svc);
-        start_reply(c, TFPS_RPC_NOT_FOUND, msg, NULL, 0);
+        start_reply(c, TFPS_RPC_NOT_FOUND, msg, NULL, 0, 0);
     } else {
         tfps_buf resp = {0};
-        if (tfps_wire_pack_health_resp(!s->stopping, &resp) != TFPS_OK)
-            start_reply(c, TFPS_RPC_RESOURCE_EXHAUSTED, "out of memory packing a HealthCheckResponse", NULL, 0);
+        if (tfps_wire_pack_health_resp(!atomic_load(&s->stopping), &resp) != TFPS_OK)
+            start_reply(c, TFPS_RPC_RESOURCE_EXHAUSTED, "out of memory packing a HealthCheckResponse", NULL, 0, 0);
         else
-            start_reply(c, TFPS_RPC_OK, NULL, resp.data, resp.len);   /* copied: resp is ours to free */
+            start_reply(c, TFPS_RPC_OK, NULL, resp.data, resp.len, 0);   /* copied: resp is ours to free */
         tfps_buf_free(&resp);
     }
     tfps_wire_release(owner);
@@ -456,60 +561,106 @@ static void deliver(tfps_rpc_server *s, tfps_rpc_call *c) {
         const grpc_slice m = c->details.method;
         snprintf(msg, sizeof(msg), "unknown method %.*s",
                  GRPC_SLICE_LENGTH(m) > 256 ? 256 : (int)GRPC_SLICE_LENGTH(m), (const char *)GRPC_SLICE_START_PTR(m));
-        start_reply(c, TFPS_RPC_UNIMPLEMENTED, msg, NULL, 0);
+        start_reply(c, TFPS_RPC_UNIMPLEMENTED, msg, NULL, 0, 0);
         return;
     }
     if (c->method == s->nmethods) {
         health_check(s, c);
         return;
     }
-    if (s->stopping) {
-        start_reply(c, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0);
+    if (atomic_load(&s->stopping)) {
+        start_reply(c, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0, 0);
         return;
     }
-    if (s->lim.memory_limit && s->reply_bytes >= s->lim.memory_limit) {   /* before the handler: nothing applied */
+    if (s->lim.memory_limit) {   /* before the handler: nothing applied */
         char msg[200];
-        snprintf(msg, sizeof(msg), "server memory limit: %zu MB of replies not yet read by their clients (limit %zu MB)",
-                 s->reply_bytes >> 20, s->lim.memory_limit >> 20);
-        if (tfps_now() - s->refuse_logged >= RPC_WAIT_LOG_EVERY_S) {
-            s->refuse_logged = tfps_now();
-            tfps_warn("rpc: %s: refusing new calls with UNAVAILABLE (clients retry until their deadline)", msg);
+        int refuse = 0, say = 0;
+        pthread_mutex_lock(&s->mu);
+        if (s->reply_bytes >= s->lim.memory_limit) {
+            refuse = 1;
+            snprintf(msg, sizeof(msg), "server memory limit: %zu MB of replies not yet read by their clients (limit "
+                     "%zu MB)", s->reply_bytes >> 20, s->lim.memory_limit >> 20);
+            if (tfps_now() - s->refuse_logged >= RPC_WAIT_LOG_EVERY_S) {
+                s->refuse_logged = tfps_now();
+                say = 1;
+            }
         }
-        // UNAVAILABLE, not RESOURCE_EXHAUSTED: gRPC clients (tfps's too) retry it with backoff, so one stalled
-        // reader holding the memory makes the workers wait, not exit
-        start_reply(c, TFPS_RPC_UNAVAILABLE, msg, NULL, 0);
-        return;
+        pthread_mutex_unlock(&s->mu);
+        if (refuse) {
+            if (say)
+                tfps_warn("rpc: %s: refusing new calls with UNAVAILABLE (clients retry until their deadline)", msg);
+            // UNAVAILABLE, not RESOURCE_EXHAUSTED: gRPC clients (tfps's too) retry it with backoff, so one stalled
+            // reader holding the memory makes the workers wait, not exit
+            start_reply(c, TFPS_RPC_UNAVAILABLE, msg, NULL, 0, 0);
+            return;
+        }
     }
     grpc_slice sl;
     if (!c->req) {
-        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "request without a message", NULL, 0);
+        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "request without a message", NULL, 0, 0);
         return;
     }
+    /* the copy into one slice (a message of several slices) runs here, outside the handler lock */
     if (!rpc_bb_slice(c->req, &sl)) {
-        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "unreadable request message", NULL, 0);
+        start_reply(c, TFPS_RPC_INVALID_ARGUMENT, "unreadable request message", NULL, 0, 0);
         return;
     }
     grpc_byte_buffer_destroy(c->req);
     c->req = NULL;
+    /* what needs no shared state (decoding, checks) is done here too, in parallel with other calls */
+    void *prep = s->prepare ? s->prepare(s->ctx, c->method, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl)) : NULL;
+    pthread_mutex_lock(&s->hmu);
+    if (atomic_load(&s->stopping)) {   /* stopped while this thread waited: no handler call after the last tick */
+        pthread_mutex_unlock(&s->hmu);
+        if (prep && s->release) s->release(s->ctx, prep);
+        grpc_slice_unref(sl);
+        start_reply(c, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0, 0);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
     c->state = CALL_HELD;
     c->prev = NULL;
     c->next = s->held;
     if (s->held) s->held->prev = c;
     s->held = c;
+    pthread_mutex_unlock(&s->mu);
     /* c may be replied (and, once its batch completes, freed) in here. */
+    c->prepared = prep;
+    tl_deferring = 1;
     s->handler(s->ctx, c, c->method, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
+    tl_deferring = 0;
+    pthread_mutex_unlock(&s->hmu);
+    if (prep && s->release) s->release(s->ctx, prep);   /* c is not touched: it may be freed already */
     grpc_slice_unref(sl);
+    flush_deferred();
 }
 
+/* The tick callback, serialised with the handler like it. */
+static void run_tick(tfps_rpc_server *s) {
+    if (!s->tick) return;
+    pthread_mutex_lock(&s->hmu);
+    tl_deferring = 1;
+    s->tick(s->ctx);
+    tl_deferring = 0;
+    pthread_mutex_unlock(&s->hmu);
+    flush_deferred();
+}
+
+/* Any of the server's threads. */
 static void server_event(tfps_rpc_server *s, grpc_event ev) {
+    RPC_TAG_IN(ev.tag);
     if (ev.tag == &s->shutdown_tag) {
+        pthread_mutex_lock(&s->mu);
         s->shutdown_done = 1;
+        pthread_mutex_unlock(&s->mu);
         return;
     }
     for (int k = 0; k < RPC_MAX_OLD; k++)
         if (ev.tag == &s->old_tag[k]) {   /* a replaced server finished its calls */
+            pthread_mutex_lock(&s->mu);
             grpc_server_destroy(s->old[k]);
             s->old[k] = NULL;
+            pthread_mutex_unlock(&s->mu);
             return;
         }
     tfps_rpc_call *c = ev.tag;
@@ -518,18 +669,20 @@ static void server_event(tfps_rpc_server *s, grpc_event ev) {
         return;
     }
     assert(c->state == CALL_WAITING);
-    if (!ev.success && c->srv != s->srv) {   /* a slot of a replaced server: the new one has its own */
+    pthread_mutex_lock(&s->mu);
+    const int stopping = atomic_load(&s->stopping), current = c->srv == s->srv;
+    if (!ev.success) {
+        /* a slot of a replaced server: the new one has its own; else the server is shutting down */
+        if (current && !stopping) {
+            tfps_warn("rpc: a request slot failed while serving; re-arming it");
+            request_slot(s, c->method);
+        }
+        pthread_mutex_unlock(&s->mu);
         call_free(c);
         return;
     }
-    if (!ev.success) {   /* the server is shutting down */
-        if (!s->stopping) tfps_warn("rpc: a request slot failed while serving; re-arming it");
-        int method = c->method;
-        call_free(c);
-        if (!s->stopping) request_slot(s, method);
-        return;
-    }
-    if (!s->stopping && c->srv == s->srv) request_slot(s, c->method);   /* re-arm before the handler runs */
+    if (!stopping && current) request_slot(s, c->method);   /* re-arm before the handler runs */
+    pthread_mutex_unlock(&s->mu);
     deliver(s, c);
 }
 
@@ -540,41 +693,78 @@ static int old_servers(const tfps_rpc_server *s) {
     return n;
 }
 
+/* The extra threads: events until the queue is shut down and drained. */
+static void *server_thread(void *arg) {
+    tfps_rpc_server *s = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE) server_event(s, ev);
+    }
+    return NULL;
+}
+
+/* On the run thread (or in free, when run never ran). The other threads
+ * keep taking events until the queue is shut down; they are joined before
+ * it is destroyed. */
 static void server_shutdown(tfps_rpc_server *s) {
     if (!s->cq) return;
-    s->stopping = 1;
+    /* No handler is running or will run: stopping is set under hmu (run), so
+     * the held list only shrinks from here, and only here. */
+    pthread_mutex_lock(&s->hmu);
+    atomic_store(&s->stopping, 1);
+    pthread_mutex_unlock(&s->hmu);
     int nheld = 0;
-    while (s->held) {
-        start_reply(s->held, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0);
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        tfps_rpc_call *c = s->held;
+        pthread_mutex_unlock(&s->mu);
+        if (!c) break;
+        start_reply(c, TFPS_RPC_UNAVAILABLE, "server shutting down", NULL, 0, 0);
         nheld++;
     }
     if (nheld)
         tfps_info("rpc: answered %d held call%s UNAVAILABLE (server shutting down)", nheld, nheld == 1 ? "" : "s");
-    if (s->srv)
+    pthread_mutex_lock(&s->mu);
+    if (s->srv) {
+        RPC_TAG_OUT(&s->shutdown_tag);
         grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
-    else   /* between a dead listener and its replacement */
+    } else {   /* between a dead listener and its replacement */
         s->shutdown_done = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
     double cancel_at = tfps_now() + RPC_DRAIN_CANCEL_S;
     int cancelled = 0;
-    while (!s->shutdown_done || old_servers(s) > 0) {
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        const int done = s->shutdown_done && old_servers(s) == 0;
+        pthread_mutex_unlock(&s->mu);
+        if (done) break;
         grpc_event ev = grpc_completion_queue_next(s->cq, rpc_after(0.1), NULL);
         if (ev.type == GRPC_OP_COMPLETE) server_event(s, ev);
         if (!cancelled && tfps_now() > cancel_at) {
             tfps_warn("rpc: calls still open %.0f s after shutdown began; cancelling them", RPC_DRAIN_CANCEL_S);
+            pthread_mutex_lock(&s->mu);
             if (s->srv) grpc_server_cancel_all_calls(s->srv);
             for (int k = 0; k < RPC_MAX_OLD; k++)
                 if (s->old[k]) grpc_server_cancel_all_calls(s->old[k]);
+            pthread_mutex_unlock(&s->mu);
             cancelled = 1;
         }
     }
-    if (s->srv) grpc_server_destroy(s->srv);
+    pthread_mutex_lock(&s->mu);
+    grpc_server *srv = s->srv;
     s->srv = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (srv) grpc_server_destroy(srv);
     grpc_completion_queue_shutdown(s->cq);
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type == GRPC_OP_COMPLETE) server_event(s, ev);
     }
+    for (int i = 0; i < s->nth; i++) pthread_join(s->th[i], NULL);   /* each saw GRPC_QUEUE_SHUTDOWN too */
+    s->nth = 0;
     grpc_completion_queue_destroy(s->cq);
     s->cq = NULL;
 }
@@ -666,6 +856,10 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
         return NULL;
     }
     atomic_init(&s->stop, 0);
+    atomic_init(&s->stopping, 0);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->hmu, NULL);
+    s->nthreads = 1;
     s->mh = mh;
     s->methods = methods;
     s->nmethods = nmethods;
@@ -693,6 +887,8 @@ tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *method
             ;
         grpc_completion_queue_destroy(s->cq);
         if (s->quota) grpc_resource_quota_unref(s->quota);
+        pthread_mutex_destroy(&s->mu);
+        pthread_mutex_destroy(&s->hmu);
         free(mh);
         free(s);
         return NULL;
@@ -801,20 +997,26 @@ static void listener_watch(tfps_rpc_server *s) {
         }
         return;
     }
+    /* the other threads re-arm request slots on s->srv and destroy old servers: under mu */
+    pthread_mutex_lock(&s->mu);
     if (s->srv) {
         int k = 0;
         while (k < RPC_MAX_OLD && s->old[k]) k++;
         if (k == RPC_MAX_OLD) {   /* four replaced servers still draining: cut their calls, try again later */
             for (k = 0; k < RPC_MAX_OLD; k++) grpc_server_cancel_all_calls(s->old[k]);
+            pthread_mutex_unlock(&s->mu);
             return;
         }
+        RPC_TAG_OUT(&s->old_tag[k]);
         grpc_server_shutdown_and_notify(s->srv, s->cq, &s->old_tag[k]);   /* closes the listener; calls finish */
         s->old[k] = s->srv;
         s->srv = NULL;
     }
     char err[TFPS_ERR_LEN];
     int port = 0;
-    if (server_build(s, &port, err, sizeof(err)) != TFPS_OK) {   /* the old socket may close a moment later */
+    const int built = server_build(s, &port, err, sizeof(err));
+    pthread_mutex_unlock(&s->mu);
+    if (built != TFPS_OK) {   /* the old socket may close a moment later */
         if (say) {
             s->rebuild_logged = now;
             tfps_warn("rpc: %s; trying again", err);
@@ -825,9 +1027,26 @@ static void listener_watch(tfps_rpc_server *s) {
     tfps_warn("rpc: listening on %s again (%ld of %ld file descriptors open)", s->addr, open_n, limit);
 }
 
+void tfps_rpc_server_set_threads(tfps_rpc_server *s, int n) {
+    assert(!s->ran);
+    s->nthreads = n < 1 ? 1 : n > TFPS_RPC_MAX_THREADS ? TFPS_RPC_MAX_THREADS : n;
+}
+
+int tfps_rpc_server_threads(const tfps_rpc_server *s) {
+    return s->nthreads;
+}
+
 int tfps_rpc_server_run(tfps_rpc_server *s) {
     assert(!s->ran);
     s->ran = 1;
+    if (s->nthreads > 1 && (s->th = calloc((size_t)s->nthreads - 1, sizeof(*s->th))))
+        for (int i = 0; i < s->nthreads - 1; i++) {
+            if (pthread_create(&s->th[s->nth], NULL, server_thread, s) != 0) {
+                tfps_warn("rpc: could only start %d of %d server threads", s->nth + 1, s->nthreads);
+                break;
+            }
+            s->nth++;
+        }
     const double period = s->tick_ms / 1000.0;
     double next_tick = tfps_now() + period;
     while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
@@ -835,26 +1054,36 @@ int tfps_rpc_server_run(tfps_rpc_server *s) {
         if (ev.type == GRPC_OP_COMPLETE) server_event(s, ev);
         double now = tfps_now();
         if (now >= next_tick) {   /* also under a steady stream of calls */
-            if (s->tick) s->tick(s->ctx);
+            run_tick(s);
             glog_flush(tfps_now(), 0);
             next_tick = now + period;
             /* rpc_init raised glibc's trim threshold for speed: after a flood of unread replies is
              * gone, give the memory back (measured in test_limits) */
-            if (s->reply_peak - s->reply_bytes >= RPC_TRIM_BYTES && now - s->trimmed_at >= RPC_TRIM_EVERY_S) {
-                malloc_trim(0);   /* at most every few s: training's own 1 MB buffers are not re-faulted each step */
+            pthread_mutex_lock(&s->mu);
+            const int trim =
+                s->reply_peak - s->reply_bytes >= RPC_TRIM_BYTES && now - s->trimmed_at >= RPC_TRIM_EVERY_S;
+            if (trim) {
                 s->reply_peak = s->reply_bytes;
                 s->trimmed_at = now;
             }
+            pthread_mutex_unlock(&s->mu);
+            /* at most every few s: training's own 1 MB buffers are not re-faulted each step */
+            if (trim) malloc_trim(0);
             if (now >= s->watch_at && !s->no_watch) {
                 s->watch_at = now + RPC_WATCH_EVERY_S;
                 listener_watch(s);
             }
         }
     }
-    s->stopping = 1;   /* health says NOT_SERVING; no more handler calls */
+    /* health says NOT_SERVING; no handler call after this (deliver checks it under hmu) */
+    pthread_mutex_lock(&s->hmu);
+    atomic_store(&s->stopping, 1);
+    pthread_mutex_unlock(&s->hmu);
     /* The last tick may still answer held calls properly; the rest get UNAVAILABLE. */
-    if (s->tick) s->tick(s->ctx);
+    run_tick(s);
     server_shutdown(s);
+    free(s->th);
+    s->th = NULL;
     return TFPS_OK;
 }
 
@@ -869,6 +1098,8 @@ void tfps_rpc_server_free(tfps_rpc_server *s) {
     server_shutdown(s);   /* when run never ran */
     if (s->creds) grpc_server_credentials_release(s->creds);
     if (s->quota) grpc_resource_quota_unref(s->quota);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->hmu);
     free(s->mh);
     free(s);
 }
@@ -1038,7 +1269,9 @@ static void attempt_start(tfps_rpc_client *c, rpc_ccall *x, int target, gpr_time
     ops[5].data.recv_status_on_client.trailing_metadata = &x->trail_md;
     ops[5].data.recv_status_on_client.status = &x->status;
     ops[5].data.recv_status_on_client.status_details = &x->details;
-    grpc_call_error e = grpc_call_start_batch(x->call, ops, 6, x, NULL);
+    grpc_call *call = x->call;
+    RPC_TAG_OUT(x);
+    grpc_call_error e = grpc_call_start_batch(call, ops, 6, x, NULL);
     if (e != GRPC_CALL_OK) {
         /* No tag will come: mark it done at once (the caller checks). */
         x->status = GRPC_STATUS_INTERNAL;
@@ -1165,6 +1398,7 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
             if (xs[k].state == CC_BACKOFF && xs[k].retry_at < wake) wake = xs[k].retry_at;
         grpc_event ev = grpc_completion_queue_next(c->cq, rpc_after(wake - tfps_now()), NULL);
         if (ev.type == GRPC_OP_COMPLETE) {
+            RPC_TAG_IN(ev.tag);
             rpc_ccall *x = ev.tag;
             int k = (int)(x - xs);
             assert(k >= 0 && k < n && x->state == CC_RUNNING);

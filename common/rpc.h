@@ -3,11 +3,17 @@
  * The C core API is not a stable public API, so it stays in rpc.c. Messages
  * cross this interface as opaque bytes (wire.h packs and unpacks them).
  *
- * Server: one completion queue, one thread. Every incoming call gets a
- * per-call state struct (the tag); the handler is called on the loop thread
- * with the request bytes and may reply at once or keep the call and reply
- * later (tfps_rpc_reply from the same thread, e.g. from the tick callback):
- * that deferred reply is what sync training needs. The server answers the
+ * Server: one completion queue, polled by 1 thread (the default) or more
+ * (tfps_rpc_server_set_threads). Every incoming call gets a per-call state
+ * struct (the tag); the handler is called with the request bytes and may
+ * reply at once or keep the call and reply later (tfps_rpc_reply from the
+ * handler or the tick callback): that deferred reply is what sync training
+ * needs. With several threads the handler and the tick are still called
+ * one at a time (a lock), so whatever they share needs no lock of its own
+ * and is seen in the order the calls were handed over; what runs in
+ * parallel around them is gRPC's own work, the copy of a request into one
+ * contiguous buffer, and the sending of replies (a reply made inside the
+ * handler or the tick is started once that returns). The server answers the
  * standard grpc.health.v1.Health/Check itself (SERVING while running,
  * NOT_SERVING while stopping), so Kubernetes probes and grpc_health_probe
  * work.
@@ -100,10 +106,22 @@ typedef struct tfps_rpc_call tfps_rpc_call;   /* one incoming call; valid until 
 /* method: index into the methods array given to tfps_rpc_server_new.
  * req/len: the request bytes, valid only during the handler call.
  * The handler must eventually call tfps_rpc_reply or tfps_rpc_reply_error
- * exactly once for this call (now or later, on the loop thread). */
+ * exactly once for this call (now, or later from the handler of another
+ * call or from the tick: never from a thread of its own). Handler and tick
+ * calls never overlap, whatever the thread count. */
 typedef void (*tfps_rpc_handler)(void *ctx, tfps_rpc_call *call, int method, const uint8_t *req, size_t len);
-/* Called on the loop thread about every tick_ms, and once more just before
- * run returns; may reply to held calls or call tfps_rpc_server_request_stop. */
+/* Optional (tfps_rpc_server_set_prepare): called for every call that will
+ * reach the handler, just before it, on the thread that received the call
+ * and WITHOUT the handler lock, so calls are prepared in parallel (decoding,
+ * checks that read only what never changes while the server runs). What it
+ * returns (NULL allowed) is the handler's through tfps_rpc_call_prepared, and
+ * goes to release once the handler returned (or when the server stopped
+ * before calling it). */
+typedef void *(*tfps_rpc_prepare)(void *ctx, int method, const uint8_t *req, size_t len);
+typedef void (*tfps_rpc_release)(void *ctx, void *prepared);
+/* Called on the thread that called run about every tick_ms, and once more
+ * just before run returns (no handler call after that one); may reply to
+ * held calls or call tfps_rpc_server_request_stop. */
 typedef void (*tfps_rpc_tick)(void *ctx);
 
 /* Binds addr ("0.0.0.0:2222", "[::]:2222", "127.0.0.1:0" for a port chosen by
@@ -114,8 +132,17 @@ typedef void (*tfps_rpc_tick)(void *ctx);
 tfps_rpc_server *tfps_rpc_server_new(const char *addr, const char *const *methods, int nmethods, size_t max_msg,
                                      tfps_rpc_handler handler, tfps_rpc_tick tick, int tick_ms, void *ctx,
                                      int *bound_port, char *err, size_t errlen);
+/* Threads that poll the server's queue (1..TFPS_RPC_MAX_THREADS; values out
+ * of range are clamped): run uses the calling thread and starts n - 1 more.
+ * Call before run. 1 (the default) is the single loop thread of old. */
+#define TFPS_RPC_MAX_THREADS 64
+/* Call before run. */
+void tfps_rpc_server_set_prepare(tfps_rpc_server *s, tfps_rpc_prepare prepare, tfps_rpc_release release);
+void tfps_rpc_server_set_threads(tfps_rpc_server *s, int n);
+int tfps_rpc_server_threads(const tfps_rpc_server *s);
 /* Runs the loop until request_stop; then stops accepting, answers calls still
- * held with UNAVAILABLE "server shutting down", drains and returns TFPS_OK. */
+ * held with UNAVAILABLE "server shutting down", drains, joins the threads it
+ * started and returns TFPS_OK. */
 int tfps_rpc_server_run(tfps_rpc_server *s);
 /* Async-signal-safe: only sets a flag the loop checks every tick. */
 void tfps_rpc_server_request_stop(tfps_rpc_server *s);
@@ -124,7 +151,14 @@ void tfps_rpc_server_free(tfps_rpc_server *s);   /* NULL-safe; after run returne
 /* Replies OK with body (copied; may be NULL with len 0), or an error status
  * with a one-line message. Frees the call: do not touch it afterwards. */
 void tfps_rpc_reply(tfps_rpc_call *call, const uint8_t *body, size_t len);
+/* As tfps_rpc_reply, but body (malloc'd; NULL with len 0 allowed) is taken
+ * over, not copied: it is sent from where it is and freed with free() once
+ * gRPC is done with it, on whatever thread that is. */
+void tfps_rpc_reply_take(tfps_rpc_call *call, uint8_t *body, size_t len);
 void tfps_rpc_reply_error(tfps_rpc_call *call, int status, const char *msg);
+/* What the server's prepare made of this call's request (NULL without one);
+ * valid during the handler call only. */
+void *tfps_rpc_call_prepared(const tfps_rpc_call *call);
 /* The peer's address ("ipv4:127.0.0.1:5555"), for logs. */
 const char *tfps_rpc_call_peer(const tfps_rpc_call *call);
 

@@ -1,4 +1,5 @@
 /* options.c -- see options.h. */
+#define _GNU_SOURCE   /* sched_getaffinity, CPU_COUNT */
 #include "options.h"
 #include "log.h"
 #include "tfps.h"
@@ -7,9 +8,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum { OPT_INT, OPT_I64, OPT_FLOAT, OPT_PATH, OPT_ENUM } opt_type;
 
@@ -63,7 +66,7 @@ static const opt_def opts[] = {
      "number format of gradients and weights on the wire: fp32, bf16 or fp16 (half the bytes; gradients with "
      "error feedback, weights rounded to nearest; the ps keep fp32 weights and optimizer state and answer each "
      "worker in the format it asks for)"},
-    {"ps-threads", OPT_INT, OFF(ps_threads), "0", 0, 1024, NULL,
+    {"ps-threads", OPT_INT, OFF(ps_threads), "0", 0, 64, NULL,
      "ps: threads serving calls and applying updates over its ranges; 0 = the cores available"},
     {"eval-every", OPT_FLOAT, OFF(eval_every), "2", 0.1, 86400, NULL, "evaluator task: seconds between evaluations"},
     {"consistency", OPT_ENUM, OFF(consistency), "async", 0, 0, consistency_names,
@@ -144,6 +147,17 @@ void tfps_options_optim(const tfps_options *o, tfps_optim *out) {
     *out = (tfps_optim){.kind = o->optimizer, .lr = (float)o->learning_rate, .momentum = (float)o->momentum,
                         .nesterov = o->nesterov, .beta1 = o->beta1, .beta2 = o->beta2,
                         .epsilon = (float)o->epsilon, .initial_accumulator = (float)o->initial_accumulator};
+}
+
+int tfps_options_ps_threads(const tfps_options *o) {
+    if (o->ps_threads > 0) return o->ps_threads < TFPS_PS_THREADS_MAX ? o->ps_threads : TFPS_PS_THREADS_MAX;
+    // the cores this process may run on (a container's cpuset, taskset), else the ones online
+    long n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+    if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    return n < TFPS_PS_THREADS_DEFAULT_MAX ? (int)n : TFPS_PS_THREADS_DEFAULT_MAX;
 }
 
 int tfps_options_checkpoint_dir(const tfps_options *o, char *out, size_t n) {

@@ -106,5 +106,13 @@ int tfps_options_checkpoint_dir(const tfps_options *o, char *out, size_t n);
 /* The update rule the options ask for (--optimizer, --learning-rate, ...), as
  * the ps and local mode apply it. */
 void tfps_options_optim(const tfps_options *o, tfps_optim *out);
+/* The ps's thread count (serving and applying): --ps-threads, at most
+ * TFPS_PS_THREADS_MAX; 0 = the cores this process may run on
+ * (sched_getaffinity, else the ones online), at most
+ * TFPS_PS_THREADS_DEFAULT_MAX (an update of this model is split into
+ * chunks of 64K floats: more threads than that find no work). */
+#define TFPS_PS_THREADS_MAX 64
+#define TFPS_PS_THREADS_DEFAULT_MAX 16
+int tfps_options_ps_threads(const tfps_options *o);
 
 #endif

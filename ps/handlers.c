@@ -9,6 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 1 when x is inf or NaN (all exponent bits set): integer ops, so the scan
+ * of a whole gradient vectorizes (isfinite() on each float kept it scalar). */
+static inline uint32_t nonfinite(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof(u));
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
 static int not_owned(const tfps_store *s, int ps_index, const char *what, int i, tfps_wire_range r, char *msg,
                      size_t msglen) {
     char owned[256];
@@ -117,7 +125,9 @@ int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, si
                 goto fail;
             }
         const size_t n = (size_t)(g->range.end - g->range.begin);
-        for (size_t k = 0; k < n; k++)
+        uint32_t bad = 0;   // no early exit: the common all-finite case runs straight through
+        for (size_t k = 0; k < n; k++) bad |= nonfinite(g->values[k]);
+        for (size_t k = 0; bad && k < n; k++)   // which one, for the message
             if (!isfinite(g->values[k])) {
                 snprintf(msg, msglen, "PushRequest.gradients[%d] holds a non-finite value (%g) at flat index %" PRIu64
                          ": refused, weights unchanged (lower --learning-rate?)", i, (double)g->values[k],

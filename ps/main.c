@@ -44,6 +44,17 @@ static void handle(void *ctx, tfps_rpc_call *call, int method, const uint8_t *re
     tfps_ps_serve(d->ps, d->server, call, method, req, len);
 }
 
+/* Outside the server's handler lock, on the thread that received the call. */
+static void *prepare(void *ctx, int method, const uint8_t *req, size_t len) {
+    ps_daemon *d = ctx;
+    return tfps_ps_prepare(d->ps, method, req, len);
+}
+
+static void release(void *ctx, void *prepared) {
+    (void)ctx;
+    tfps_ps_prepared_free(prepared);
+}
+
 static void tick(void *ctx) {
     ps_daemon *d = ctx;
     if (tfps_ps_tick(d->ps)) tfps_rpc_server_request_stop(d->server);
@@ -109,6 +120,8 @@ int main(int argc, char **argv) {
         tfps_rpc_shutdown();
         goto done;
     }
+    tfps_rpc_server_set_threads(d.server, tfps_ps_threads(d.ps));
+    tfps_rpc_server_set_prepare(d.server, prepare, release);
     signal_server = d.server;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -120,10 +133,12 @@ int main(int argc, char **argv) {
     tfps_options_optim(&o, &opt);
     tfps_optim_describe(&opt, opt_desc, sizeof(opt_desc));
     tfps_info("ps %d of %d serving %s (%s, port %d) over %s: %zu parameters of %zu (%s plan %016llx), %d workers "
-              "expected; %s, %s", c.task_index, c.num_ps, bind, o.bind[0] ? "--bind" : "its TF_CONFIG address", port,
-              tfps_rpc_tls_mode() ? "mTLS" : "plaintext", tfps_ps_owned(d.ps), l.total,
-              tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest, c.num_workers,
-              tfps_consistency_name(o.consistency), opt_desc);
+              "expected; %s, %s; %d thread%s (%s), updates split over %d", c.task_index, c.num_ps, bind,
+              o.bind[0] ? "--bind" : "its TF_CONFIG address", port, tfps_rpc_tls_mode() ? "mTLS" : "plaintext",
+              tfps_ps_owned(d.ps), l.total, tfps_shard_strategy_name(plan.strategy), (unsigned long long)plan.digest,
+              c.num_workers, tfps_consistency_name(o.consistency), opt_desc, tfps_ps_threads(d.ps),
+              tfps_ps_threads(d.ps) == 1 ? "" : "s", o.ps_threads ? "--ps-threads" : "the cores available",
+              tfps_ps_apply_threads(d.ps));
     tfps_rpc_server_run(d.server);
     signal_server = NULL;
     tfps_ps_stats s;

@@ -4,6 +4,7 @@
 #include "rpc.h"
 #include "tfps.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,26 +87,51 @@ void tfps_policy_get_stats(const tfps_policy *p, tfps_policy_stats *s) {
 
 static int required(const tfps_policy *p) { return p->r2a < p->nlive ? p->r2a : p->nlive; }
 
-/* sync: the mean of the gradients in (nin > 0), summed in rank order, is one
- * update; or, when it would make the state non-finite (a sum that overflows
- * included), a skipped step (policy.h). Either way the version advances. */
-static void aggregate(tfps_policy *p) {
+/* The mean of the gradients in, over elements [lo, hi): into the lowest
+ * rank's buffer (first), the others added in rank order, then divided. */
+typedef struct {
+    tfps_policy *p;
+    int first;
+} mean_work;
+
+static void mean_range(const tfps_policy *p, int first, size_t lo, size_t hi) {
     const size_t n = p->store->nelems;
-    float *sum = NULL;
-    for (int r = 0; r < p->num_workers; r++) {
+    float *sum = p->acc + (size_t)first * n;
+    for (int r = first + 1; r < p->num_workers; r++) {
         if (!p->in[r]) continue;
-        float *g = p->acc + (size_t)r * n;
-        if (!sum) {
-            sum = g;   // the lowest rank's buffer becomes the sum
-            continue;
-        }
-        for (size_t i = 0; i < n; i++) sum[i] += g[i];
+        const float *g = p->acc + (size_t)r * n;
+        for (size_t i = lo; i < hi; i++) sum[i] += g[i];
     }
     const float count = (float)p->nin;
     if (p->nin > 1)   // x / 1.0f == x: one gradient needs no pass
-        for (size_t i = 0; i < n; i++) sum[i] /= count;
+        for (size_t i = lo; i < hi; i++) sum[i] /= count;
+}
+
+static void mean_chunk(void *ctx, int j, int chunks) {
+    const mean_work *m = ctx;
+    size_t lo, hi;
+    tfps_pool_chunk(m->p->store->nelems, j, chunks, &lo, &hi);
+    mean_range(m->p, m->first, lo, hi);
+}
+
+/* sync: the mean of the gradients in (nin > 0), summed in rank order, is one
+ * update; or, when it would make the state non-finite (a sum that overflows
+ * included), a skipped step (policy.h). Either way the version advances.
+ * Every element is summed in the same order whether the elements are cut
+ * into chunks for the store's pool or not: the same bits. */
+static void aggregate(tfps_policy *p) {
+    const size_t n = p->store->nelems;
+    assert(p->nin > 0);
+    int first = 0;
+    while (!p->in[first]) first++;   // nin > 0: the lowest rank's buffer becomes the sum
+    mean_work m = {p, first};
+    // the mean costs about an sgd update per gradient summed: chunks of sgd's length over nin
+    const size_t min_chunk = TFPS_STORE_SGD_FACTOR * p->store->min_chunk / (size_t)p->nin;
+    const int chunks = tfps_pool_chunks(p->store->pool, n, min_chunk);
+    if (chunks > 1) tfps_pool_run(p->store->pool, chunks, mean_chunk, &m);
+    else mean_range(p, first, 0, n);
     const size_t at = 0;
-    const float *gs = sum;
+    const float *gs = p->acc + (size_t)first * n;
     if (tfps_store_update(p->store, 1, &at, &gs, &n)) {
         p->st.aggregated += (uint64_t)p->nin;
     } else {

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "optim.h"
 #include "policy.h"
+#include "pool.h"
 #include "rpc.h"
 #include "saver.h"
 #include "service.h"
@@ -46,6 +47,8 @@ struct tfps_ps {
     char opt_desc[160];
     uint64_t opt_digest;
     tfps_store store;
+    int threads;             /* --ps-threads resolved (options.h) */
+    tfps_pool *pool;         /* the store's update loops on `threads` cores; NULL: one loop */
     tfps_policy *pol;
     worker_state *workers;   /* [num_workers], by rank */
     int observers;
@@ -76,10 +79,23 @@ struct tfps_ps {
     double ckpt_pause_max;
     tfps_ps_reply_fn reply;
     void *reply_ctx;
+    struct ps_prepared *prepared;   /* the decoded push of the call being handled (tfps_ps_prepare), or NULL */
     tfps_buf out;            /* the reply of the call being handled */
     tfps_buf held_out;       /* the reply of a held call being released */
     uint16_t *half;          /* [store elements] the weights in bf16 / fp16 for a reply (--wire-dtype) */
 };
+
+/* A Push's (or a PushPull's push part's) decoding and checks against the
+ * owned ranges (tfps_handlers_push): a pure function of the bytes and of the
+ * ranges, which never change, so it may be done before the call is handed
+ * over, outside the server's handler lock; its outcome, message included, is
+ * then used where push_apply would have computed it. */
+typedef struct ps_prepared {
+    int method;
+    int rc;
+    char msg[TFPS_ERR_LEN];
+    tfps_push g;   /* owned here until push_apply takes it */
+} ps_prepared;
 
 static void rpc_reply(void *ctx, void *token, int status, const uint8_t *resp, size_t len, const char *msg) {
     (void)ctx;
@@ -140,6 +156,16 @@ tfps_ps *tfps_ps_new(const tfps_layout *l, const tfps_shard_plan *plan, int ps_i
     ps->reply = reply ? reply : rpc_reply;
     ps->reply_ctx = reply_ctx;
     if (tfps_store_init(&ps->store, l, plan, ps_index, ps->seed, &ps->opt, err, errlen) != TFPS_OK) goto fail;
+    ps->threads = tfps_options_ps_threads(o);
+    const char *mc = getenv("TFPS_PS_APPLY_MIN_CHUNK");   // tests split a small model with it (store.h)
+    if (mc && strtol(mc, NULL, 10) > 0) ps->store.min_chunk = (size_t)strtol(mc, NULL, 10);
+    // a pool only when an update of this shard can be split: a small shard never wakes a thread
+    if (ps->threads > 1 && ps->store.nelems >= 2 * tfps_store_min_chunk(&ps->store)) {
+        char perr[TFPS_ERR_LEN];
+        ps->pool = tfps_pool_new(ps->threads, perr, sizeof(perr));
+        if (!ps->pool) tfps_warn("ps: updates run on one core: %s", perr);
+        ps->store.pool = ps->pool;
+    }
     ps->pol = tfps_policy_new(&ps->store, o->consistency, num_workers, o->replicas_to_aggregate, o->staleness, err,
                               errlen);
     if (!ps->pol) goto fail;
@@ -160,6 +186,7 @@ void tfps_ps_free(tfps_ps *ps) {
     tfps_saver_free(ps->saver);   // waits for a write in flight: a checkpoint is never cut short by an exit
     tfps_policy_free(ps->pol);
     tfps_store_destroy(&ps->store);
+    tfps_pool_free(ps->pool);
     free(ps->workers);
     tfps_buf_free(&ps->out);
     tfps_buf_free(&ps->held_out);
@@ -168,6 +195,8 @@ void tfps_ps_free(tfps_ps *ps) {
 }
 
 int tfps_ps_shutdown_requested(const tfps_ps *ps) { return ps->shutdown; }
+int tfps_ps_threads(const tfps_ps *ps) { return ps->threads; }
+int tfps_ps_apply_threads(const tfps_ps *ps) { return tfps_pool_threads(ps->pool); }
 size_t tfps_ps_owned(const tfps_ps *ps) { return ps->store.nelems; }
 
 void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s) {
@@ -264,6 +293,21 @@ static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *o
     return TFPS_RPC_OK;
 }
 
+/* An OK answer packed in *b, to the call `token`. On the RPC path the bytes
+ * are handed over to the call (rpc.c sends them from where they are and
+ * frees them: no second copy of ~1 MB while the server's handler lock is
+ * held), and *b starts empty for the next answer. */
+static void reply_ok(tfps_ps *ps, void *token, tfps_buf *b) {
+    if (ps->reply == rpc_reply && b->len > 0) {
+        uint8_t *data = b->data;
+        const size_t len = b->len;
+        *b = (tfps_buf){0};
+        tfps_rpc_reply_take(token, data, len);
+        return;
+    }
+    ps->reply(ps->reply_ctx, token, TFPS_RPC_OK, b->data, b->len, NULL);
+}
+
 static void answer_held(tfps_ps *ps, const tfps_held *h, int status, const char *why) {
     const double waited = tfps_now() - h->t_held;
     ps->st.wait_s += waited;
@@ -273,7 +317,7 @@ static void answer_held(tfps_ps *ps, const tfps_held *h, int status, const char 
     if (status == TFPS_RPC_OK) status = pack_pull(ps, &h->pull, waited, &ps->held_out, msg, sizeof(msg));
     if (status == TFPS_RPC_OK) {
         ps->st.bytes_out += ps->held_out.len;
-        ps->reply(ps->reply_ctx, h->token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
+        reply_ok(ps, h->token, &ps->held_out);
     } else {
         ps->reply(ps->reply_ctx, h->token, status, NULL, 0, msg);
     }
@@ -502,7 +546,17 @@ static int handle_pull(tfps_ps *ps, const uint8_t *req, size_t len, void *token,
 static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expect_id, tfps_wire_push_resp *r,
                       char *msg, size_t msglen) {
     tfps_push g;
-    int rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen), rank = -1;
+    int rc, rank = -1;
+    ps_prepared *pp = ps->prepared;
+    if (pp) {   // decoded already (tfps_ps_prepare, these bytes): taken over
+        ps->prepared = NULL;
+        g = pp->g;
+        pp->g.owner = NULL;
+        rc = pp->rc;
+        if (rc != TFPS_RPC_OK) snprintf(msg, msglen, "%s", pp->msg);
+    } else {
+        rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen);
+    }
     if (rc == TFPS_RPC_OK && expect_id && g.m.worker_id != expect_id) {
         snprintf(msg, msglen, "PushPullRequest: the push is of worker id %" PRIu32 ", the pull of %" PRIu32
                  ": expected one worker's", g.m.worker_id, expect_id);
@@ -703,7 +757,7 @@ static void checkpoint_written(tfps_ps *ps, const tfps_saver_result *r) {
     if (!token) return;
     if (r->ok && pack_checkpoint_resp(ps, r, ps->ckpt_pause, &ps->held_out) == TFPS_OK) {
         ps->st.bytes_out += ps->held_out.len;
-        ps->reply(ps->reply_ctx, token, TFPS_RPC_OK, ps->held_out.data, ps->held_out.len, NULL);
+        reply_ok(ps, token, &ps->held_out);
     } else {
         ps->reply(ps->reply_ctx, token, TFPS_RPC_INTERNAL, NULL, 0, r->ok ? "ps: out of memory" : r->err);
     }
@@ -789,8 +843,43 @@ static const ps_handler handlers[TFPS_M_COUNT] = {
 #undef PS_HANDLER
 };
 
+void *tfps_ps_prepare(const tfps_ps *ps, int method, const uint8_t *req, size_t len) {
+    const uint8_t *push = req, *pull;
+    size_t push_len = len, pull_len;
+    char ignore[8];
+    if (method == TFPS_M_PUSHPULL) {   // a body that does not split is refused by the handler, as before
+        if (tfps_wire_split_pushpull_req(req, len, &push, &push_len, &pull, &pull_len, ignore, sizeof(ignore)) !=
+            TFPS_OK)
+            return NULL;
+    } else if (method != TFPS_M_PUSH) {
+        return NULL;
+    }
+    ps_prepared *pp = malloc(sizeof(*pp));
+    if (!pp) return NULL;   // the handler decodes it then
+    pp->method = method;
+    pp->msg[0] = '\0';
+    pp->rc = tfps_handlers_push(&ps->store, ps->ps_index, push, push_len, &pp->g, pp->msg, sizeof(pp->msg));
+    return pp;
+}
+
+void tfps_ps_prepared_free(void *prepared) {
+    ps_prepared *pp = prepared;
+    if (!pp) return;
+    tfps_push_release(&pp->g);
+    free(pp);
+}
+
 int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *token, const uint8_t **resp,
                    size_t *resp_len, char *msg, size_t msglen) {
+    // the server's path, in one thread: prepared, then handled
+    void *pp = tfps_ps_prepare(ps, method, req, len);
+    int rc = tfps_ps_handle_prepared(ps, method, req, len, pp, token, resp, resp_len, msg, msglen);
+    tfps_ps_prepared_free(pp);
+    return rc;
+}
+
+int tfps_ps_handle_prepared(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *prepared, void *token,
+                            const uint8_t **resp, size_t *resp_len, char *msg, size_t msglen) {
     *resp = NULL;
     *resp_len = 0;
     msg[0] = '\0';
@@ -800,7 +889,10 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
     }
     ps->st.bytes_in += len;
     poll_saver(ps);   // a checkpoint written meanwhile is acknowledged without waiting for the tick
+    ps_prepared *pp = prepared;
+    ps->prepared = pp && pp->method == method ? pp : NULL;   // push_apply takes it
     int rc = handlers[method](ps, req, len, token, msg, msglen);
+    ps->prepared = NULL;
     if (rc == TFPS_RPC_OK) {
         *resp = ps->out.data;
         *resp_len = ps->out.len;
@@ -821,9 +913,16 @@ void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int m
     const uint8_t *resp;
     size_t resp_len;
     char msg[TFPS_ERR_LEN];
-    int rc = tfps_ps_handle(ps, method, req, len, call, &resp, &resp_len, msg, sizeof(msg));
-    if (rc == TFPS_RPC_OK) tfps_rpc_reply(call, resp, resp_len);
-    else if (rc != TFPS_PS_HELD) tfps_rpc_reply_error(call, rc, msg);
+    int rc = tfps_ps_handle_prepared(ps, method, req, len, tfps_rpc_call_prepared(call), call, &resp, &resp_len, msg,
+                                     sizeof(msg));
+    if (rc == TFPS_RPC_OK && resp_len > 0 && resp == ps->out.data) {   // handed over, not copied (reply_ok)
+        ps->out = (tfps_buf){0};
+        tfps_rpc_reply_take(call, (uint8_t *)resp, resp_len);
+    } else if (rc == TFPS_RPC_OK) {
+        tfps_rpc_reply(call, resp, resp_len);
+    } else if (rc != TFPS_PS_HELD) {
+        tfps_rpc_reply_error(call, rc, msg);
+    }
     if (ps->shutdown) tfps_rpc_server_request_stop(srv);
 }
 

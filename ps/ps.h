@@ -6,6 +6,7 @@
  *   handlers.c  decoding and validation of every request
  *   policy.c    async / sync / ssp: when gradients apply, when pulls may be
  *               answered, the held calls
+ *   pool.c      the threads an update's loops are split over
  *   ps.c        this: membership (who registered, who is done), the method
  *               table, statistics, and answering held calls when they may be
  * main.c puts it behind the RPC server; test_ps_handlers drives it in
@@ -59,8 +60,21 @@ void tfps_ps_free(tfps_ps *ps);   /* NULL-safe; held calls are dropped unanswere
 int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *token, const uint8_t **resp,
                    size_t *resp_len, char *msg, size_t msglen);
 
+/* tfps_ps_handle in two parts, for a server whose threads decode calls in
+ * parallel: prepare does what reads nothing that changes (a Push's or a
+ * PushPull's push decoded and checked against the owned ranges) and may run
+ * on any thread while tfps_ps_handle_prepared runs for other calls; NULL
+ * when the method has nothing to prepare (or out of memory: the handler
+ * decodes itself). handle_prepared with what prepare gave for the same bytes
+ * answers exactly as tfps_ps_handle (which is both, in one thread). */
+void *tfps_ps_prepare(const tfps_ps *ps, int method, const uint8_t *req, size_t len);
+void tfps_ps_prepared_free(void *prepared);   /* NULL-safe; after handle_prepared */
+int tfps_ps_handle_prepared(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *prepared, void *token,
+                            const uint8_t **resp, size_t *resp_len, char *msg, size_t msglen);
+
 /* The RPC handler of a ps server: answers call (now or when the policy
- * allows) and, after the chief's Shutdown, asks srv to stop. */
+ * allows; with what the server's prepare made of it, tfps_rpc_call_prepared)
+ * and, after the chief's Shutdown, asks srv to stop. */
 void tfps_ps_serve(tfps_ps *ps, tfps_rpc_server *srv, tfps_rpc_call *call, int method, const uint8_t *req,
                    size_t len);
 /* Periodic duties (every ~100 ms from the server's tick): acknowledges a
@@ -85,5 +99,12 @@ void tfps_ps_get_stats(const tfps_ps *ps, tfps_ps_stats *s);
 void tfps_ps_describe_waits(const tfps_ps *ps, char *buf, size_t n);
 /* Elements this ps owns. */
 size_t tfps_ps_owned(const tfps_ps *ps);
+/* --ps-threads resolved (options.h: 0 = the cores): what the RPC server of
+ * this ps should poll its queue with (tfps_rpc_server_set_threads). */
+int tfps_ps_threads(const tfps_ps *ps);
+/* Threads an optimizer update (and a sync step's mean) is split over: 1 when
+ * the shard is too small to split (store.h, TFPS_STORE_MIN_CHUNK) or
+ * --ps-threads is 1. */
+int tfps_ps_apply_threads(const tfps_ps *ps);
 
 #endif

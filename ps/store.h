@@ -14,6 +14,7 @@
 #include "ckpt.h"
 #include "layout.h"
 #include "optim.h"
+#include "pool.h"
 #include "shard.h"
 
 #include <stddef.h>
@@ -33,13 +34,31 @@ typedef struct {
     tfps_optim opt;
     float *slot[TFPS_OPTIM_MAX_SLOTS];   /* [nelems] each, or NULL */
     uint64_t updates;        /* optimizer updates applied (t of the next is updates + 1) */
+    /* the update loops over several cores (pool.h); not owned: NULL = one loop on the caller */
+    tfps_pool *pool;
+    size_t min_chunk;        /* floats: momentum's, adam's, adagrad's updates are split only into chunks at least
+                                this long (sgd's: TFPS_STORE_SGD_FACTOR x longer, tfps_store_min_chunk) */
 } tfps_store;
+
+/* The floats an update must be split into chunks of, at least, before the
+ * pool's threads are woken (TFPS_PS_APPLY_MIN_CHUNK overrides it, for tests
+ * that split a small model): below it the wake-ups cost more than they win.
+ * Measured (bench_rpc --multicore, the update alone): momentum, adam and
+ * adagrad cost 2-5 ns per float, so a chunk is 0.1-0.3 ms of work; sgd costs
+ * 0.3 ns, so its chunks are 8 x longer (a 266,610-float sgd update ran 72 us
+ * in one loop, 86 us split in two). */
+#define TFPS_STORE_MIN_CHUNK 65536
+#define TFPS_STORE_SGD_FACTOR 8
 
 /* Takes the ranges the plan gives ps_index and initialises them. TFPS_ERR
  * with a message on OOM; nothing to destroy then. */
 int tfps_store_init(tfps_store *s, const tfps_layout *l, const tfps_shard_plan *plan, int ps_index, uint64_t seed,
                     const tfps_optim *opt, char *err, size_t errlen);
 void tfps_store_destroy(tfps_store *s);   /* safe on a zeroed store */
+
+/* The shortest chunk (floats) an update of this store's rule is split into:
+ * min_chunk, or TFPS_STORE_SGD_FACTOR x min_chunk for sgd. */
+size_t tfps_store_min_chunk(const tfps_store *s);
 
 /* Offset in w of [begin, end) if it is non-empty and inside one owned range;
  * else -1. */
@@ -52,7 +71,11 @@ void tfps_store_describe(const tfps_store *s, char *buf, size_t n);
  * (from locate; pieces do not overlap). All or nothing: every piece is
  * checked first (tfps_optim_finite); when the update would make any weight
  * or optimizer slot non-finite (inf, NaN), nothing is written, updates
- * stays, and 0 is returned. Else every piece is applied, updates = t: 1. */
+ * stays, and 0 is returned. Else every piece is applied, updates = t: 1.
+ * With a pool and at least 2 x tfps_store_min_chunk floats, the pieces (as one run of
+ * floats) are cut into chunks checked in parallel, then, if every chunk is
+ * finite, applied in parallel: the rules are elementwise, so the result is
+ * the same bits and the same decision as one loop. */
 int tfps_store_update(tfps_store *s, int npieces, const size_t *at, const float *const *g, const size_t *n);
 
 /* Overwrites the owned ranges, optimizer state and update count with the

@@ -2,7 +2,14 @@
  * a server thread answering from its handler, the client waiting on every
  * call (as a worker does). Prints one table; not a test.
  *
- *     bench_rpc [calls]          (default 300 calls per case)
+ *     bench_rpc [calls] [--ps-threads N] [--multicore [--consistency async|sync]]
+ *
+ * calls: per case (default 300). --ps-threads: the "tfps step" rows' ps
+ * (server threads and update threads; default 1, the single loop). With
+ * --multicore only one table is printed: a real ps serving 1, 2 and 4
+ * clients at once (each its own channel and rank, PushPull of the whole
+ * model every round), with --ps-threads 1 and with N (default: the cores),
+ * p50/p90 of a client's round and the rounds per second of all clients.
  *
  * The full model (784-300-100-10) is 1,066,440 bytes: a sync worker pushes
  * that much and pulls that much every step. The "default malloc" row runs
@@ -30,6 +37,7 @@
 #include "rpc.h"
 #include "service.h"
 #include "shard.h"
+#include "store.h"
 #include "tfps.h"
 
 #include <pthread.h>
@@ -143,6 +151,15 @@ static void ps_handle(void *ctx, tfps_rpc_call *call, int method, const uint8_t 
     tfps_ps_serve(d->ps, d->server, call, method, req, len);
 }
 
+static void *ps_prepare(void *ctx, int method, const uint8_t *req, size_t len) {
+    return tfps_ps_prepare(((bench_ps *)ctx)->ps, method, req, len);
+}
+
+static void ps_release(void *ctx, void *prepared) {
+    (void)ctx;
+    tfps_ps_prepared_free(prepared);
+}
+
 typedef struct {
     tfps_psclient *pc;
     const float *grads;
@@ -160,6 +177,7 @@ static int step_round(void *arg, char *err, size_t errlen) {
  * worker, times `calls` rounds of Push + Pull, stops and frees everything.
  * Returns the p50 in s, or -1. */
 static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_options *o) {
+    const int threads = tfps_options_ps_threads(o);
     char err[TFPS_ERR_LEN];
     tfps_layout l;
     tfps_shard_plan plan = {0};
@@ -192,6 +210,8 @@ static double run_tfps_case(const char *name, int num_ps, int calls, const tfps_
             fprintf(stderr, "%s: ps %d: %s\n", name, k, err);
             goto done;
         }
+        tfps_rpc_server_set_threads(ps[k].server, threads);
+        tfps_rpc_server_set_prepare(ps[k].server, ps_prepare, ps_release);
         if (pthread_create(&ps[k].th, NULL, run_thread, ps[k].server) != 0) {
             fprintf(stderr, "%s: ps %d: pthread_create failed\n", name, k);
             goto done;
@@ -248,6 +268,181 @@ done:
     return p50;
 }
 
+/* ---- a multi-core ps: several clients at once ------------------------------ */
+typedef struct {
+    tfps_psclient pc;
+    const float *grads;
+    float *params;
+    int calls, rank;
+    double *t;        /* [calls] */
+    double t_first;   /* tfps_now() when its first timed round began */
+    int failed;
+    pthread_barrier_t *start;
+} mc_client;
+
+static void *mc_client_main(void *arg) {
+    mc_client *c = arg;
+    char err[TFPS_ERR_LEN];
+    uint64_t step = 0;
+    pthread_barrier_wait(c->start);
+    for (int i = -20; i < c->calls && !c->failed; i++) {
+        if (i == 0) c->t_first = tfps_now();
+        const double t0 = tfps_now();
+        if (tfps_psclient_round(&c->pc, c->grads, 2.3f, 64, ++step, c->params, 30.0, err, sizeof(err)) != TFPS_OK) {
+            fprintf(stderr, "client %d: %s\n", c->rank, err);
+            c->failed = 1;
+        }
+        if (i >= 0) c->t[i] = tfps_now() - t0;
+    }
+    return NULL;
+}
+
+/* One ps (the whole model) with `threads` threads, `clients` workers each
+ * running `calls` rounds at once; prints a row: p50 and p90 of a round (every
+ * client's), rounds/s of all of them together (from the first timed round
+ * to the last). Returns the rounds/s, or -1. */
+static double run_multicore_case(int clients, int threads, int calls, const tfps_options *base) {
+    char err[TFPS_ERR_LEN], name[128];
+    snprintf(name, sizeof(name), "%s PushPull, 1 ps, %d client%s at once, --ps-threads %d",
+             tfps_consistency_name(base->consistency), clients, clients == 1 ? "" : "s", threads);
+    tfps_options o = *base;
+    o.ps_threads = threads;
+    tfps_layout l;
+    tfps_shard_plan plan = {0};
+    bench_ps ps = {0};
+    mc_client *cs = calloc((size_t)clients, sizeof(*cs));
+    float *grads = NULL;
+    double result = -1;
+    int port = 0, ninit = 0;
+    pthread_t *th = calloc((size_t)clients, sizeof(*th));
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)clients);
+    if (!cs || !th || tfps_layout_init(&l, TFPS_INPUT_WIDTH, o.h1, o.h2, TFPS_CLASSES, err, sizeof(err)) != TFPS_OK ||
+        tfps_shard_plan_build(&plan, &l, 1, TFPS_SHARD_BALANCED, err, sizeof(err)) != TFPS_OK)
+        goto done;
+    ps.ps = tfps_ps_new(&l, &plan, 0, &o, clients, NULL, NULL, err, sizeof(err));
+    if (!ps.ps) goto done;
+    ps.server = tfps_rpc_server_new("127.0.0.1:0", tfps_method_paths, TFPS_M_COUNT, tfps_max_message_bytes(&l),
+                                    ps_handle, NULL, 100, &ps, &port, err, sizeof(err));
+    if (!ps.server) goto done;
+    tfps_rpc_server_set_threads(ps.server, tfps_ps_threads(ps.ps));
+    tfps_rpc_server_set_prepare(ps.server, ps_prepare, ps_release);
+    if (pthread_create(&ps.th, NULL, run_thread, ps.server) != 0) goto done;
+    ps.started = 1;
+    snprintf(ps.target, sizeof(ps.target), "127.0.0.1:%d", port);
+    char *targets[1] = {ps.target};
+    grads = malloc(l.total * sizeof(float));
+    if (!grads) goto done;
+    for (size_t i = 0; i < l.total; i++) grads[i] = 1e-6f;
+    for (int k = 0; k < clients; k++, ninit++) {
+        mc_client *c = &cs[k];
+        if (tfps_psclient_init(&c->pc, targets, &l, &plan, err, sizeof(err)) != TFPS_OK) goto done;
+        c->pc.consistency = o.consistency;
+        c->pc.num_workers = clients;
+        char desc[160];
+        const tfps_wire_register_req q =
+            tfps_psclient_register_req(&o, &l, &plan, "worker", k, k, clients, desc, sizeof(desc));
+        int refused = 0;
+        c->params = malloc(l.total * sizeof(float));
+        c->t = malloc((size_t)calls * sizeof(double));
+        if (!c->params || !c->t ||
+            tfps_psclient_register(&c->pc, &q, 10.0, "bench_rpc", &refused, err, sizeof(err)) != TFPS_OK ||
+            tfps_psclient_round(&c->pc, NULL, 0, 0, 0, c->params, 10.0, err, sizeof(err)) != TFPS_OK)
+            goto done_init;
+        c->grads = grads;
+        c->calls = calls;
+        c->rank = k;
+        c->start = &start;
+    }
+    for (int k = 0; k < clients; k++) pthread_create(&th[k], NULL, mc_client_main, &cs[k]);
+    for (int k = 0; k < clients; k++) pthread_join(th[k], NULL);
+    const double t_end = tfps_now();
+    double t_first = 1e300;
+    int failed = 0;
+    double *all = malloc((size_t)clients * (size_t)calls * sizeof(double));
+    for (int k = 0; k < clients; k++) {
+        failed |= cs[k].failed;
+        if (cs[k].t_first < t_first) t_first = cs[k].t_first;
+        memcpy(all + (size_t)k * (size_t)calls, cs[k].t, (size_t)calls * sizeof(double));
+    }
+    if (!failed && all) {
+        const size_t nall = (size_t)clients * (size_t)calls;
+        qsort(all, nall, sizeof(double), cmp_double);
+        result = (double)nall / (t_end - t_first);
+        printf("%-*s %9.0f %9.0f %10.0f\n", NAME_W, name, all[nall / 2] * 1e6, all[(nall * 9) / 10] * 1e6, result);
+        fflush(stdout);
+    }
+    free(all);
+    goto done;
+done_init:
+    ninit++;
+done:
+    if (result < 0) fprintf(stderr, "%s: %s\n", name, err);
+    for (int k = 0; k < ninit; k++) {
+        tfps_psclient_destroy(&cs[k].pc);
+        free(cs[k].params);
+        free(cs[k].t);
+    }
+    if (ps.started) {
+        tfps_rpc_server_request_stop(ps.server);
+        pthread_join(ps.th, NULL);
+    }
+    tfps_rpc_server_free(ps.server);
+    tfps_ps_free(ps.ps);
+    free(grads);
+    free(cs);
+    free(th);
+    pthread_barrier_destroy(&start);
+    tfps_shard_plan_destroy(&plan);
+    return result;
+}
+
+/* ---- the update alone: one loop vs the pool -------------------------------- */
+/* tfps_store_update of the whole model (check + apply) with each optimizer:
+ * p50 of `calls` updates with one loop and with a pool of `threads`, in us. */
+static void run_apply_cases(int threads, int calls) {
+    char err[TFPS_ERR_LEN];
+    tfps_layout l;
+    tfps_shard_plan plan = {0};
+    if (tfps_layout_init(&l, TFPS_INPUT_WIDTH, 300, 100, TFPS_CLASSES, err, sizeof(err)) != TFPS_OK ||
+        tfps_shard_plan_build(&plan, &l, 1, TFPS_SHARD_BALANCED, err, sizeof(err)) != TFPS_OK)
+        return;
+    tfps_pool *pool = tfps_pool_new(threads, err, sizeof(err));
+    float *g = malloc(l.total * sizeof(float));
+    double *t = malloc((size_t)calls * sizeof(double));
+    for (size_t i = 0; i < l.total; i++) g[i] = 1e-6f * (float)(i % 13);
+    for (int kind = 0; kind < TFPS_OPT_COUNT && pool && g && t; kind++) {
+        const tfps_optim opt = {.kind = kind, .lr = 0.001f, .momentum = 0.9f, .beta1 = 0.9, .beta2 = 0.999,
+                                .epsilon = 1e-7f, .initial_accumulator = 0.1f};
+        double p50[2];
+        int chunks = 1;
+        for (int pooled = 0; pooled < 2; pooled++) {
+            tfps_store st;
+            if (tfps_store_init(&st, &l, &plan, 0, 1, &opt, err, sizeof(err)) != TFPS_OK) break;
+            st.pool = pooled ? pool : NULL;
+            chunks = tfps_pool_chunks(st.pool, l.total, tfps_store_min_chunk(&st));
+            const size_t at = 0;
+            const float *gp = g;
+            for (int i = -10; i < calls; i++) {
+                const double t0 = tfps_now();
+                tfps_store_update(&st, 1, &at, &gp, &l.total);
+                if (i >= 0) t[i] = tfps_now() - t0;
+            }
+            qsort(t, (size_t)calls, sizeof(double), cmp_double);
+            p50[pooled] = t[calls / 2];
+            tfps_store_destroy(&st);
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "update of 266,610 floats, %s: one loop / %d threads (%d chunk%s)",
+                 tfps_optim_name(kind), threads, chunks, chunks == 1 ? ": not split" : "s");
+        printf("%-*s %9.0f %9.0f\n", NAME_W, name, p50[0] * 1e6, p50[1] * 1e6);
+    }
+    free(g);
+    free(t);
+    tfps_pool_free(pool);
+    tfps_shard_plan_destroy(&plan);
+}
+
 /* ---- mTLS: certificates from deploy/make-certs.sh -------------------------- */
 static char *slurp(const char *dir, const char *name) {
     char path[1200];
@@ -274,16 +469,60 @@ static int use_cert(const char *dir, const char *name) {
 }
 
 int main(int argc, char **argv) {
-    int calls = 300, only_echo = 0, rc = 0;
+    int calls = 300, only_echo = 0, rc = 0, ps_threads = 1, multicore = 0, consistency = TFPS_CONSISTENCY_ASYNC;
+    const char *optimizer = "sgd";
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--only-1mb-echo") == 0)
+        if (strcmp(argv[i], "--only-1mb-echo") == 0) {
             only_echo = 1;
-        else
+        } else if (strcmp(argv[i], "--ps-threads") == 0 && i + 1 < argc) {
+            ps_threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--multicore") == 0) {
+            multicore = 1;
+        } else if (strcmp(argv[i], "--optimizer") == 0 && i + 1 < argc) {
+            optimizer = argv[++i];
+        } else if (strcmp(argv[i], "--consistency") == 0 && i + 1 < argc) {
+            consistency = strcmp(argv[++i], "sync") == 0 ? TFPS_CONSISTENCY_SYNC : TFPS_CONSISTENCY_ASYNC;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: bench_rpc [calls] [--ps-threads N] [--multicore [--consistency async|sync] [--optimizer "
+                   "NAME]]\n"
+                   "  calls          rounds timed per case (default 300)\n"
+                   "  --ps-threads   the tfps rows' ps: server and update threads (default 1; with --multicore:\n"
+                   "                 the second thread count, default the cores available)\n"
+                   "  --multicore    only the table of a ps serving 1, 2 and 4 clients at once, --ps-threads 1\n"
+                   "                 and N (--optimizer: the ps's, default sgd), then the update alone\n");
+            return 0;
+        } else {
             calls = atoi(argv[i]);
+        }
     }
     if (calls < 10) calls = 10;
     tfps_log_min_level = TFPS_LOG_WARN;
     tfps_rpc_init();
+    if (multicore) {
+        tfps_options o;
+        char err[TFPS_ERR_LEN];
+        char *oargv[] = {argv[0], "--optimizer", (char *)optimizer, NULL};
+        if (tfps_options_parse(&o, 3, oargv, err, sizeof(err)) != TFPS_OK) {
+            fprintf(stderr, "bench_rpc: %s\n", err);
+            return 1;
+        }
+        o.consistency = consistency;
+        o.ps_threads = 0;
+        int n = ps_threads > 1 ? ps_threads : tfps_options_ps_threads(&o);
+        if (n < 2) n = 2;
+        printf("bench_rpc --multicore: a ps of the whole model (784-300-100-10, %s), %d rounds per client, nproc %ld\n",
+               optimizer, calls, sysconf(_SC_NPROCESSORS_ONLN));
+        printf("%-*s %9s %9s %10s\n", NAME_W, "case (each client waits for its round)", "p50 us", "p90 us",
+               "rounds/s");
+        const int clients[3] = {1, 2, 4}, threads[2] = {1, n};
+        for (int c = 0; c < 3; c++)
+            for (int t = 0; t < 2; t++)
+                if (run_multicore_case(clients[c], threads[t], calls, &o) < 0) rc = 1;
+        printf("%-*s %9s %9s\n", NAME_W, "the update alone (check + apply), p50 us", "1 loop", "pool");
+        run_apply_cases(n, calls);
+        tfps_rpc_shutdown();
+        return rc;
+    }
 
     model = malloc(MODEL_BYTES);
     for (size_t i = 0; i < MODEL_BYTES; i++) model[i] = (uint8_t)(i * 7);
@@ -326,6 +565,7 @@ int main(int argc, char **argv) {
         if (tfps_options_parse(&o, 1, argv, err, sizeof(err)) != TFPS_OK) {
             fprintf(stderr, "bench_rpc: %s\n", err);
         } else {
+            o.ps_threads = ps_threads;
             tfps1 = run_tfps_case("tfps step: PushPull through a real ps (wire, validation, SGD apply)", 1, calls,
                                   &o);
             tfps_options half = o;

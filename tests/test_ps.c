@@ -3,18 +3,31 @@
  * wrong size, a range the ps does not own, an unknown worker, NaN values, a
  * push from the evaluator, a mismatched layout) gets an error status and the
  * ps's weights stay byte-for-byte unchanged; a good push changes them by
- * exactly -lr * g; the health service answers; Shutdown makes the ps exit 0. */
+ * exactly -lr * g; the health service answers; Shutdown makes the ps exit 0.
+ *
+ * A second suite runs a multi-core ps (--ps-threads 4: four server threads,
+ * updates split over four) against four workers calling at once from
+ * threads of their own (tfps_psclient, as tfps-worker does): in sync mode
+ * (adam) the final weights equal, byte for byte, those of the same run
+ * against --ps-threads 1; in async mode (sgd: the order of the updates
+ * changes only roundings) every push is applied and the weights equal one
+ * thread's to 1e-5. The ps run with TFPS_PS_APPLY_MIN_CHUNK=16384, so sgd's
+ * updates of this model are split too (store.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "layout.h"
 #include "optim.h"
+#include "options.h"
+#include "psclient.h"
 #include "rpc.h"
 #include "service.h"
 #include "shard.h"
 #include "testutil.h"
+#include "tfps.h"
 #include "wire.h"
 
 #include <CUnit/Basic.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +407,178 @@ static void test_health_and_shutdown(void) {
     free(log);
 }
 
+/* ---- a multi-core ps, several workers at once ------------------------------ */
+
+#define MC_WORKERS 4
+#define MC_STEPS 12
+
+typedef struct {
+    const char *target;
+    const tfps_options *o;
+    const tfps_layout *l;
+    const tfps_shard_plan *plan;
+    int rank;
+    float *params;   /* [total]: the weights after its last round */
+    int ok;
+    char err[512];
+} mc_worker;
+
+/* One worker: register, pull, MC_STEPS rounds of push (a gradient that depends
+ * on rank and step only) + pull, then done. */
+static void *mc_worker_main(void *arg) {
+    mc_worker *w = arg;
+    tfps_psclient pc;
+    char *targets[1] = {(char *)w->target};
+    if (tfps_psclient_init(&pc, targets, w->l, w->plan, w->err, sizeof(w->err)) != TFPS_OK) return NULL;
+    pc.consistency = w->o->consistency;
+    pc.num_workers = MC_WORKERS;
+    char desc[160];
+    tfps_wire_register_req q = tfps_psclient_register_req(w->o, w->l, w->plan, "worker", w->rank, w->rank, MC_WORKERS,
+                                                          desc, sizeof(desc));
+    int refused = 0;
+    const size_t n = w->l->total;
+    float *g = malloc(n * sizeof(float));
+    int rc = g ? tfps_psclient_register(&pc, &q, 30.0, "test", &refused, w->err, sizeof(w->err)) : TFPS_ERR;
+    if (rc == TFPS_OK) rc = tfps_psclient_round(&pc, NULL, 0, 0, 0, w->params, 60.0, w->err, sizeof(w->err));
+    for (int step = 1; step <= MC_STEPS && rc == TFPS_OK; step++) {
+        for (size_t i = 0; i < n; i++)
+            g[i] = (float)((int)((i * 31 + (size_t)w->rank * 7919 + (size_t)step * 104729) % 2001) - 1000) * 1e-4f;
+        rc = tfps_psclient_round(&pc, g, 2.3f, 32, (uint64_t)step, w->params, 60.0, w->err, sizeof(w->err));
+    }
+    if (rc == TFPS_OK) rc = tfps_psclient_heartbeat(&pc, MC_STEPS, 0, 1, NULL, 30.0, w->err, sizeof(w->err));
+    w->ok = rc == TFPS_OK;
+    free(g);
+    tfps_psclient_destroy(&pc);
+    return NULL;
+}
+
+/* A 1-ps, MC_WORKERS-worker job: tfps-ps with args (NULL-ended, the same the
+ * workers' options are parsed from), the workers at once; then the final
+ * weights (pulled as the evaluator) into w, the ps's Status into *st, and
+ * its log (stopped by SIGTERM: it must exit 0). 0 on success. */
+static int mc_run(const char *const *args, float *w, tfps_wire_status_resp *st, char **log_out) {
+    tfps_layout l;
+    tfps_shard_plan plan = {0};
+    tfps_options o;
+    char err[512];
+    const char *argv[32] = {"tfps-ps"};
+    int argc = 1;
+    while (args[argc - 1]) {
+        argv[argc] = args[argc - 1];
+        argc++;
+    }
+    argv[argc] = NULL;
+    if (tfps_options_parse(&o, argc, (char **)argv, err, sizeof(err)) != TFPS_OK) {
+        printf("\n  options: %s", err);
+        return -1;
+    }
+    tfps_layout_init(&l, 784, o.h1, o.h2, 10, NULL, 0);
+    tfps_shard_plan_build(&plan, &l, 1, TFPS_SHARD_BALANCED, NULL, 0);
+    const int port = tu_free_port();
+    char tf[512], mlog[] = "/tmp/tfps-test-ps-mc-XXXXXX", tgt[64];
+    snprintf(tf, sizeof(tf),
+             "TF_CONFIG={\"cluster\": {\"worker\": [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", "
+             "\"127.0.0.1:4\"], \"ps\": [\"127.0.0.1:%d\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}", port);
+    snprintf(tgt, sizeof(tgt), "127.0.0.1:%d", port);
+    int fd = mkstemp(mlog);
+    if (fd >= 0) close(fd);
+    argv[0] = PS;
+    const char *env[] = {tf, "TFPS_PS_APPLY_MIN_CHUNK=16384", NULL};
+    const int pid = tu_spawn(argv, env, mlog);
+    mc_worker ws[MC_WORKERS];
+    pthread_t th[MC_WORKERS];
+    int rc = 0, started[MC_WORKERS];
+    for (int r = 0; r < MC_WORKERS; r++) {
+        ws[r] = (mc_worker){.target = tgt, .o = &o, .l = &l, .plan = &plan, .rank = r,
+                            .params = malloc(l.total * sizeof(float))};
+        started[r] = pthread_create(&th[r], NULL, mc_worker_main, &ws[r]) == 0;
+    }
+    for (int r = 0; r < MC_WORKERS; r++) {
+        if (started[r]) pthread_join(th[r], NULL);
+        if (ws[r].ok != 1) {
+            printf("\n  worker %d: %s", r, ws[r].err);
+            rc = -1;
+        }
+    }
+    // the evaluator's view once every worker is done: the final weights and the ps's Status
+    tfps_psclient pc;
+    char *targets[1] = {tgt};
+    memset(st, 0, sizeof(*st));
+    if (rc == 0 && tfps_psclient_init(&pc, targets, &l, &plan, err, sizeof(err)) == TFPS_OK) {
+        pc.consistency = o.consistency;
+        pc.num_workers = MC_WORKERS;
+        char desc[160];
+        tfps_wire_register_req q = tfps_psclient_register_req(&o, &l, &plan, "evaluator", 0, 0, MC_WORKERS, desc,
+                                                              sizeof(desc));
+        int refused = 0;
+        if (tfps_psclient_register(&pc, &q, 10.0, "test", &refused, err, sizeof(err)) != TFPS_OK ||
+            tfps_psclient_round(&pc, NULL, 0, 0, 0, w, 10.0, err, sizeof(err)) != TFPS_OK ||
+            tfps_psclient_status(&pc, 0, st, 10.0, err, sizeof(err)) != TFPS_OK) {
+            printf("\n  evaluator: %s", err);
+            rc = -1;
+        }
+        tfps_psclient_destroy(&pc);
+    }
+    kill(pid, SIGTERM);
+    if (tu_wait(pid, 20) != 0) rc = -1;   // a clean stop: every thread joined, exit 0
+    *log_out = tu_read_file(mlog);
+    unlink(mlog);
+    for (int r = 0; r < MC_WORKERS; r++) free(ws[r].params);
+    tfps_shard_plan_destroy(&plan);
+    return rc;
+}
+
+static int mc_init(void) {
+    tfps_rpc_init();
+    return 0;
+}
+
+static int mc_clean(void) {
+    tfps_rpc_shutdown();
+    return 0;
+}
+
+static void test_multicore_same_bits(void) {
+    const size_t n = 266610;
+    float *w1 = malloc(n * sizeof(float)), *w4 = malloc(n * sizeof(float));
+    const char *modes[2] = {"sync", "async"}, *optim[2] = {"adam", "sgd"};
+    for (int m = 0; m < 2; m++) {
+        const char *a1[] = {"--consistency", modes[m], "--optimizer", optim[m], "--learning-rate", "0.01",
+                            "--ps-threads", "1", NULL};
+        const char *a4[] = {"--consistency", modes[m], "--optimizer", optim[m], "--learning-rate", "0.01",
+                            "--ps-threads", "4", NULL};
+        tfps_wire_status_resp s1, s4;
+        char *log1 = NULL, *log4 = NULL;
+        CU_ASSERT_EQUAL(mc_run(a1, w1, &s1, &log1), 0);
+        CU_ASSERT_EQUAL(mc_run(a4, w4, &s4, &log4), 0);
+        CU_ASSERT_PTR_NOT_NULL(log1 && strstr(log1, "1 thread (--ps-threads), updates split over 1"));
+        CU_ASSERT_PTR_NOT_NULL(log4 && strstr(log4, "4 threads (--ps-threads), updates split over 4"));
+        CU_ASSERT_EQUAL(s1.refused, 0);
+        CU_ASSERT_EQUAL(s4.refused, 0);
+        if (m == 0) {   // sync: one step per round, the mean in rank order: the same bytes
+            CU_ASSERT_EQUAL(s4.version, MC_STEPS);
+            CU_ASSERT_EQUAL(s4.aggregated, MC_WORKERS * MC_STEPS);
+            CU_ASSERT_EQUAL(s4.dropped, 0);
+            if (memcmp(w1, w4, n * sizeof(float)) != 0) printf("\n  sync: --ps-threads 4 and 1 end with other weights");
+            CU_ASSERT(memcmp(w1, w4, n * sizeof(float)) == 0);
+        } else {   // async: every push applied; the same sum of updates, in another order
+            CU_ASSERT_EQUAL(s1.applied, MC_WORKERS * MC_STEPS);
+            CU_ASSERT_EQUAL(s4.applied, MC_WORKERS * MC_STEPS);
+            double worst = 0;
+            for (size_t i = 0; i < n; i++) {
+                const double d = fabs((double)w1[i] - (double)w4[i]);
+                if (!(d <= worst)) worst = d;   // NaN too
+            }
+            if (!(worst < 1e-5)) printf("\n  async: largest difference %g", worst);
+            CU_ASSERT(worst < 1e-5);   // sgd: lr * 48 gradients of at most 0.1 each, summed in another order
+        }
+        free(log1);
+        free(log4);
+    }
+    free(w1);
+    free(w4);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("ps_over_grpc", suite_init, suite_clean);
@@ -403,6 +588,9 @@ int main(void) {
                 test_nonfinite_update_refused);
     CU_add_test(s, "the evaluator's reports: kept, out of range ignored, a worker's refused", test_evaluator_reports);
     CU_add_test(s, "health check, unknown method, Shutdown exits 0", test_health_and_shutdown);
+    CU_pSuite mc = CU_add_suite("multicore_ps", mc_init, mc_clean);
+    CU_add_test(mc, "--ps-threads 4 vs 1, 4 workers at once: sync byte-identical, async all applied",
+                test_multicore_same_bits);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());

@@ -20,7 +20,9 @@
 #include "optim.h"
 #include "options.h"
 #include "policy.h"
+#include "pool.h"
 #include "ps.h"
+#include "store.h"
 #include "rpc.h"
 #include "service.h"
 #include "shard.h"
@@ -28,6 +30,7 @@
 #include "wire.h"
 
 #include <CUnit/Basic.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,16 +113,17 @@ static tfps_session sess_of(const cluster *c, int k, uint32_t worker_id) {
     return worker_id >= 1 && worker_id <= 8 ? c->sess[k][worker_id - 1] : none;
 }
 
-/* A small model (8-4-3-2: 59 parameters) over P ps, plan by strategy. */
-static void cluster_init_plan(cluster *c, int P, int N, const char *const *args, tfps_shard_strategy strategy) {
+/* A model in-h1-h2-out over P ps, plan by strategy. */
+static void cluster_init_layout(cluster *c, int P, int N, const char *const *args, tfps_shard_strategy strategy, int in,
+                                int h1, int h2, int out) {
     memset(c, 0, sizeof(*c));
     char err[TFPS_ERR_LEN];
     c->o = opts(args);
-    c->o.h1 = 4;
-    c->o.h2 = 3;
+    c->o.h1 = h1;
+    c->o.h2 = h2;
     c->num_ps = P;
     c->num_workers = N;
-    CU_ASSERT_FATAL(tfps_layout_init(&c->l, 8, 4, 3, 2, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_layout_init(&c->l, in, h1, h2, out, err, sizeof(err)) == TFPS_OK);
     CU_ASSERT_FATAL(tfps_shard_plan_build(&c->plan, &c->l, P, strategy, err, sizeof(err)) == TFPS_OK);
     tfps_options_optim(&c->o, &c->opt);
     tfps_optim_describe(&c->opt, c->opt_desc, sizeof(c->opt_desc));
@@ -128,6 +132,11 @@ static void cluster_init_plan(cluster *c, int P, int N, const char *const *args,
         if (!c->ps[k]) printf("\n  tfps_ps_new: %s", err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(c->ps[k]);
     }
+}
+
+/* A small model (8-4-3-2: 59 parameters) over P ps, plan by strategy. */
+static void cluster_init_plan(cluster *c, int P, int N, const char *const *args, tfps_shard_strategy strategy) {
+    cluster_init_layout(c, P, N, args, strategy, 8, 4, 3, 2);
 }
 
 static void cluster_init(cluster *c, int P, int N, const char *const *args) {
@@ -142,8 +151,8 @@ static void cluster_destroy(cluster *c) {
 static tfps_wire_register_req reg_req(const cluster *c, int rank) {
     return (tfps_wire_register_req){
         .task_type = "worker", .task_index = (uint32_t)rank, .worker_rank = (uint32_t)rank,
-        .num_workers = (uint32_t)c->num_workers, .num_ps = (uint32_t)c->num_ps, .input = 8, .h1 = 4, .h2 = 3,
-        .classes = 2, .layout_digest = tfps_layout_digest(&c->l), .shard_plan_digest = c->plan.digest,
+        .num_workers = (uint32_t)c->num_workers, .num_ps = (uint32_t)c->num_ps, .input = (uint32_t)c->l.in,
+        .h1 = (uint32_t)c->l.h1, .h2 = (uint32_t)c->l.h2, .classes = (uint32_t)c->l.out, .layout_digest = tfps_layout_digest(&c->l), .shard_plan_digest = c->plan.digest,
         .shard_strategy = tfps_shard_strategy_name(c->plan.strategy), .seed = (uint64_t)c->o.seed, .learning_rate = c->o.learning_rate,
         .consistency = tfps_consistency_name(c->o.consistency),
         .replicas_to_aggregate = (uint32_t)c->o.replicas_to_aggregate, .staleness = (uint32_t)c->o.staleness,
@@ -1391,6 +1400,7 @@ typedef struct {
 } flat_ref;
 
 static flat_ref REF;
+static const char *fuzz_ps_threads;   /* test_fuzz_pooled: --ps-threads of every ps (else the default) */
 static cluster *FC;
 static sim_worker *FW;
 static long fuzz_checked;
@@ -1479,7 +1489,8 @@ static int fuzz_one(uint64_t seed, int verbose) {
     snprintf(r2a_s, sizeof(r2a_s), "%d", r2a);
     snprintf(st_s, sizeof(st_s), "%d", staleness);
     const char *args[] = {"--consistency", tfps_consistency_name(mode), "--optimizer", tfps_optim_name(kind),
-                          "--replicas-to-aggregate", r2a_s, "--staleness", st_s, "--learning-rate", "0.05", NULL};
+                          "--replicas-to-aggregate", r2a_s, "--staleness", st_s, "--learning-rate", "0.05",
+                          fuzz_ps_threads ? "--ps-threads" : NULL, fuzz_ps_threads, NULL};
     if (verbose)
         printf("\n    seed %llu: %d ps, %d workers, %s (r2a %d, staleness %d), %s", (unsigned long long)seed, P, N,
                tfps_consistency_name(mode), r2a, staleness, tfps_optim_name(kind));
@@ -1641,6 +1652,199 @@ static int fuzz_one(uint64_t seed, int verbose) {
     cluster_destroy(&c);
     return failed;
 #undef RND
+}
+
+/* ---- several cores: the same bits as one ----
+ *
+ * The store's update and the sync mean split over a pool (ps.h: --ps-threads)
+ * must give the same bits and the same refusals as one loop: on the store
+ * with every optimizer over a model-sized shard cut in pieces, on whole ps
+ * (1 vs 4 threads, async and sync, a skipped step included), and in the fuzz
+ * against the flat reference with chunks small enough to split its model. */
+
+static void pool_count_job(void *ctx, int job, int njobs) {
+    (void)njobs;
+    __atomic_fetch_add(&((int *)ctx)[job], 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t lcg(uint64_t *x) {
+    *x = *x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *x >> 33;
+}
+
+static void test_pool_apply_bitwise(void) {
+    char err[TFPS_ERR_LEN];
+    tfps_layout l;
+    tfps_shard_plan plan;
+    CU_ASSERT_FATAL(tfps_layout_init(&l, TFPS_INPUT_WIDTH, 300, 100, TFPS_CLASSES, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_shard_plan_build(&plan, &l, 1, TFPS_SHARD_BALANCED, err, sizeof(err)) == TFPS_OK);
+    tfps_pool *p4 = tfps_pool_new(4, err, sizeof(err)), *p3 = tfps_pool_new(3, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p4);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p3);
+    CU_ASSERT_EQUAL(tfps_pool_threads(p4), 4);
+    CU_ASSERT_EQUAL(tfps_pool_threads(NULL), 1);
+    CU_ASSERT_PTR_NULL(tfps_pool_new(1, err, sizeof(err)));
+    const size_t n = l.total;   // 266,610
+    // chunk bounds: contiguous, cover [0, n), on multiples of 16; small work is not split
+    for (int chunks = 1; chunks <= 7; chunks++) {
+        size_t end = 0;
+        for (int j = 0; j < chunks; j++) {
+            size_t lo, hi;
+            tfps_pool_chunk(n, j, chunks, &lo, &hi);
+            CU_ASSERT(lo == end && lo <= hi && (j + 1 == chunks || hi % 16 == 0));
+            end = hi;
+        }
+        CU_ASSERT_EQUAL(end, n);
+    }
+    CU_ASSERT_EQUAL(tfps_pool_chunks(p4, n, TFPS_STORE_MIN_CHUNK), 4);
+    CU_ASSERT_EQUAL(tfps_pool_chunks(p4, 100000, TFPS_STORE_MIN_CHUNK), 1);   // 1.5 chunks' worth: not split
+    CU_ASSERT_EQUAL(tfps_pool_chunks(NULL, n, 1), 1);
+    struct {
+        int kind, nesterov;
+    } rules[] = {{TFPS_OPT_SGD, 0}, {TFPS_OPT_MOMENTUM, 0}, {TFPS_OPT_MOMENTUM, 1}, {TFPS_OPT_ADAM, 0},
+                 {TFPS_OPT_ADAGRAD, 0}};
+    float *g = malloc(n * sizeof(float)), *snap = malloc(n * sizeof(float));
+    CU_ASSERT_FATAL(g && snap);
+    for (size_t r = 0; r < sizeof(rules) / sizeof(rules[0]); r++) {
+        tfps_optim opt = {.kind = rules[r].kind, .lr = 0.01f, .momentum = 0.9f, .nesterov = rules[r].nesterov,
+                          .beta1 = 0.9, .beta2 = 0.999, .epsilon = 1e-7f, .initial_accumulator = 0.1f};
+        tfps_store st[3];   // one loop; 4 threads, 64K chunks; 3 threads, 1000-float chunks
+        for (int k = 0; k < 3; k++)
+            CU_ASSERT_FATAL(tfps_store_init(&st[k], &l, &plan, 0, 7, &opt, err, sizeof(err)) == TFPS_OK);
+        st[1].pool = p4;
+        st[2].pool = p3;
+        st[2].min_chunk = 1000;
+        // three pieces, not in offset order, cut at odd places
+        const size_t at[3] = {200003, 0, 1001};
+        const size_t len[3] = {n - 200003, 1001, 200003 - 1001};
+        uint64_t x = 11 + r;
+        for (int step = 1; step <= 6; step++) {
+            for (size_t i = 0; i < n; i++) g[i] = (float)((int)(lcg(&x) % 2001) - 1000) * 1e-3f;
+            const int bad = step == 4;   // one element that makes the update non-finite
+            if (bad) g[200001] = INFINITY;   // the end of the last piece: in the last chunk
+            const float *gp[3] = {g + at[0], g + at[1], g + at[2]};
+            if (bad) memcpy(snap, st[0].w, n * sizeof(float));
+            int rc[3];
+            for (int k = 0; k < 3; k++) rc[k] = tfps_store_update(&st[k], 3, at, gp, len);
+            CU_ASSERT_EQUAL(rc[0], !bad);
+            for (int k = 1; k < 3; k++) {
+                CU_ASSERT_EQUAL(rc[k], rc[0]);
+                CU_ASSERT_EQUAL(st[k].updates, st[0].updates);
+                if (memcmp(st[k].w, st[0].w, n * sizeof(float)) != 0)
+                    printf("\n  %s%s, step %d: weights of the %s apply differ from one loop's",
+                           tfps_optim_name(opt.kind), opt.nesterov ? " (nesterov)" : "", step,
+                           k == 1 ? "4-thread" : "3-thread");
+                CU_ASSERT(memcmp(st[k].w, st[0].w, n * sizeof(float)) == 0);
+                for (int q = 0; q < tfps_optim_slots(&opt); q++)
+                    CU_ASSERT(memcmp(st[k].slot[q], st[0].slot[q], n * sizeof(float)) == 0);
+            }
+            if (bad) CU_ASSERT(memcmp(snap, st[1].w, n * sizeof(float)) == 0);   // refused whole: nothing written
+        }
+        CU_ASSERT_EQUAL(st[1].updates, 5);
+        for (int k = 0; k < 3; k++) tfps_store_destroy(&st[k]);
+    }
+    // a run of jobs: every index exactly once, whatever thread takes it
+    int hits[64] = {0};
+    tfps_pool_run(p4, 64, pool_count_job, hits);
+    for (int j = 0; j < 64; j++) CU_ASSERT_EQUAL(hits[j], 1);
+    free(g);
+    free(snap);
+    tfps_pool_free(p4);
+    tfps_pool_free(p3);
+    tfps_pool_free(NULL);
+    tfps_shard_plan_destroy(&plan);
+}
+
+/* A whole ps of the default model with --ps-threads 1 and 4: pushes from 3
+ * workers (sync: in a different order each step; async and ssp: in turn),
+ * then the weights pulled: byte-identical, and so are the counters, a step
+ * skipped as non-finite included (sync: FLT_MAX from two workers overflows
+ * their sum in the last chunk). */
+static void run_big(const char *mode, const char *optimizer, const char *threads, float *w_out, tfps_ps_stats *st_out,
+                    int *apply_threads) {
+    const char *args[] = {"--consistency", mode, "--optimizer", optimizer, "--learning-rate", "0.01", "--ps-threads",
+                          threads, NULL};
+    cluster c;
+    cluster_init_layout(&c, 1, 3, args, TFPS_SHARD_BALANCED, TFPS_INPUT_WIDTH, 300, 100, TFPS_CLASSES);
+    *apply_threads = tfps_ps_apply_threads(c.ps[0]);
+    register_all(&c);
+    const size_t n = c.l.total;
+    float *g = malloc(n * sizeof(float));
+    uint64_t x = 5;
+    const int sync = strcmp(mode, "sync") == 0;
+    for (int step = 0; step < 5; step++) {
+        const int first = step % 3;
+        for (int q = 0; q < 3; q++) {
+            const int rank = sync ? (first + q) % 3 : q;
+            for (size_t i = 0; i < n; i++) g[i] = (float)((int)(lcg(&x) % 2001) - 1000) * 1e-3f;
+            if (sync && step == 2 && rank < 2) g[n - 3] = FLT_MAX;   // the sum overflows: the step is skipped
+            int applied = -1;
+            CU_ASSERT_EQUAL(push(&c, 0, rank, sync ? (uint64_t)step : 0, g, &applied), TFPS_RPC_OK);
+            CU_ASSERT_EQUAL(applied, 1);
+        }
+    }
+    pull_model(&c, w_out);
+    *st_out = stats(&c, 0);
+    free(g);
+    cluster_destroy(&c);
+}
+
+static void test_threads_same_bits(void) {
+    const char *modes[][2] = {{"sync", "adam"}, {"sync", "momentum"}, {"async", "adam"}, {"ssp", "adagrad"}};
+    tfps_layout l;
+    char err[TFPS_ERR_LEN];
+    CU_ASSERT_FATAL(tfps_layout_init(&l, TFPS_INPUT_WIDTH, 300, 100, TFPS_CLASSES, err, sizeof(err)) == TFPS_OK);
+    float *w1 = malloc(l.total * sizeof(float)), *w4 = malloc(l.total * sizeof(float));
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        tfps_ps_stats s1, s4;
+        int a1, a4;
+        run_big(modes[m][0], modes[m][1], "1", w1, &s1, &a1);
+        run_big(modes[m][0], modes[m][1], "4", w4, &s4, &a4);
+        CU_ASSERT_EQUAL(a1, 1);
+        CU_ASSERT_EQUAL(a4, 4);   // the pool really split the updates
+        if (memcmp(w1, w4, l.total * sizeof(float)) != 0)
+            printf("\n  %s %s: weights with --ps-threads 4 differ from 1", modes[m][0], modes[m][1]);
+        CU_ASSERT(memcmp(w1, w4, l.total * sizeof(float)) == 0);
+        CU_ASSERT_EQUAL(s1.version, s4.version);
+        CU_ASSERT_EQUAL(s1.applied, s4.applied);
+        CU_ASSERT_EQUAL(s1.nonfinite, s4.nonfinite);
+        CU_ASSERT_EQUAL(s1.aggregated, s4.aggregated);
+        if (strcmp(modes[m][0], "sync") == 0) {
+            CU_ASSERT_EQUAL(s4.version, 5);
+            CU_ASSERT_EQUAL(s4.nonfinite, 1);   // step 2 skipped, on both
+            CU_ASSERT_EQUAL(s4.applied, 4);
+        } else {
+            CU_ASSERT_EQUAL(s4.applied, 15);
+        }
+    }
+    free(w1);
+    free(w4);
+}
+
+/* The fuzz of test_fuzz_against_flat_reference with 3 threads per ps and
+ * chunks of 1 float (8 for sgd and the sync mean; TFPS_PS_APPLY_MIN_CHUNK),
+ * so its 59-float model is split: every pull answer and the end state must
+ * still equal the flat reference. */
+static void test_fuzz_pooled(void) {
+    setenv("TFPS_PS_APPLY_MIN_CHUNK", "1", 1);
+    fuzz_ps_threads = "3";
+    {
+        cluster c;   // the fuzz's ps really split their updates (sgd's too)
+        const char *args[] = {"--ps-threads", "3", "--optimizer", "sgd", NULL};
+        cluster_init(&c, 1, 1, args);
+        CU_ASSERT_EQUAL(tfps_ps_apply_threads(c.ps[0]), 3);
+        cluster_destroy(&c);
+    }
+    int failures = 0;
+    fuzz_checked = 0;
+    const int runs = 400;
+    for (int i = 0; i < runs && failures < 3; i++) failures += fuzz_one(20001 + (uint64_t)i, 0);
+    printf("\n    %d schedules from seed 20001 with 3 threads per ps, %ld pull replies checked, %d failed", runs,
+           fuzz_checked, failures);
+    CU_ASSERT(fuzz_checked > 300);
+    CU_ASSERT_EQUAL(failures, 0);
+    fuzz_ps_threads = NULL;
+    unsetenv("TFPS_PS_APPLY_MIN_CHUNK");
 }
 
 static void test_fuzz_against_flat_reference(void) {
@@ -1968,6 +2172,10 @@ int main(void) {
     CU_add_test(s, "backup workers over 2 ps: a member dead between ps 0 and ps 1 holds no step",
                 test_backup_member_dead_between_ps);
     CU_add_test(s, "fuzz: random schedules vs a flat reference", test_fuzz_against_flat_reference);
+    CU_add_test(s, "several cores: pooled apply = one loop, bit for bit, every optimizer", test_pool_apply_bitwise);
+    CU_add_test(s, "several cores: --ps-threads 4 = 1, bit for bit (sync, async, ssp; a skipped step)",
+                test_threads_same_bits);
+    CU_add_test(s, "fuzz: random schedules vs a flat reference, updates split over 3 threads", test_fuzz_pooled);
     CU_add_test(s, "fuzz: backup workers over 2-3 ps, every request its own event", test_fuzz_backup_workers_many_ps);
     CU_add_test(s, "fuzz: ... and the old protocol's deadlock is found", test_fuzz_backup_old_protocol_deadlocks);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -5,7 +5,13 @@
  * message size limit on both sides, the health service, unknown methods,
  * a stop that answers held calls UNAVAILABLE, and mTLS (tfps_rpc_set_tls):
  * certificates made at test time by deploy/make-certs.sh, a good client
- * served, every bad one refused at the handshake while the server serves on. */
+ * served, every bad one refused at the handshake while the server serves on.
+ *
+ * Every server here polls with TFPS_TEST_RPC_THREADS threads (default 3;
+ * ctest runs the suite again with 1, the single loop of old): the handler
+ * and tick must never overlap (checked on every call), calls must still be
+ * handed to the handler by more than one thread, and a stop under load must
+ * answer every call and join every thread. */
 #define _POSIX_C_SOURCE 200809L
 #include "log.h"
 #include "rpc.h"
@@ -13,6 +19,7 @@
 
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -23,9 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { M_ECHO, M_FAIL, M_DEFER, M_HOLD, M_WHO, M_COUNT };
+enum { M_ECHO, M_FAIL, M_DEFER, M_HOLD, M_WHO, M_SLOW, M_COUNT };
 static const char *const METHODS[M_COUNT] = {"/tfps.test.Svc/Echo", "/tfps.test.Svc/Fail", "/tfps.test.Svc/Defer",
-                                             "/tfps.test.Svc/Hold", "/tfps.test.Svc/Who"};
+                                             "/tfps.test.Svc/Hold", "/tfps.test.Svc/Who", "/tfps.test.Svc/Slow"};
+static int rpc_threads = 3;      /* TFPS_TEST_RPC_THREADS */
+static atomic_int inside;        /* handler or tick calls running now, over every server */
+static atomic_int overlapped;    /* handler or tick calls that found another one of the same server running */
 #define MAX_MSG (8u << 20)
 #define DEFER_S 0.2
 #define MAX_DEFERRED 256
@@ -44,10 +54,67 @@ typedef struct {
     int ndeferred, nhold, overflow;
     pthread_mutex_t mu;   /* guards peer */
     char peer[128];
+    atomic_int busy;      /* this server's handler or tick running (must never be 2) */
+    pthread_t seen[8];    /* threads that called the handler (the first 8 different ones) */
+    int nseen;
+    atomic_int prepared, released, prepared_busy, bad_prepared;   /* the prepare hook (echo and slow calls) */
 } tsrv;
+
+/* prepare: a note of the request's length, made before the handler and
+ * outside its lock (counted when the handler of another call runs meanwhile). */
+typedef struct {
+    size_t len;
+} prep_note;
+
+static void *prepare(void *ctx, int method, const uint8_t *req, size_t len) {
+    (void)req;
+    tsrv *t = ctx;
+    if (!t || (method != M_ECHO && method != M_SLOW)) return NULL;
+    prep_note *p = malloc(sizeof(*p));
+    p->len = len;
+    atomic_fetch_add(&t->prepared, 1);
+    if (atomic_load(&t->busy)) atomic_fetch_add(&t->prepared_busy, 1);
+    return p;
+}
+
+static void release(void *ctx, void *prepared) {
+    tsrv *t = ctx;
+    atomic_fetch_add(&t->released, 1);
+    free(prepared);
+}
+
+/* Entering the handler or the tick: no other call of the same server's may run now. */
+static void enter(tsrv *t) {
+    if (atomic_fetch_add(&t->busy, 1) != 0) atomic_fetch_add(&overlapped, 1);
+    atomic_fetch_add(&inside, 1);
+}
+
+static void leave(tsrv *t) {
+    atomic_fetch_sub(&inside, 1);
+    atomic_fetch_sub(&t->busy, 1);
+}
+
+static void handler_body(tsrv *t, tfps_rpc_call *call, int method, const uint8_t *req, size_t len);
 
 static void handler(void *ctx, tfps_rpc_call *call, int method, const uint8_t *req, size_t len) {
     tsrv *t = ctx;
+    if (!t) {   /* servers made without a context (server_new checks) */
+        tfps_rpc_reply_error(call, TFPS_RPC_INTERNAL, "test: no context");
+        return;
+    }
+    enter(t);
+    int known = 0;
+    for (int i = 0; i < t->nseen && !known; i++) known = pthread_equal(t->seen[i], pthread_self());
+    if (!known && t->nseen < 8) t->seen[t->nseen++] = pthread_self();
+    if (method == M_ECHO || method == M_SLOW) {
+        const prep_note *p = tfps_rpc_call_prepared(call);
+        if (!p || p->len != len) atomic_fetch_add(&t->bad_prepared, 1);
+    }
+    handler_body(t, call, method, req, len);
+    leave(t);
+}
+
+static void handler_body(tsrv *t, tfps_rpc_call *call, int method, const uint8_t *req, size_t len) {
     switch (method) {
     case M_ECHO:
         tfps_rpc_reply(call, req, len);
@@ -78,13 +145,28 @@ static void handler(void *ctx, tfps_rpc_call *call, int method, const uint8_t *r
         tfps_rpc_reply(call, &id, 1);
         break;
     }
+    case M_SLOW: {   /* 20 ms inside the handler: calls that come meanwhile wait for it on other threads */
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+        tfps_rpc_reply(call, req, len);
+        break;
+    }
     default:
         tfps_rpc_reply_error(call, TFPS_RPC_INTERNAL, "test: no such method index");
     }
 }
 
+static void tick_body(tsrv *t);
+
 static void tick(void *ctx) {
     tsrv *t = ctx;
+    if (!t) return;
+    enter(t);
+    tick_body(t);
+    leave(t);
+}
+
+static void tick_body(tsrv *t) {
     double now = tfps_now();
     int k = 0;
     for (int i = 0; i < t->ndeferred; i++) {
@@ -117,6 +199,10 @@ static int tsrv_start_at(tsrv *t, const char *addr, size_t max_msg, int id) {
         fprintf(stderr, "server_new %s: %s\n", addr, err);
         return -1;
     }
+    if (tfps_rpc_server_threads(t->s) != 1) return -1;   /* the default */
+    tfps_rpc_server_set_threads(t->s, rpc_threads);
+    tfps_rpc_server_set_prepare(t->s, prepare, release);
+    if (tfps_rpc_server_threads(t->s) != rpc_threads) return -1;
     snprintf(t->target, sizeof(t->target), "127.0.0.1:%d", t->port);
     return pthread_create(&t->th, NULL, run_thread, t) == 0 ? 0 : -1;
 }
@@ -217,6 +303,105 @@ static void test_many_at_once(void) {
         CU_ASSERT_EQUAL(res[k].status, TFPS_RPC_OK);
         CU_ASSERT(res[k].resp_len == 8 && memcmp(res[k].resp, bodies[k], 8) == 0);
         tfps_rpc_result_clear(&res[k]);
+    }
+}
+
+/* Calls from several clients at once: the handler runs one call at a time
+ * (never two of one server together), yet with several threads calls are
+ * handed over by more than one of them; the 20 ms handlers add up. */
+typedef struct {
+    const char *target;
+    int method, n;
+    size_t len;
+    int ok;
+    double timeout_s;   /* 0: 20 s; the first failure ends the thread */
+} load_arg;
+
+static void *load_thread(void *arg) {
+    load_arg *a = arg;
+    tfps_rpc_client *c = client_for(a->target, MAX_MSG);
+    if (!c) return NULL;
+    uint8_t *body = malloc(a->len ? a->len : 1);
+    for (size_t j = 0; j < a->len; j++) body[j] = (uint8_t)(j * 7 + (size_t)a->n);
+    for (int i = 0; i < a->n; i++) {
+        tfps_rpc_result r;
+        char err[TFPS_ERR_LEN];
+        const int rc = tfps_rpc_call_one(c, 0, METHODS[a->method], body, a->len, a->timeout_s > 0 ? a->timeout_s : 20.0,
+                                         0, &r, err, sizeof(err));
+        if (rc == TFPS_OK && r.resp_len == a->len && (a->len == 0 || memcmp(r.resp, body, a->len) == 0)) a->ok++;
+        tfps_rpc_result_clear(&r);
+        if (rc != TFPS_OK) break;
+    }
+    free(body);
+    tfps_rpc_client_free(c);
+    return NULL;
+}
+
+static void test_threads_serialised(void) {
+    tsrv t;
+    CU_ASSERT_FATAL(tsrv_start(&t, MAX_MSG, 2) == 0);
+    const int before = atomic_load(&overlapped);
+    enum { CLIENTS = 4, SLOW = 6, ECHO = 20 };
+    pthread_t th[2 * CLIENTS];
+    load_arg a[2 * CLIENTS];
+    const double t0 = tfps_now();
+    for (int k = 0; k < 2 * CLIENTS; k++) {
+        // half the clients call the 20 ms handler, half echo 1 MB (a request copy and a reply sent per call)
+        a[k] = k < CLIENTS ? (load_arg){t.target, M_SLOW, SLOW, 16, 0, 0}
+                        : (load_arg){t.target, M_ECHO, ECHO, 1u << 20, 0, 0};
+        CU_ASSERT_FATAL(pthread_create(&th[k], NULL, load_thread, &a[k]) == 0);
+    }
+    for (int k = 0; k < 2 * CLIENTS; k++) pthread_join(th[k], NULL);
+    const double dt = tfps_now() - t0;
+    for (int k = 0; k < 2 * CLIENTS; k++) CU_ASSERT_EQUAL(a[k].ok, a[k].n);
+    CU_ASSERT(dt >= CLIENTS * SLOW * 0.020 * 0.95);   /* one handler at a time: the sleeps add up */
+    tsrv_stop(&t);
+    CU_ASSERT_EQUAL(atomic_load(&overlapped), before);
+    // every call prepared once, its note in the handler, released once
+    CU_ASSERT_EQUAL(atomic_load(&t.prepared), CLIENTS * (SLOW + ECHO));
+    CU_ASSERT_EQUAL(atomic_load(&t.released), CLIENTS * (SLOW + ECHO));
+    CU_ASSERT_EQUAL(atomic_load(&t.bad_prepared), 0);
+    if (rpc_threads > 1) {
+        if (t.nseen < 2) printf("\n  only %d thread called the handler", t.nseen);
+        CU_ASSERT(t.nseen >= 2);
+        // calls prepared (their bytes copied) while a slow handler held the lock
+        if (atomic_load(&t.prepared_busy) == 0) printf("\n  no call was prepared while a handler ran");
+        CU_ASSERT(atomic_load(&t.prepared_busy) > 0);
+    } else {
+        CU_ASSERT_EQUAL(t.nseen, 1);
+        CU_ASSERT_EQUAL(atomic_load(&t.prepared_busy), 0);
+    }
+}
+
+/* request_stop while clients keep calling (1 MB echoes, calls held for the
+ * tick): every call ends (OK, or UNAVAILABLE once the server stops), run
+ * returns within the drain time and its threads are joined (ASan's leak
+ * check sees a call never freed). */
+static void test_stop_under_load(void) {
+    for (int round = 0; round < 3; round++) {
+        tsrv t;
+        CU_ASSERT_FATAL(tsrv_start(&t, MAX_MSG, 3) == 0);
+        enum { CLIENTS = 4 };
+        pthread_t th[CLIENTS];
+        load_arg a[CLIENTS];
+        for (int k = 0; k < CLIENTS; k++) {
+            a[k] = (load_arg){t.target, k % 2 ? M_ECHO : M_DEFER, k % 2 ? 5000 : 100, k % 2 ? 1u << 20 : 8, 0, 1.0};
+            CU_ASSERT_FATAL(pthread_create(&th[k], NULL, load_thread, &a[k]) == 0);
+        }
+        sleep_s(0.5 + 0.2 * round);   /* a deferred call takes 0.2 s */
+        const double t0 = tfps_now();
+        tfps_rpc_server_request_stop(t.s);
+        pthread_join(t.th, NULL);
+        CU_ASSERT(tfps_now() - t0 < 3.0);
+        for (int k = 0; k < CLIENTS; k++) {
+            pthread_join(th[k], NULL);   /* its call in flight answered, or refused until its 1 s deadline */
+            if (!(a[k].ok > 0 && a[k].ok < a[k].n))
+                printf("\n  round %d client %d: %d of %d calls OK", round, k, a[k].ok, a[k].n);
+            CU_ASSERT(a[k].ok > 0 && a[k].ok < a[k].n);   /* served before the stop, stopped before the end */
+        }
+        tfps_rpc_server_free(t.s);
+        pthread_mutex_destroy(&t.mu);
+        CU_ASSERT_EQUAL(atomic_load(&t.busy), 0);
     }
 }
 
@@ -517,11 +702,8 @@ static void *stop_thread(void *arg) {
 }
 
 static void test_stop_answers_held(void) {
-    tsrv t;
-    CU_ASSERT_FATAL(tsrv_start(&t, MAX_MSG, 1) == 0);
-    tfps_rpc_client *c = client_for(t.target, MAX_MSG);
-    CU_ASSERT_FATAL(c != NULL);
-    /* Capture this process's log lines (stderr) for the retry line. */
+    /* Capture this process's log lines (stderr) for the retry line; before the
+     * server's threads start, which read the level and scan the descriptors. */
     char logpath[] = "/tmp/tfps-test-rpc-XXXXXX";
     int logfd = mkstemp(logpath);
     CU_ASSERT_FATAL(logfd >= 0);
@@ -530,6 +712,10 @@ static void test_stop_answers_held(void) {
     dup2(logfd, 2);
     int level = tfps_log_min_level;
     tfps_log_min_level = TFPS_LOG_INFO;
+    tsrv t;
+    CU_ASSERT_FATAL(tsrv_start(&t, MAX_MSG, 1) == 0);
+    tfps_rpc_client *c = client_for(t.target, MAX_MSG);
+    CU_ASSERT_FATAL(c != NULL);
 
     stopper st = {&t, 0.3, 0};
     pthread_t th;
@@ -753,6 +939,9 @@ static void test_tls(void) {
 
 int main(void) {
     tfps_log_min_level = TFPS_LOG_WARN;   /* retry lines are info; test_stop_answers_held lowers it */
+    const char *th = getenv("TFPS_TEST_RPC_THREADS");
+    if (th && atoi(th) > 0) rpc_threads = atoi(th);
+    printf("server threads: %d (TFPS_TEST_RPC_THREADS)\n", rpc_threads);
     /* test_tls resolves "localhost": with getaddrinfo, as c-ares leaks 10 bytes once (LeakSanitizer) */
     setenv("GRPC_DNS_RESOLVER", "native", 0);
     tfps_rpc_init();
@@ -770,6 +959,9 @@ int main(void) {
     CU_add_test(s, "grpc.health.v1.Health/Check", test_health);
     CU_add_test(s, "unknown methods: UNIMPLEMENTED", test_unimplemented);
     CU_add_test(s, "request_stop answers held calls UNAVAILABLE and run returns", test_stop_answers_held);
+    CU_add_test(s, "clients at once: one handler call at a time, handed over by several threads",
+                test_threads_serialised);
+    CU_add_test(s, "request_stop under load: every call ends, every thread joined", test_stop_under_load);
     CU_add_test(s, "server_new refuses busy ports and bad methods", test_server_errors);
     CU_add_test(s, "mTLS: good client served; plaintext, no-cert, other-CA, wrong-SAN refused", test_tls);
     CU_basic_set_mode(CU_BRM_VERBOSE);
