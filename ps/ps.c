@@ -550,8 +550,9 @@ static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expe
     ps_prepared *pp = ps->prepared;
     if (pp) {   // decoded already (tfps_ps_prepare, these bytes): taken over
         ps->prepared = NULL;
-        g = pp->g;
+        g = pp->g;   // the push's memory (wire and decoded bf16/fp16) moves to g
         pp->g.owner = NULL;
+        pp->g.decoded = NULL;
         rc = pp->rc;
         if (rc != TFPS_RPC_OK) snprintf(msg, msglen, "%s", pp->msg);
     } else {
