@@ -120,7 +120,7 @@ static const char *exposed_address(const tfps_cluster *c, const tfps_options *o,
     if (kind == TFPS_DAEMON_PS && o->bind[0]) {
         addr_host(o->bind, host, sizeof(host));
         if (!host_is_loopback(host)) {
-            snprintf(what, n, "this ps listens on %s (--bind)", o->bind);
+            snprintf(what, n, "this ps listens on %.200s (--bind)", o->bind);   // an address is < 200 bytes
             return o->bind;
         }
     }
