@@ -64,7 +64,8 @@ static inline float from_fp16(uint16_t h) {
 
 /* x86-64: an AVX2 clone of each loop beside the baseline SSE2 one, picked at load time (GCC's ifunc); the
  * same integer operations, so the same bits */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)   // (GCC's ifunc resolver runs before the sanitizers' runtimes start)
 #define DTYPE_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DTYPE_CLONES

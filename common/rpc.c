@@ -628,6 +628,7 @@ static void deliver(tfps_rpc_server *s, tfps_rpc_call *c) {
     c->prepared = prep;
     tl_deferring = 1;
     s->handler(s->ctx, c, c->method, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
+    c->prepared = NULL;   // still ours: its reply, if any, is deferred; a held call keeps no pointer to prep
     tl_deferring = 0;
     pthread_mutex_unlock(&s->hmu);
     if (prep && s->release) s->release(s->ctx, prep);   /* c is not touched: it may be freed already */

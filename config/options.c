@@ -10,6 +10,7 @@
 #include <math.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,7 +68,9 @@ static const opt_def opts[] = {
      "error feedback, weights rounded to nearest; the ps keep fp32 weights and optimizer state and answer each "
      "worker in the format it asks for)"},
     {"ps-threads", OPT_INT, OFF(ps_threads), "0", 0, 64, NULL,
-     "ps: threads serving calls and applying updates over its ranges; 0 = the cores available"},
+     "ps: threads taking calls off its completion queue (one handler at a time) and splitting an optimizer update "
+     "over its ranges; 0 = the cores this process may run on (its affinity, capped by a container's CPU quota), "
+     "at most 16"},
     {"eval-every", OPT_FLOAT, OFF(eval_every), "2", 0.1, 86400, NULL, "evaluator task: seconds between evaluations"},
     {"consistency", OPT_ENUM, OFF(consistency), "async", 0, 0, consistency_names,
      "async: the ps apply each gradient on arrival (TF's default); sync: they apply the mean of "
@@ -149,13 +152,38 @@ void tfps_options_optim(const tfps_options *o, tfps_optim *out) {
                         .epsilon = (float)o->epsilon, .initial_accumulator = (float)o->initial_accumulator};
 }
 
+/* A container's CPU quota in whole cores, rounded up (cgroup v2 cpu.max "QUOTA PERIOD", v1 cfs_quota_us /
+ * cfs_period_us); 0: none ("max", -1, or no such file). Kubernetes' CPU limit lands here, not in the cpuset. */
+static long cgroup_cpu_quota(void) {
+    long long quota = -1, period = 0;
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char q[32] = "";
+        if (fscanf(f, "%31s %lld", q, &period) != 2 || strcmp(q, "max") == 0) quota = -1;
+        else quota = strtoll(q, NULL, 10);
+        fclose(f);
+    } else if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r"))) {
+        if (fscanf(f, "%lld", &quota) != 1) quota = -1;
+        fclose(f);
+        if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r"))) {
+            if (fscanf(f, "%lld", &period) != 1) period = 0;
+            fclose(f);
+        }
+    }
+    if (quota <= 0 || period <= 0) return 0;
+    return (long)((quota + period - 1) / period);
+}
+
 int tfps_options_ps_threads(const tfps_options *o) {
     if (o->ps_threads > 0) return o->ps_threads < TFPS_PS_THREADS_MAX ? o->ps_threads : TFPS_PS_THREADS_MAX;
-    // the cores this process may run on (a container's cpuset, taskset), else the ones online
+    // the cores this process may run on (a container's cpuset, taskset), else the ones online; at most its
+    // cgroup's CPU quota (a container's CPU limit)
     long n = 0;
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
     if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
+    const long quota = cgroup_cpu_quota();
+    if (quota > 0 && (n < 1 || quota < n)) n = quota;
     if (n < 1) n = 1;
     return n < TFPS_PS_THREADS_DEFAULT_MAX ? (int)n : TFPS_PS_THREADS_DEFAULT_MAX;
 }

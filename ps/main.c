@@ -32,11 +32,13 @@ typedef struct {
     tfps_rpc_server *server;
 } ps_daemon;
 
-static tfps_rpc_server *volatile signal_server;
+/* SIGTERM/SIGINT: a flag the tick reads (every 100 ms), never a pointer to the server, which main frees
+ * while the signal may be running on any of the process's threads */
+static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) {
     (void)sig;
-    if (signal_server) tfps_rpc_server_request_stop(signal_server);
+    stop_signal = 1;
 }
 
 static void handle(void *ctx, tfps_rpc_call *call, int method, const uint8_t *req, size_t len) {
@@ -57,7 +59,7 @@ static void release(void *ctx, void *prepared) {
 
 static void tick(void *ctx) {
     ps_daemon *d = ctx;
-    if (tfps_ps_tick(d->ps)) tfps_rpc_server_request_stop(d->server);
+    if (tfps_ps_tick(d->ps) || stop_signal) tfps_rpc_server_request_stop(d->server);
 }
 
 int main(int argc, char **argv) {
@@ -122,7 +124,6 @@ int main(int argc, char **argv) {
     }
     tfps_rpc_server_set_threads(d.server, tfps_ps_threads(d.ps));
     tfps_rpc_server_set_prepare(d.server, prepare, release);
-    signal_server = d.server;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -140,7 +141,6 @@ int main(int argc, char **argv) {
               tfps_ps_threads(d.ps) == 1 ? "" : "s", o.ps_threads ? "--ps-threads" : "the cores available",
               tfps_ps_apply_threads(d.ps));
     tfps_rpc_server_run(d.server);
-    signal_server = NULL;
     tfps_ps_stats s;
     tfps_ps_get_stats(d.ps, &s);
     tfps_info("stopped: version %llu, applied %llu, refused %llu (unauthenticated %llu), dropped %llu, non-finite "

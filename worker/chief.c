@@ -123,7 +123,8 @@ static int finish(tfps_cluster_ctx *x) {
     cJSON_AddNumberToObject(s, "nonfinite", (double)nonfinite);   // summed over every ps
     cJSON_AddNumberToObject(s, "chief_nonfinite", (double)lp->totals.nonfinite);
     cJSON_AddNumberToObject(s, "chief_wait_s", lp->totals.wait_s);
-    // the wire: what the ps received and sent in all, and per step applied (a step = one worker's push + pull)
+    // the wire: what the ps received and sent in all (every task's calls: pushes, pulls, the evaluator's, control),
+    // and that per update ps 0 applied (async: one worker's step; sync: every member's push and pull of a step)
     cJSON_AddStringToObject(s, "wire_dtype", tfps_wire_dtype_name(o->wire_dtype));
     cJSON_AddNumberToObject(s, "ps_bytes_in", (double)bytes_in);
     cJSON_AddNumberToObject(s, "ps_bytes_out", (double)bytes_out);

@@ -249,8 +249,8 @@ static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads,
                             .batch_size = (uint32_t)batch, .session = pc->session[k]};
     const int dt = pc->wire_dtype;
     if (dt != TFPS_DTYPE_FP32 && !pc->half) {
-        pc->residual = calloc(pc->layout->total, sizeof(float));
-        pc->half = malloc(pc->layout->total * sizeof(uint16_t));
+        if (!pc->residual) pc->residual = calloc(pc->layout->total, sizeof(float));
+        if (pc->residual) pc->half = malloc(pc->layout->total * sizeof(uint16_t));
         if (!pc->residual || !pc->half) return tfps_seterr(err, errlen, "ps client: out of memory");
     }
     for (int r = 0; r < pc->plan->nranges; r++) {
