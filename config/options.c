@@ -67,7 +67,8 @@ static const opt_def opts[] = {
      "error feedback, weights rounded to nearest; the ps keep fp32 weights and optimizer state and answer each "
      "worker in the format it asks for)"},
     {"ps-threads", OPT_INT, OFF(ps_threads), "0", 0, 64, NULL,
-     "ps: threads serving calls and applying updates over its ranges; 0 = the cores available"},
+     "ps: threads taking calls off its completion queue (one handler at a time) and splitting an optimizer update "
+     "over its ranges; 0 = the cores this process may run on, at most 16"},
     {"eval-every", OPT_FLOAT, OFF(eval_every), "2", 0.1, 86400, NULL, "evaluator task: seconds between evaluations"},
     {"consistency", OPT_ENUM, OFF(consistency), "async", 0, 0, consistency_names,
      "async: the ps apply each gradient on arrival (TF's default); sync: they apply the mean of "
