@@ -1342,29 +1342,47 @@ static void result_fill(rpc_ccall *x, tfps_rpc_result *r) {
     r->resp_len = off;
 }
 
+/* A batch refused before any call started: the bodies handed over are freed. */
+static int batch_refused(const tfps_rpc_req *reqs, int n) {
+    for (int k = 0; reqs && k < n; k++)
+        if (reqs[k].take) free((void *)reqs[k].body);
+    return TFPS_ERR;
+}
+
 int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, double timeout_s, int wait_for_ready,
                         tfps_rpc_result *results, char *err, size_t errlen) {
-    if (n < 0 || (n > 0 && (!reqs || !results))) return tfps_seterr(err, errlen, "rpc: bad batch of %d requests", n);
+    if (n < 0 || (n > 0 && (!reqs || !results))) {
+        tfps_seterr(err, errlen, "rpc: bad batch of %d requests", n);
+        return batch_refused(reqs, n);
+    }
     for (int k = 0; k < n; k++) {
         const tfps_rpc_req *q = &reqs[k];
-        if (q->target < 0 || q->target >= c->n)
-            return tfps_seterr(err, errlen, "rpc: request %d: target %d out of range 0..%d", k, q->target,
-                               c->n - 1);
-        if (!q->method || q->method[0] != '/')
-            return tfps_seterr(err, errlen,
-                               "rpc: request %d: method \"%s\" is not a full path like /pkg.Service/Method", k,
-                               q->method ? q->method : "(null)");
-        if (!q->body && q->len > 0)
-            return tfps_seterr(err, errlen, "rpc: request %d: NULL body of %zu bytes", k, q->len);
+        if (q->target < 0 || q->target >= c->n) {
+            tfps_seterr(err, errlen, "rpc: request %d: target %d out of range 0..%d", k, q->target, c->n - 1);
+            return batch_refused(reqs, n);
+        }
+        if (!q->method || q->method[0] != '/') {
+            tfps_seterr(err, errlen, "rpc: request %d: method \"%s\" is not a full path like /pkg.Service/Method", k,
+                        q->method ? q->method : "(null)");
+            return batch_refused(reqs, n);
+        }
+        if (!q->body && q->len > 0) {
+            tfps_seterr(err, errlen, "rpc: request %d: NULL body of %zu bytes", k, q->len);
+            return batch_refused(reqs, n);
+        }
     }
     if (n == 0) return TFPS_OK;
     rpc_ccall *xs = calloc((size_t)n, sizeof(*xs));
-    if (!xs) return tfps_seterr(err, errlen, "rpc: out of memory for %d requests", n);
+    if (!xs) {
+        tfps_seterr(err, errlen, "rpc: out of memory for %d requests", n);
+        return batch_refused(reqs, n);
+    }
     for (int k = 0; k < n; k++) {
         xs[k].handle = method_handle(c, reqs[k].target, reqs[k].method);
         if (!xs[k].handle) {
             free(xs);
-            return tfps_seterr(err, errlen, "rpc: cannot register method %s", reqs[k].method);
+            tfps_seterr(err, errlen, "rpc: cannot register method %s", reqs[k].method);
+            return batch_refused(reqs, n);
         }
     }
     const double t_end = tfps_now() + timeout_s;
@@ -1372,8 +1390,12 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
     int active = n, cut = 0;
     for (int k = 0; k < n; k++) {
         rpc_ccall *x = &xs[k];
-        x->body = reqs[k].len ? grpc_slice_from_copied_buffer((const char *)reqs[k].body, reqs[k].len)
-                              : grpc_empty_slice();
+        if (reqs[k].take && reqs[k].len)   // sent from where it is; gRPC frees it after its last use
+            x->body = grpc_slice_new((void *)reqs[k].body, reqs[k].len, free);
+        else
+            x->body = reqs[k].len ? grpc_slice_from_copied_buffer((const char *)reqs[k].body, reqs[k].len)
+                                  : grpc_empty_slice();
+        if (reqs[k].take && !reqs[k].len) free((void *)reqs[k].body);
         x->backoff = RPC_BACKOFF_FIRST_S;
         attempt_start(c, x, reqs[k].target, deadline, wait_for_ready);
         if (x->state == CC_DONE) active--;
@@ -1495,7 +1517,7 @@ int tfps_rpc_call_all(tfps_rpc_client *c, const char *method, const uint8_t *con
 
 int tfps_rpc_call_one(tfps_rpc_client *c, int target, const char *method, const uint8_t *body, size_t len,
                       double timeout_s, int wait_for_ready, tfps_rpc_result *result, char *err, size_t errlen) {
-    tfps_rpc_req q = {target, method, body, len};
+    tfps_rpc_req q = {.target = target, .method = method, .body = body, .len = len};
     return tfps_rpc_call_batch(c, &q, 1, timeout_s, wait_for_ready, result, err, errlen);
 }
 

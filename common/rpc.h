@@ -231,7 +231,14 @@ typedef struct {
     const char *method;
     const uint8_t *body;
     size_t len;
+    /* 1: body is a malloc'd block handed over: gRPC sends it from where it
+     * is (no copy) and it is freed once gRPC is done with it, whatever the
+     * outcome (also when the call is refused before it starts) */
+    int take;
 } tfps_rpc_req;
+static inline tfps_rpc_req tfps_rpc_req_of(int target, const char *method, const uint8_t *body, size_t len) {
+    return (tfps_rpc_req){.target = target, .method = method, .body = body, .len = len};
+}
 int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, double timeout_s, int wait_for_ready,
                         tfps_rpc_result *results, char *err, size_t errlen);
 /* One target, same semantics. */

@@ -257,25 +257,7 @@ int tfps_wire_pack_pull_resp(const tfps_wire_pull_resp *m, tfps_buf *out) {
     return TFPS_OK;
 }
 
-/* m as a PushRequest on the stack (p), pointing into m's memory (s holds the tensors). */
-static void push_to_pb(const tfps_wire_push_req *m, Tfps__V1__PushRequest *p, tensor_slots *s) {
-    tfps__v1__push_request__init(p);
-    p->worker_id = m->worker_id;
-    p->base_version = m->base_version;
-    p->step = m->step;
-    p->loss = m->loss;
-    p->batch_size = m->batch_size;
-    p->session = session_to_pb(&m->session);
-    p->gradients = tensors_to_pb(m->gradients, m->ntensors, s);
-    p->n_gradients = (size_t)m->ntensors;
-}
-
-int tfps_wire_pack_push_req(const tfps_wire_push_req *m, tfps_buf *out) {
-    tensor_slots s;
-    Tfps__V1__PushRequest p;
-    push_to_pb(m, &p, &s);
-    return pack_msg(&p.base, out);
-}
+/* tfps_wire_pack_push_req: with PushPull below (packed by hand, aligned). */
 
 int tfps_wire_pack_push_resp(const tfps_wire_push_resp *m, tfps_buf *out) {
     Tfps__V1__PushResponse p = TFPS__V1__PUSH_RESPONSE__INIT;
@@ -396,22 +378,145 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
     return n;
 }
 
+/* ---- PushRequest, packed by hand ----
+ * protobuf-c writes fields in number order, values (2) before anything that
+ * could shift them; here each gradient is written as range, dtype, pad (a
+ * filler of 0-3 bytes, Tensor.pad = 4), values, the pad chosen so that the
+ * values start at a multiple of 4 bytes from the start of the buffer. The
+ * bytes are a valid PushRequest that protobuf-c reads the same (test_wire). */
+
+static size_t varint_len(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t range_size(tfps_wire_range r) {
+    return (r.begin ? 1 + varint_len(r.begin) : 0) + (r.end ? 1 + varint_len(r.end) : 0);
+}
+
+static size_t tensor_values_bytes(const tfps_wire_tensor *t) {
+    assert(t->range.end >= t->range.begin && t->dtype >= 0 && t->dtype < TFPS_DTYPE_COUNT);
+    return (size_t)(t->range.end - t->range.begin) * tfps_wire_dtype_size(t->dtype);
+}
+
+/* Tensor t's body with a pad field of p bytes. */
+static size_t tensor_body(const tfps_wire_tensor *t, size_t p) {
+    const size_t rs = range_size(t->range), nb = tensor_values_bytes(t);
+    return 1 + varint_len(rs) + rs + (t->dtype ? 2 : 0) + p + 1 + varint_len(nb) + nb;
+}
+
+/* The offset of t's first value byte from the field's tag, with pad p. */
+static size_t tensor_values_at(const tfps_wire_tensor *t, size_t p) {
+    const size_t rs = range_size(t->range), nb = tensor_values_bytes(t);
+    return 1 + varint_len(tensor_body(t, p)) + 1 + varint_len(rs) + rs + (t->dtype ? 2 : 0) + p + 1 + varint_len(nb);
+}
+
+static size_t push_head_size(const tfps_wire_push_req *m) {
+    uint32_t lbits;
+    memcpy(&lbits, &m->loss, sizeof(lbits));
+    return (m->worker_id ? 1 + varint_len(m->worker_id) : 0) +
+           (m->base_version ? 1 + varint_len(m->base_version) : 0) + (m->step ? 1 + varint_len(m->step) : 0) +
+           (lbits ? 5 : 0) + (m->batch_size ? 1 + varint_len(m->batch_size) : 0) +
+           (tfps_session_is_set(&m->session) ? 2 + TFPS_SESSION_LEN : 0);
+}
+
+/* m's size packed at offset base of a buffer, at least min_total bytes (the
+ * last gradient's pad grows to reach it); pads[i]: gradient i's pad field. */
+static size_t push_layout(const tfps_wire_push_req *m, size_t base, size_t min_total, uint8_t *pads) {
+    assert(m->ntensors >= 0 && m->ntensors <= TFPS_WIRE_MAX_TENSORS);
+    size_t at = push_head_size(m);
+    for (int i = 0; i < m->ntensors; i++) {
+        const tfps_wire_tensor *t = &m->gradients[i];
+        const int last = i == m->ntensors - 1;
+        // the pad changes the tensor's length, whose varint may then grow a byte: try each size
+        pads[i] = 0;
+        for (size_t p = 0; p <= 200; p++) {
+            if (p == 1) continue;   // a pad field is at least its tag and length
+            const size_t end = at + 1 + varint_len(tensor_body(t, p)) + tensor_body(t, p);
+            if ((base + at + tensor_values_at(t, p)) % 4 == 0 && (!last || end >= min_total)) {
+                pads[i] = (uint8_t)p;
+                break;
+            }
+        }
+        at += 1 + varint_len(tensor_body(t, pads[i])) + tensor_body(t, pads[i]);
+    }
+    return at;
+}
+
+static uint8_t *put_tag_varint(uint8_t *w, uint8_t tag, uint64_t v) {
+    *w++ = tag;
+    return w + put_varint(w, v);
+}
+
+static void push_write(const tfps_wire_push_req *m, const uint8_t *pads, uint8_t *w) {
+    uint32_t lbits;
+    memcpy(&lbits, &m->loss, sizeof(lbits));
+    if (m->worker_id) w = put_tag_varint(w, 0x08, m->worker_id);
+    if (m->base_version) w = put_tag_varint(w, 0x10, m->base_version);
+    if (m->step) w = put_tag_varint(w, 0x18, m->step);
+    if (lbits) {
+        *w++ = 0x25;   // field 4, fixed32, little-endian
+        for (int b = 0; b < 4; b++) *w++ = (uint8_t)(lbits >> (8 * b));
+    }
+    if (m->batch_size) w = put_tag_varint(w, 0x28, m->batch_size);
+    if (tfps_session_is_set(&m->session)) {
+        w = put_tag_varint(w, 0x3a, TFPS_SESSION_LEN);
+        memcpy(w, m->session.b, TFPS_SESSION_LEN);
+        w += TFPS_SESSION_LEN;
+    }
+    for (int i = 0; i < m->ntensors; i++) {
+        const tfps_wire_tensor *t = &m->gradients[i];
+        const size_t nb = tensor_values_bytes(t);
+        const void *v = t->dtype == TFPS_DTYPE_FP32 ? (const void *)t->values : (const void *)t->half;
+        assert(v || nb == 0);
+        w = put_tag_varint(w, 0x32, tensor_body(t, pads[i]));   // field 6: a Tensor
+        w = put_tag_varint(w, 0x0a, range_size(t->range));
+        if (t->range.begin) w = put_tag_varint(w, 0x08, t->range.begin);
+        if (t->range.end) w = put_tag_varint(w, 0x10, t->range.end);
+        if (t->dtype) w = put_tag_varint(w, 0x18, (uint64_t)t->dtype);
+        if (pads[i]) {
+            w = put_tag_varint(w, 0x22, (uint64_t)(pads[i] - 2));
+            memset(w, 0, pads[i] - 2u);
+            w += pads[i] - 2;
+        }
+        w = put_tag_varint(w, 0x12, nb);
+        if (nb) memcpy(w, v, nb);
+        w += nb;
+    }
+}
+
+int tfps_wire_pack_push_req(const tfps_wire_push_req *m, tfps_buf *out) {
+    uint8_t pads[TFPS_WIRE_MAX_TENSORS];
+    const size_t n = push_layout(m, 0, 0, pads);
+    if (reserve(out, n ? n : 1) != TFPS_OK) return TFPS_ERR;
+    push_write(m, pads, out->data);
+    out->len = n;
+    return TFPS_OK;
+}
+
 int tfps_wire_pack_pushpull_req(const tfps_wire_push_req *push, const tfps_buf *pull_packed, tfps_buf *out) {
-    tensor_slots s;
-    Tfps__V1__PushRequest p;
-    push_to_pb(push, &p, &s);
-    // field 1 (the push, length-delimited) packed in place after its header; then field 2, the pull
-    const size_t n = protobuf_c_message_get_packed_size(&p.base);
+    // field 1 (the push, length-delimited) packed in place after its header; then field 2, the pull. The push's
+    // length decides its header's length, which moves the push: find a header length L that the push, laid out
+    // after it, needs (at a varint boundary the push is padded up to the shortest length that needs L)
+    uint8_t pads[TFPS_WIRE_MAX_TENSORS];
+    size_t n = 0;
+    for (size_t l1 = 2; l1 <= 6; l1++) {
+        n = push_layout(push, l1, l1 > 2 ? (size_t)1 << (7 * (l1 - 2)) : 0, pads);
+        if (1 + varint_len(n) == l1) break;
+    }
     uint8_t h1[11], h2[11];
     h1[0] = 0x0a;   // field 1, wire type 2
     h2[0] = 0x12;   // field 2, wire type 2
-    const size_t l1 = 1 + put_varint(h1 + 1, n), l2 = 1 + put_varint(h2 + 1, pull_packed->len);
+    const size_t l1 = 1 + put_varint(h1 + 1, n);   // the true length (were it not settled: valid, unaligned)
+    const size_t l2 = 1 + put_varint(h2 + 1, pull_packed->len);
     const size_t total = l1 + n + l2 + pull_packed->len;
     if (reserve(out, total) != TFPS_OK) return TFPS_ERR;
     memcpy(out->data, h1, l1);
-    size_t w = n ? protobuf_c_message_pack(&p.base, out->data + l1) : 0;
-    assert(w == n);
-    (void)w;
+    push_write(push, pads, out->data + l1);
     memcpy(out->data + l1 + n, h2, l2);
     if (pull_packed->len) memcpy(out->data + l1 + n + l2, pull_packed->data, pull_packed->len);
     out->len = total;
@@ -942,7 +1047,7 @@ static int view_range(reader r, tfps_wire_range *out) {
     return TFPS_OK;
 }
 
-static int view_tensor(reader r, tfps_wire_tensor_view *t, size_t i, char *err, size_t errlen) {
+static int view_tensor(reader r, const char *field, tfps_wire_tensor_view *t, size_t i, char *err, size_t errlen) {
     int have_range = 0, have_values = 0;
     uint64_t dtype = TFPS_DTYPE_FP32;
     reader values = {r.end, r.end};   // none: 0 bytes at a valid address (memcpy of 0 bytes from it is defined)
@@ -950,37 +1055,41 @@ static int view_tensor(reader r, tfps_wire_tensor_view *t, size_t i, char *err, 
         uint64_t f;
         unsigned wt;
         reader sub;
-        if (rd_tag(&r, &f, &wt) != TFPS_OK) return tfps_seterr(err, errlen, "tensors[%zu]: a malformed field", i);
+        if (rd_tag(&r, &f, &wt) != TFPS_OK) return tfps_seterr(err, errlen, "%s[%zu]: a malformed field", field, i);
         if (f == 1 || f == 2) {
             if (wt != 2 || rd_bytes(&r, &sub) != TFPS_OK)
-                return tfps_seterr(err, errlen, "tensors[%zu]: field %llu malformed", i, (unsigned long long)f);
+                return tfps_seterr(err, errlen, "%s[%zu]: field %llu malformed", field, i, (unsigned long long)f);
             if (f == 1) {
                 if (have_range++ || view_range(sub, &t->range) != TFPS_OK)
-                    return tfps_seterr(err, errlen, "tensors[%zu]: a malformed or second range", i);
+                    return tfps_seterr(err, errlen, "%s[%zu]: a malformed or second range", field, i);
             } else {
-                if (have_values++) return tfps_seterr(err, errlen, "tensors[%zu]: values given twice", i);
+                if (have_values++) return tfps_seterr(err, errlen, "%s[%zu]: values given twice", field, i);
                 values = sub;
             }
+        } else if (f == 4) {   // pad: filler before values (a known field: protobuf-c refuses another wire type)
+            if (wt != 2 || rd_bytes(&r, &sub) != TFPS_OK)
+                return tfps_seterr(err, errlen, "%s[%zu]: field 4 (pad) malformed", field, i);
         } else if (f == 3) {   // dtype: an enum (int32 varint); a repeated scalar keeps the last
             if (wt != 0 || rd_varint(&r, &dtype) != TFPS_OK)
-                return tfps_seterr(err, errlen, "tensors[%zu]: field 3 (dtype) malformed", i);
+                return tfps_seterr(err, errlen, "%s[%zu]: field 3 (dtype) malformed", field, i);
         } else if (rd_skip(&r, wt) != TFPS_OK) {
-            return tfps_seterr(err, errlen, "tensors[%zu]: a malformed field %llu", i, (unsigned long long)f);
+            return tfps_seterr(err, errlen, "%s[%zu]: a malformed field %llu", field, i, (unsigned long long)f);
         }
     }
     if (dtype >= TFPS_DTYPE_COUNT)
-        return tfps_seterr(err, errlen, "tensors[%zu]: dtype %lld: expected FP32 (0), BF16 (1) or FP16 (2)", i,
+        return tfps_seterr(err, errlen, "%s[%zu]: dtype %lld: expected FP32 (0), BF16 (1) or FP16 (2)", field, i,
                            (long long)dtype);
     t->dtype = (int)dtype;
-    if (!have_range) return tfps_seterr(err, errlen, "tensors[%zu]: tensor without a range (Tensor.range is required)", i);
+    if (!have_range)
+        return tfps_seterr(err, errlen, "%s[%zu]: tensor without a range (Tensor.range is required)", field, i);
     if (t->range.end < t->range.begin || t->range.end - t->range.begin > SIZE_MAX / sizeof(float))
-        return tfps_seterr(err, errlen, "tensors[%zu]: range [%llu, %llu) is invalid", i,
+        return tfps_seterr(err, errlen, "%s[%zu]: range [%llu, %llu) is invalid", field, i,
                            (unsigned long long)t->range.begin, (unsigned long long)t->range.end);
     const size_t want = (size_t)(t->range.end - t->range.begin) * tfps_wire_dtype_size(t->dtype),
                  got = have_values ? (size_t)(values.end - values.p) : 0;
     if (got != want)
-        return tfps_seterr(err, errlen, "tensors[%zu]: %zu bytes of %s values for range [%llu, %llu): expected %zu",
-                           i, got, tfps_wire_dtype_name(t->dtype), (unsigned long long)t->range.begin,
+        return tfps_seterr(err, errlen, "%s[%zu]: %zu bytes of %s values for range [%llu, %llu): expected %zu",
+                           field, i, got, tfps_wire_dtype_name(t->dtype), (unsigned long long)t->range.begin,
                            (unsigned long long)t->range.end, want);
     t->bytes = values.p;
     return TFPS_OK;
@@ -1031,7 +1140,8 @@ int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_vie
                 return tfps_seterr(err, errlen, "PullResponse.tensors: more than %d tensors: at most %d allowed",
                                    TFPS_WIRE_MAX_TENSORS, TFPS_WIRE_MAX_TENSORS);
             if (rd_bytes(&r, &sub) != TFPS_OK) return tfps_seterr(err, errlen, "PullResponse: a truncated tensor");
-            if (view_tensor(sub, &v->tensors[v->ntensors], (size_t)v->ntensors, err, errlen) != TFPS_OK)
+            if (view_tensor(sub, "PullResponse.tensors", &v->tensors[v->ntensors], (size_t)v->ntensors, err,
+                            errlen) != TFPS_OK)
                 return TFPS_ERR;
             v->ntensors++;
             break;
@@ -1056,5 +1166,65 @@ int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_vie
         if (rc != TFPS_OK)
             return tfps_seterr(err, errlen, "PullResponse: field %llu is malformed or truncated", (unsigned long long)f);
     }
+    return TFPS_OK;
+}
+
+int tfps_wire_view_push_req(const uint8_t *data, size_t len, tfps_wire_push_view *v, char *err, size_t errlen) {
+    memset(v, 0, sizeof(*v));
+    if (!len) return TFPS_OK;   // an empty message: every field its default (data may be NULL)
+    if (!data) return tfps_seterr(err, errlen, "PushRequest: no bytes");
+    reader r = {data, data + len}, session = {data, data};
+    while (r.p < r.end) {
+        uint64_t f, x = 0;
+        unsigned wt;
+        reader sub;
+        if (rd_tag(&r, &f, &wt) != TFPS_OK) return tfps_seterr(err, errlen, "PushRequest: a malformed field tag");
+        const unsigned want = f == 4 ? 5 : f == 6 || f == 7 ? 2 : f <= 5 ? 0 : 99;
+        if (want != 99 && wt != want)
+            return tfps_seterr(err, errlen, "PushRequest: field %llu has wire type %u, expected %u",
+                               (unsigned long long)f, wt, want);
+        int rc = TFPS_OK;
+        switch (f) {
+        case 1:
+            rc = rd_varint(&r, &x);
+            v->worker_id = (uint32_t)x;   // protobuf: a uint32 keeps the low 32 bits
+            break;
+        case 2: rc = rd_varint(&r, &v->base_version); break;
+        case 3: rc = rd_varint(&r, &v->step); break;
+        case 4:
+            if (r.end - r.p < 4) {
+                rc = TFPS_ERR;
+            } else {
+                const uint32_t bits = (uint32_t)r.p[0] | (uint32_t)r.p[1] << 8 | (uint32_t)r.p[2] << 16 |
+                                      (uint32_t)r.p[3] << 24;
+                memcpy(&v->loss, &bits, sizeof(v->loss));
+                r.p += 4;
+            }
+            break;
+        case 5:
+            rc = rd_varint(&r, &x);
+            v->batch_size = (uint32_t)x;
+            break;
+        case 6:
+            if (v->ntensors >= TFPS_WIRE_MAX_TENSORS)
+                return tfps_seterr(err, errlen, "PushRequest.gradients: more than %d tensors: at most %d allowed",
+                                   TFPS_WIRE_MAX_TENSORS, TFPS_WIRE_MAX_TENSORS);
+            if (rd_bytes(&r, &sub) != TFPS_OK) return tfps_seterr(err, errlen, "PushRequest: a truncated gradient");
+            if (view_tensor(sub, "PushRequest.gradients", &v->gradients[v->ntensors], (size_t)v->ntensors, err,
+                            errlen) != TFPS_OK)
+                return TFPS_ERR;
+            v->ntensors++;
+            break;
+        case 7: rc = rd_bytes(&r, &session); break;   // a repeated scalar: the last counts
+        default: rc = rd_skip(&r, wt);
+        }
+        if (rc != TFPS_OK)
+            return tfps_seterr(err, errlen, "PushRequest: field %llu is malformed or truncated", (unsigned long long)f);
+    }
+    const size_t sl = (size_t)(session.end - session.p);
+    if (sl != 0 && sl != TFPS_SESSION_LEN)
+        return tfps_seterr(err, errlen, "PushRequest.session: %zu bytes: expected the %d bytes of "
+                           "RegisterResponse.session, or none", sl, TFPS_SESSION_LEN);
+    if (sl) memcpy(v->session.b, session.p, TFPS_SESSION_LEN);
     return TFPS_OK;
 }

@@ -230,7 +230,8 @@ int tfps_wire_pack_health_resp(int serving, tfps_buf *out);
 
 /* PushPull (tfps.proto): a PushPullRequest of push (packed in place into
  * out: its tensors are read once, not copied first) and the pull already
- * packed (pull_packed). */
+ * packed (pull_packed). Like tfps_wire_pack_push_req, each gradient's values
+ * start at a multiple of 4 bytes from out->data (see tfps_wire_view_push_req). */
 int tfps_wire_pack_pushpull_req(const tfps_wire_push_req *push, const tfps_buf *pull_packed, tfps_buf *out);
 /* The two embedded messages of a PushPullRequest as byte ranges of data (no
  * copy), for the Push and Pull decoders. TFPS_ERR with err unless it holds
@@ -306,5 +307,23 @@ typedef struct {
 } tfps_wire_pull_view;
 
 int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_view *v, char *err, size_t errlen);
+
+/* Zero-copy reading of a PushRequest (the ps's hot path), with the same
+ * rules as the pull view; the session is empty or 16 bytes. Gradients point
+ * into data: tfps_wire_pack_push_req and _pushpull_req put each one's values
+ * at a multiple of 4 bytes from the start of the request (Tensor.pad), so a
+ * receiver whose buffer is 4-byte aligned can read fp32 values in place.
+ * Whatever it accepts, tfps_wire_unpack_push_req reads the same (fuzz_wire). */
+typedef struct {
+    uint32_t worker_id;
+    uint64_t base_version, step;
+    float loss;
+    uint32_t batch_size;
+    tfps_session session;
+    int ntensors;
+    tfps_wire_tensor_view gradients[TFPS_WIRE_MAX_TENSORS];
+} tfps_wire_push_view;
+
+int tfps_wire_view_push_req(const uint8_t *data, size_t len, tfps_wire_push_view *v, char *err, size_t errlen);
 
 #endif

@@ -4,6 +4,8 @@
 #include "tfps.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdalign.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,33 +62,65 @@ int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, si
     return TFPS_RPC_OK;
 }
 
-void tfps_push_release(tfps_push *p) {
-    tfps_wire_release(p->owner);
-    p->owner = NULL;
-    free(p->decoded);
-    p->decoded = NULL;
+/* The calling thread's scratch for gradients that cannot be read in place
+ * (grown as needed, freed when the thread ends). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+typedef struct {
+    size_t cap;   /* floats */
+    float v[];
+} scratch;
+
+static void scratch_key_make(void) {
+    if (pthread_key_create(&scratch_key, free) != 0) abort();   // only when the process is out of keys
 }
 
-/* Gradients sent as bf16 / fp16: decoded into one fp32 block (the policy and
- * the optimizer read fp32); values then point there. */
-static int decode_half(tfps_push *out, char *msg, size_t msglen) {
+static float *scratch_get(size_t n) {
+    pthread_once(&scratch_once, scratch_key_make);
+    scratch *s = pthread_getspecific(scratch_key);
+    if (s && s->cap >= n) return s->v;
+    scratch *g = malloc(sizeof(*g) + n * sizeof(float));
+    if (!g || pthread_setspecific(scratch_key, g) != 0) {
+        free(g);
+        return NULL;   // the old one stays the thread's
+    }
+    free(s);
+    g->cap = n;
+    return g->v;
+}
+
+/* The view as m: fp32 gradients at aligned addresses in place, the others
+ * (bf16 / fp16, misaligned fp32) as fp32 in the thread's scratch. */
+static int push_from_view(const tfps_wire_push_view *v, tfps_push *out, char *msg, size_t msglen) {
     tfps_wire_push_req *m = &out->m;
+    *m = (tfps_wire_push_req){.worker_id = v->worker_id, .base_version = v->base_version, .step = v->step,
+                              .loss = v->loss, .batch_size = v->batch_size, .session = v->session,
+                              .ntensors = v->ntensors};
     size_t total = 0;
-    for (int i = 0; i < m->ntensors; i++)
-        if (m->gradients[i].dtype != TFPS_DTYPE_FP32) total += (size_t)(m->gradients[i].range.end - m->gradients[i].range.begin);
-    if (total == 0) return TFPS_RPC_OK;
-    out->decoded = malloc(total * sizeof(float));
-    if (!out->decoded) {
+    for (int i = 0; i < v->ntensors; i++) {
+        const tfps_wire_tensor_view *g = &v->gradients[i];
+        if (g->dtype != TFPS_DTYPE_FP32 || (uintptr_t)g->bytes % alignof(float) != 0)
+            total += (size_t)(g->range.end - g->range.begin);
+    }
+    float *sc = NULL;
+    if (total && !(sc = scratch_get(total))) {
         snprintf(msg, msglen, "ps: out of memory decoding a %zu-element gradient", total);
         return TFPS_RPC_RESOURCE_EXHAUSTED;
     }
+    out->copied = total > 0;
     size_t at = 0;
-    for (int i = 0; i < m->ntensors; i++) {
-        tfps_wire_tensor *g = &m->gradients[i];
-        if (g->dtype == TFPS_DTYPE_FP32) continue;
+    for (int i = 0; i < v->ntensors; i++) {
+        const tfps_wire_tensor_view *g = &v->gradients[i];
         const size_t n = (size_t)(g->range.end - g->range.begin);
-        tfps_wire_decode(g->dtype, (const uint8_t *)g->half, out->decoded + at, n);
-        g->values = out->decoded + at;
+        m->gradients[i] = (tfps_wire_tensor){.range = g->range, .dtype = TFPS_DTYPE_FP32};
+        if (g->dtype == TFPS_DTYPE_FP32 && (uintptr_t)g->bytes % alignof(float) == 0) {
+            m->gradients[i].values = (const float *)(const void *)g->bytes;   // in place: no copy
+            continue;
+        }
+        if (g->dtype == TFPS_DTYPE_FP32) memcpy(sc + at, g->bytes, n * sizeof(float));
+        else tfps_wire_decode(g->dtype, g->bytes, sc + at, n);
+        m->gradients[i].values = sc + at;
         at += n;
     }
     return TFPS_RPC_OK;
@@ -94,35 +128,30 @@ static int decode_half(tfps_push *out, char *msg, size_t msglen) {
 
 int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_push *out, char *msg,
                        size_t msglen) {
-    out->owner = NULL;
-    out->decoded = NULL;
-    if (tfps_wire_unpack_push_req(req, len, &out->m, &out->owner, msg, msglen) != TFPS_OK) {
-        out->m.worker_id = 0;
-        memset(&out->m.session, 0, sizeof(out->m.session));
-        return TFPS_RPC_INVALID_ARGUMENT;
-    }
-    const tfps_wire_push_req *m = &out->m;
+    tfps_wire_push_view v;   // ~2 KB: the stack
     int rc = TFPS_RPC_OK;
+    if (tfps_wire_view_push_req(req, len, &v, msg, msglen) != TFPS_OK) {
+        memset(&out->m, 0, sizeof(out->m));
+        rc = TFPS_RPC_INVALID_ARGUMENT;
+    } else {
+        rc = push_from_view(&v, out, msg, msglen);
+    }
+    if (rc != TFPS_RPC_OK) return rc;
+    const tfps_wire_push_req *m = &out->m;
     if (m->ntensors == 0) {
         snprintf(msg, msglen, "PushRequest.gradients is empty: expected the gradient of this ps's ranges");
-        rc = TFPS_RPC_INVALID_ARGUMENT;
-        goto fail;
+        return TFPS_RPC_INVALID_ARGUMENT;
     }
-    if ((rc = decode_half(out, msg, msglen)) != TFPS_RPC_OK) goto fail;
     for (int i = 0; i < m->ntensors; i++) {
         const tfps_wire_tensor *g = &m->gradients[i];
         long long at = tfps_store_locate(s, g->range.begin, g->range.end);
-        if (at < 0) {
-            rc = not_owned(s, ps_index, "PushRequest.gradients", i, g->range, msg, msglen);
-            goto fail;
-        }
+        if (at < 0) return not_owned(s, ps_index, "PushRequest.gradients", i, g->range, msg, msglen);
         out->at[i] = (size_t)at;
         for (int j = 0; j < i; j++)   // at most 64 tensors: quadratic is fine
             if (g->range.begin < m->gradients[j].range.end && m->gradients[j].range.begin < g->range.end) {
                 snprintf(msg, msglen, "PushRequest.gradients[%d] [%" PRIu64 ", %" PRIu64 ") overlaps gradients[%d]: "
                          "expected each element at most once", i, g->range.begin, g->range.end, j);
-                rc = TFPS_RPC_INVALID_ARGUMENT;
-                goto fail;
+                return TFPS_RPC_INVALID_ARGUMENT;
             }
         const size_t n = (size_t)(g->range.end - g->range.begin);
         uint32_t bad = 0;   // no early exit: the common all-finite case runs straight through
@@ -132,14 +161,10 @@ int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, si
                 snprintf(msg, msglen, "PushRequest.gradients[%d] holds a non-finite value (%g) at flat index %" PRIu64
                          ": refused, weights unchanged (lower --learning-rate?)", i, (double)g->values[k],
                          g->range.begin + k);
-                rc = TFPS_RPC_INVALID_ARGUMENT;
-                goto fail;
+                return TFPS_RPC_INVALID_ARGUMENT;
             }
     }
     return TFPS_RPC_OK;
-fail:
-    tfps_push_release(out);
-    return rc;
 }
 
 int tfps_handlers_register(const uint8_t *req, size_t len, tfps_wire_register_req *m, void **owner, char *msg,

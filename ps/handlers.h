@@ -4,8 +4,8 @@
  * (well-formed protobuf, byte lengths, ranges owned by this ps, no overlaps,
  * finite values); who may call what (membership) is ps.c's.
  *
- * A decoded request may point into memory owned by the wire module: release
- * it with the matching _release (NULL-safe, idempotent). */
+ * A decoded request may point into the request's bytes (Push) or into
+ * memory owned by the wire module (*owner, released with tfps_wire_release). */
 #ifndef TFPS_PS_HANDLERS_H
 #define TFPS_PS_HANDLERS_H
 
@@ -30,16 +30,20 @@ typedef struct {
     size_t tail_len;
 } tfps_pull;
 
-/* A checked Push: m.gradients point into owner, fp32 (bf16 and fp16
- * gradients are decoded into `decoded`, and m.gradients[i].values point
- * there); at[i] is gradient i's offset in the store. When the push is
- * refused, m.worker_id and m.session still name its sender (0 when the
- * bytes did not parse), so the caller can tell that worker. */
+/* A checked Push, read in place (tfps_wire_view_push_req): m.gradients
+ * point into the request's bytes when they are fp32 at a 4-byte aligned
+ * address (what tfps workers send lands so in a ps's buffer); otherwise
+ * (bf16 / fp16, or fp32 off alignment) they are decoded or copied into a
+ * scratch buffer of the calling thread, reused by its next push. Valid
+ * while the request bytes are and until this thread decodes another push:
+ * the ps decodes a call's push and applies it on the same thread (rpc.c).
+ * at[i] is gradient i's offset in the store. When the push is refused,
+ * m.worker_id and m.session still name its sender (0 when the bytes did
+ * not parse), so the caller can tell that worker. */
 typedef struct {
     tfps_wire_push_req m;
     size_t at[TFPS_WIRE_MAX_TENSORS];
-    void *owner;
-    float *decoded;             /* malloc'd: the gradients sent as bf16 / fp16, as fp32 */
+    int copied;                 /* gradients decoded or copied into the thread's scratch (not read in place) */
 } tfps_push;
 
 /* Each returns TFPS_RPC_OK or a gRPC status with msg set. */
@@ -47,7 +51,6 @@ int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, si
                        size_t msglen);
 int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_push *out, char *msg,
                        size_t msglen);
-void tfps_push_release(tfps_push *p);
 
 /* Register, Heartbeat, Status, Shutdown: decoded (no store checks); *owner
  * must be released with tfps_wire_release on TFPS_RPC_OK. */

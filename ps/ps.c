@@ -83,6 +83,8 @@ struct tfps_ps {
     tfps_buf out;            /* the reply of the call being handled */
     tfps_buf held_out;       /* the reply of a held call being released */
     uint16_t *half;          /* [store elements] the weights in bf16 / fp16 for a reply (--wire-dtype) */
+    int half_dtype;          /* the format half holds, of the weights after half_updates updates; 0: none */
+    uint64_t half_updates;
 };
 
 /* A Push's (or a PushPull's push part's) decoding and checks against the
@@ -94,7 +96,7 @@ typedef struct ps_prepared {
     int method;
     int rc;
     char msg[TFPS_ERR_LEN];
-    tfps_push g;   /* owned here until push_apply takes it */
+    tfps_push g;   /* points into the request bytes or the preparing thread's scratch */
 } ps_prepared;
 
 static void rpc_reply(void *ctx, void *token, int status, const uint8_t *resp, size_t len, const char *msg) {
@@ -225,6 +227,7 @@ int tfps_ps_restore(tfps_ps *ps, char *err, size_t errlen) {
         return TFPS_OK;
     }
     if (rc != TFPS_OK) return TFPS_ERR;
+    ps->half_dtype = TFPS_DTYPE_FP32;   // the weights changed without an update: no rounded copy holds
     tfps_policy_set_version(ps->pol, info.version);
     ps->restored_step = ps->last_ckpt_step = info.step;
     ps->last_ckpt_version = info.version;
@@ -280,11 +283,17 @@ static int pack_pull(tfps_ps *ps, const tfps_pull *q, double held_s, tfps_buf *o
             snprintf(msg, msglen, "ps: out of memory rounding the weights to %s", tfps_wire_dtype_name(q->dtype));
             return TFPS_RPC_RESOURCE_EXHAUSTED;
         }
-        for (int i = 0; i < q->n; i++) {
-            uint16_t *h = ps->half + q->at[i];
-            tfps_wire_encode(q->dtype, ps->store.w + q->at[i], h, (size_t)(q->ranges[i].end - q->ranges[i].begin));
-            r.tensors[i] = (tfps_wire_tensor){.range = q->ranges[i], .values = NULL, .dtype = q->dtype, .half = h};
+        // once per version: the workers of a sync step all pull the same weights
+        if (q->n > 0 && (ps->half_dtype != q->dtype || ps->half_updates != ps->store.updates)) {
+            for (int i = 0; i < ps->store.nown; i++) {
+                const tfps_store_range *o = &ps->store.own[i];
+                tfps_wire_encode(q->dtype, ps->store.w + o->at, ps->half + o->at, o->end - o->begin);
+            }
+            ps->half_dtype = q->dtype;
+            ps->half_updates = ps->store.updates;
         }
+        for (int i = 0; i < q->n; i++)
+            r.tensors[i] = (tfps_wire_tensor){.range = q->ranges[i], .dtype = q->dtype, .half = ps->half + q->at[i]};
     }
     if (tfps_wire_pack_pull_resp(&r, out) != TFPS_OK) {
         snprintf(msg, msglen, "ps: out of memory packing the reply");
@@ -550,9 +559,7 @@ static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expe
     ps_prepared *pp = ps->prepared;
     if (pp) {   // decoded already (tfps_ps_prepare, these bytes): taken over
         ps->prepared = NULL;
-        g = pp->g;   // the push's memory (wire and decoded bf16/fp16) moves to g
-        pp->g.owner = NULL;
-        pp->g.decoded = NULL;
+        g = pp->g;   // points into these bytes or this thread's scratch (tfps_handlers_push)
         rc = pp->rc;
         if (rc != TFPS_RPC_OK) snprintf(msg, msglen, "%s", pp->msg);
     } else {
@@ -561,7 +568,6 @@ static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expe
     if (rc == TFPS_RPC_OK && expect_id && g.m.worker_id != expect_id) {
         snprintf(msg, msglen, "PushPullRequest: the push is of worker id %" PRIu32 ", the pull of %" PRIu32
                  ": expected one worker's", g.m.worker_id, expect_id);
-        tfps_push_release(&g);
         return refuse(ps, TFPS_RPC_INVALID_ARGUMENT);
     }
     if (rc != TFPS_RPC_OK) {
@@ -597,12 +603,10 @@ static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expe
         w->pushes++;
         ps->st.examples += g.m.batch_size;
     }
-    tfps_push_release(&g);
     *r = (tfps_wire_push_resp){.applied = outcome == TFPS_PUSH_APPLIED || outcome == TFPS_PUSH_ACCEPTED,
                                .version = tfps_policy_version(ps->pol), .nonfinite = nonfinite};
     return TFPS_RPC_OK;
 refused:
-    tfps_push_release(&g);
     if (rank >= 0) {
         tfps_held h;
         ps->workers[rank].push_refused = 1;
@@ -866,7 +870,6 @@ void *tfps_ps_prepare(const tfps_ps *ps, int method, const uint8_t *req, size_t 
 void tfps_ps_prepared_free(void *prepared) {
     ps_prepared *pp = prepared;
     if (!pp) return;
-    tfps_push_release(&pp->g);
     free(pp);
 }
 

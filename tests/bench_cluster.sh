@@ -151,6 +151,15 @@ torch_rpc_section() {
 
 echo "bench_cluster: $(nproc) cores, data $data, $epochs epochs, batch 64 per worker, 784-300-100-10," \
      "1 OpenBLAS thread/process"
+# One row of the throughput table: row LABEL RUN [HELD DROPPED] (default: the run's own wait_s and dropped).
+row() {
+  local eps held dropped
+  eps=$(field "$tmp/$2" examples_per_s)
+  held=${3:-$(printf %.2f "$(field "$tmp/$2" wait_s)")}
+  dropped=${4:-$(printf %.0f "$(field "$tmp/$2" dropped)")}
+  printf "%-30s %12.0f %9s %10.4f %9s %8s %8.2f\n" "$1" "$eps" "$(ratio "$eps" "$base")" \
+    "$(field "$tmp/$2" test_accuracy)" "$held" "$dropped" "$(field "$tmp/$2" wall_s)"
+}
 throughput() {
   env -u TF_CONFIG "$bin/tfps-worker" "${common[@]}" --output-dir "$tmp/local" >/dev/null 2>"$tmp/local.log"
   base=$(field "$tmp/local" examples_per_s)
@@ -163,10 +172,7 @@ throughput() {
       ps=$([ "$w" = 1 ] && echo 1 || echo 2)
       name="$mode-${ps}x$w"
       cluster "$name" "$ps" "$w" --consistency "$mode" --staleness 2
-      eps=$(field "$tmp/$name" examples_per_s)
-      printf "%-30s %12.0f %9s %10.4f %9.2f %8.0f %8.2f\n" "$mode, $ps ps + $w worker$([ "$w" = 1 ] || echo s)" \
-        "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "$(field "$tmp/$name" wait_s)" \
-        "$(field "$tmp/$name" dropped)" "$(field "$tmp/$name" wall_s)"
+      row "$mode, $ps ps + $w worker$([ "$w" = 1 ] || echo s)" "$name"
     done
   done
   # bf16 on the wire (--wire-dtype): the async and sync 1x1 and 2x2 clusters again, half the bytes per step
@@ -174,19 +180,14 @@ throughput() {
     for w in 1 2; do
       name="$mode-${w}x$w-bf16"
       cluster "$name" "$w" "$w" --consistency "$mode" --wire-dtype bf16
-      eps=$(field "$tmp/$name" examples_per_s)
-      printf "%-30s %12.0f %9s %10.4f %9.2f %8.0f %8.2f\n" "$mode, $w ps + $w worker$([ "$w" = 1 ] || echo s), bf16" \
-        "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "$(field "$tmp/$name" wait_s)" \
-        "$(field "$tmp/$name" dropped)" "$(field "$tmp/$name" wall_s)"
+      row "$mode, $w ps + $w worker$([ "$w" = 1 ] || echo s), bf16" "$name"
     done
   done
   # the same async clusters with a Push and a Pull per ps per step instead of one PushPull (the rows above)
   for w in 1 2; do
     name="async-${w}x$w-two-calls"
     cluster "$name" "$w" "$w" --consistency async --pushpull 0
-    eps=$(field "$tmp/$name" examples_per_s)
-    printf "%-30s %12.0f %9s %10.4f %9s %8s %8.2f\n" "async, $w ps + $w worker$([ "$w" = 1 ] || echo s), --pushpull 0" \
-      "$eps" "$(ratio "$eps" "$base")" "$(field "$tmp/$name" test_accuracy)" "-" "-" "$(field "$tmp/$name" wall_s)"
+    row "async, $w ps + $w worker$([ "$w" = 1 ] || echo s), --pushpull 0" "$name" - -
   done
 }
 

@@ -83,6 +83,16 @@ static long minflt(void) {
     return ru.ru_minflt;
 }
 
+static double cpu_now(void) {   /* CPU seconds of the whole process (client, server and ps threads) */
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The CPU time per round of the last measure(), in s: steadier than the
+ * latency on a loaded machine (copies cost CPU whoever waits). */
+static double last_cpu;
+
 #define NAME_W 70   /* width of the case column */
 
 /* One timed round; returns TFPS_OK or TFPS_ERR with err set. */
@@ -95,8 +105,12 @@ static double measure(const char *name, round_fn fn, void *ctx, int calls, doubl
     double *t = malloc((size_t)calls * sizeof(double));
     if (!t) return -1;
     long f0 = 0;
+    double c0 = 0;
     for (int i = -20; i < calls; i++) {
-        if (i == 0) f0 = minflt();
+        if (i == 0) {
+            f0 = minflt();
+            c0 = cpu_now();
+        }
         double t0 = tfps_now();
         if (fn(ctx, err, sizeof(err)) != TFPS_OK) {
             fprintf(stderr, "%s: %s\n", name, err);
@@ -105,11 +119,12 @@ static double measure(const char *name, round_fn fn, void *ctx, int calls, doubl
         }
         if (i >= 0) t[i] = tfps_now() - t0;
     }
+    last_cpu = (cpu_now() - c0) / calls;
     double faults = (double)(minflt() - f0) / calls;
     qsort(t, (size_t)calls, sizeof(double), cmp_double);
     double p50 = t[calls / 2], p90 = t[(calls * 9) / 10];
-    printf("%-*s %9.0f %9.0f %10.0f %10.1f\n", NAME_W, name, p50 * 1e6, p90 * 1e6,
-           bytes_moved > 0 ? bytes_moved / p50 / 1e6 : 0.0, faults);
+    printf("%-*s %9.0f %9.0f %10.0f %10.1f %9.0f\n", NAME_W, name, p50 * 1e6, p90 * 1e6,
+           bytes_moved > 0 ? bytes_moved / p50 / 1e6 : 0.0, faults, last_cpu * 1e6);
     fflush(stdout);
     free(t);
     return p50;
@@ -546,31 +561,35 @@ int main(int argc, char **argv) {
 
     uint8_t small[1024];
     memset(small, 1, sizeof(small));
-    tfps_rpc_req echo1m = {0, METHODS[M_ECHO], model, MODEL_BYTES};
+    tfps_rpc_req echo1m = {.target = 0, .method = METHODS[M_ECHO], .body = model, .len = MODEL_BYTES};
     if (only_echo) {   /* the child of the "default malloc" row */
         run_case(c, "echo 1,066,440 B, default malloc thresholds", &echo1m, 1, calls, 2.0 * MODEL_BYTES);
     } else {
         printf("bench_rpc: tfps_rpc on loopback, %d calls per case, nproc %ld\n", calls, sysconf(_SC_NPROCESSORS_ONLN));
-        printf("%-*s %9s %9s %10s %10s\n", NAME_W, "case (client waits for each round)", "p50 us", "p90 us", "MB/s",
-               "faults/rnd");
-        tfps_rpc_req echo1k = {0, METHODS[M_ECHO], small, sizeof(small)};
+        printf("%-*s %9s %9s %10s %10s %9s\n", NAME_W, "case (client waits for each round)", "p50 us", "p90 us",
+               "MB/s", "faults/rnd", "CPU us");
+        tfps_rpc_req echo1k = {.target = 0, .method = METHODS[M_ECHO], .body = small, .len = sizeof(small)};
         double e1k = run_case(c, "echo 1 KB", &echo1k, 1, calls, 2.0 * sizeof(small));
         double e1m = run_case(c, "echo 1,066,440 B (model each way)", &echo1m, 1, calls, 2.0 * MODEL_BYTES);
-        tfps_rpc_req echo_half = {0, METHODS[M_ECHO], model, MODEL_BYTES / 2};
+        const double c_e1m = last_cpu;
+        tfps_rpc_req echo_half = {.target = 0, .method = METHODS[M_ECHO], .body = model, .len = MODEL_BYTES / 2};
         double ehalf = run_case(c, "echo 533,220 B (model each way in bf16)", &echo_half, 1, calls, MODEL_BYTES);
-        tfps_rpc_req step[2] = {{0, METHODS[M_PUSH], model, MODEL_BYTES}, {0, METHODS[M_PULL], small, 16}};
+        tfps_rpc_req step[2] = {{.target = 0, .method = METHODS[M_PUSH], .body = model, .len = MODEL_BYTES},
+                                {.target = 0, .method = METHODS[M_PULL], .body = small, .len = 16}};
         double bare = run_case(c, "push 1 MB + pull 1 MB in one batch (a step)", step, 2, calls, 2.0 * MODEL_BYTES);
         tfps_options o;
-        double tfps1 = -1, tfps2 = -1, tfps_sep = -1, tbf16 = -1, tfp16 = -1;
+        double tfps1 = -1, tfps2 = -1, tfps_sep = -1, tbf16 = -1, tfp16 = -1, c_tfps1 = -1, c_bf16 = -1;
         if (tfps_options_parse(&o, 1, argv, err, sizeof(err)) != TFPS_OK) {
             fprintf(stderr, "bench_rpc: %s\n", err);
         } else {
             o.ps_threads = ps_threads;
             tfps1 = run_tfps_case("tfps step: PushPull through a real ps (wire, validation, SGD apply)", 1, calls,
                                   &o);
+            c_tfps1 = last_cpu;
             tfps_options half = o;
             half.wire_dtype = TFPS_DTYPE_BF16;
             tbf16 = run_tfps_case("tfps step: PushPull, --wire-dtype bf16 (half the bytes)", 1, calls, &half);
+            c_bf16 = last_cpu;
             half.wire_dtype = TFPS_DTYPE_FP16;
             tfp16 = run_tfps_case("tfps step: PushPull, --wire-dtype fp16", 1, calls, &half);
             tfps_options sep = o;
@@ -635,7 +654,8 @@ int main(int argc, char **argv) {
         int st = 0;
         if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, child_argv, env) == 0) waitpid(pid, &st, 0);
         free(env);
-        printf("(MB/s counts both directions; faults/rnd: minor page faults per round, whole process)\n");
+        printf("(MB/s counts both directions; faults/rnd: minor page faults per round, whole process; CPU us: CPU "
+               "time per round, whole process: client, server and ps threads)\n");
         if (bare > 0 && tfps1 > 0)
             printf("tfps step p50 / bare push+pull echo batch p50: %.2fx (1 ps)", tfps1 / bare);
         else
@@ -646,6 +666,9 @@ int main(int argc, char **argv) {
         if (e1m > 0 && tfps1 > 0 && tfps_sep > 0)
             printf("tfps PushPull p50 / bare echo 1 MB p50: %.2fx (aim <= 1.10); PushPull / Push + Pull (two "
                    "calls): %.2fx\n", tfps1 / e1m, tfps1 / tfps_sep);
+        if (c_e1m > 0 && c_tfps1 > 0 && c_bf16 > 0)
+            printf("CPU per round: tfps PushPull / bare echo 1 MB: %.2fx; bf16 PushPull / fp32 PushPull: %.2fx\n",
+                   c_tfps1 / c_e1m, c_bf16 / c_tfps1);
         if (tfps1 > 0 && tbf16 > 0 && tfp16 > 0 && ehalf > 0)
             printf("--wire-dtype PushPull p50 / fp32 PushPull p50: bf16 %.2fx, fp16 %.2fx (aim <= 0.60); bf16 / bare "
                    "echo of its bytes: %.2fx\n", tbf16 / tfps1, tfp16 / tfps1, tbf16 / ehalf);

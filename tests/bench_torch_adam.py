@@ -24,6 +24,7 @@ import torch
 
 
 def read_idx(path):
+    """An IDX file (or its .gz) as a uint8 tensor of its dimensions; bench_torch_rpc.py uses it too."""
     for p in (path + ".gz", path):
         if os.path.exists(p):
             opener = gzip.open if p.endswith(".gz") else open
@@ -31,7 +32,7 @@ def read_idx(path):
                 data = f.read()
             break
     else:
-        sys.exit(f"bench_torch_adam: {path}[.gz] not found: fetch the data with deploy/get-data.sh")
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {path}[.gz] not found: fetch the data with deploy/get-data.sh")
     magic, = struct.unpack(">I", data[:4])
     ndim = magic & 0xFF
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])

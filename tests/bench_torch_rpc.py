@@ -58,12 +58,10 @@ Exits 77 with "bench_torch_rpc: SKIP: ..." when torch or torch.distributed.rpc
 whole run) pass: the children are killed, nothing waits unbounded.
 """
 import argparse
-import gzip
 import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -77,23 +75,8 @@ PS = "ps"
 
 # ---------------------------------------------------------------- tfps's data, init and batches
 
-def read_idx(path):
-    for p in (path + ".gz", path):
-        if os.path.exists(p):
-            opener = gzip.open if p.endswith(".gz") else open
-            with opener(p, "rb") as f:
-                data = f.read()
-            break
-    else:
-        raise SystemExit(f"bench_torch_rpc: {path}[.gz] not found: fetch the data with deploy/get-data.sh")
-    import torch
-    magic, = struct.unpack(">I", data[:4])
-    ndim = magic & 0xFF
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
-
-
 def load(data, which):
+    from bench_torch_adam import read_idx   # (imports torch: only once the benchmark runs)
     x = read_idx(os.path.join(data, f"{which}-images-idx3-ubyte"))
     y = read_idx(os.path.join(data, f"{which}-labels-idx1-ubyte")).long()
     return x.reshape(x.shape[0], -1), y

@@ -15,6 +15,7 @@
  * (TFPS_FUZZ_SEED=...). */
 #define _POSIX_C_SOURCE 200809L
 #include "ckpt.h"
+#include "handlers.h"
 #include "layout.h"
 #include "log.h"
 #include "optim.h"
@@ -465,6 +466,31 @@ static void test_wire_dtype(void) {
             box_clear(&box);
             box_clear(&box32);
         }
+        // the rounded weights are made once per version (a cache): after one more step, a pull in dt is of the
+        // new weights, and the other format's pull is not served from that cache
+        for (int k = 0; k < 2; k++) CU_ASSERT_EQUAL(push_dt(&b, k, 0, 3, g, dt, NULL, NULL), TFPS_RPC_OK);
+        pull_model(&b, wb);
+        for (int k = 0; k < 2; k++) {
+            const int other = dt == TFPS_DTYPE_BF16 ? TFPS_DTYPE_FP16 : TFPS_DTYPE_BF16;
+            for (int f = 0; f < 2; f++) {
+                const int want_dt = f ? other : dt;
+                CU_ASSERT_EQUAL(pull_dt(&b, k, 1, 0, 0, want_dt, &box), TFPS_RPC_OK);
+                tfps_wire_pull_resp r;
+                void *owner = NULL;
+                CU_ASSERT_FATAL(tfps_wire_unpack_pull_resp(box.resp, box.len, &r, &owner, NULL, 0) == TFPS_OK);
+                int wrong = 0;
+                for (int t = 0; t < r.ntensors; t++) {
+                    const size_t m = (size_t)(r.tensors[t].range.end - r.tensors[t].range.begin);
+                    uint16_t want[64];
+                    CU_ASSERT_FATAL(m <= 64);
+                    tfps_wire_encode(want_dt, wb + r.tensors[t].range.begin, want, m);
+                    wrong += r.tensors[t].dtype != want_dt || memcmp(want, r.tensors[t].half, m * 2) != 0;
+                }
+                CU_ASSERT_EQUAL(wrong, 0);
+                tfps_wire_release(owner);
+                box_clear(&box);
+            }
+        }
         // the master weights are not rounded: some are no bf16 / fp16 value
         int exact = 0;
         for (size_t i = 0; i < n; i++) {
@@ -489,6 +515,105 @@ static void test_wire_dtype(void) {
         cluster_destroy(&a);
         cluster_destroy(&b);
     }
+}
+
+/* Pushes are read where they arrived: fp32 gradients at an aligned address
+ * (what the packer makes) are applied from the request's own bytes, no copy;
+ * the same bytes one byte off alignment, or bf16, go through the calling
+ * thread's scratch. The ps applies the same values either way (twin
+ * clusters, bit for bit), and a bigger push after a smaller one grows the
+ * scratch. */
+static void test_push_in_place(void) {
+    const char *args[] = {"--learning-rate", "0.1", "--optimizer", "momentum", NULL};
+    cluster a, b;
+    cluster_init_layout(&a, 2, 1, args, TFPS_SHARD_ROUND_ROBIN, 30, 20, 10, 5);
+    cluster_init_layout(&b, 2, 1, args, TFPS_SHARD_ROUND_ROBIN, 30, 20, 10, 5);
+    register_all(&a);
+    register_all(&b);
+    const size_t n = a.l.total;
+    float *g = malloc(n * sizeof(float)), *wa = malloc(n * sizeof(float)), *wb = malloc(n * sizeof(float));
+    uint16_t *h = malloc(n * sizeof(uint16_t));
+    uint8_t *raw = malloc(4 * n + 4096);
+    CU_ASSERT_FATAL(g && wa && wb && h && raw);
+    char err[TFPS_ERR_LEN], msg[TFPS_ERR_LEN];
+    tfps_store st;
+    CU_ASSERT_FATAL(tfps_store_init(&st, &a.l, &a.plan, 0, 7, &a.opt, err, sizeof(err)) == TFPS_OK);
+    for (int step = 0; step < 3; step++) {
+        fill(g, n, 0.01f * (float)(step + 1));
+        for (int k = 0; k < 2; k++) {
+            tfps_wire_push_req q = {.worker_id = 1, .base_version = (uint64_t)step, .step = 1, .batch_size = 4,
+                                    .session = sess_of(&a, k, 1)};
+            for (int r = 0; r < a.plan.nranges; r++)
+                if (a.plan.ranges[r].ps == k)
+                    q.gradients[q.ntensors++] = (tfps_wire_tensor){
+                        .range = {a.plan.ranges[r].begin, a.plan.ranges[r].end}, .values = g + a.plan.ranges[r].begin};
+            CU_ASSERT_FATAL(q.ntensors > 1);
+            tfps_buf pk = {0};
+            CU_ASSERT_FATAL(tfps_wire_pack_push_req(&q, &pk) == TFPS_OK);
+            if (k == 0) {   // ps 0's ranges, decoded by the handler itself: in place, or through the scratch
+                tfps_push p;
+                memcpy(raw, pk.data, pk.len);
+                CU_ASSERT_FATAL(tfps_handlers_push(&st, 0, raw, pk.len, &p, msg, sizeof(msg)) == TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(p.copied, 0);
+                for (int i = 0; i < p.m.ntensors; i++) {
+                    const uint8_t *v = (const uint8_t *)p.m.gradients[i].values;
+                    CU_ASSERT(v >= raw && v < raw + pk.len);   // the request's own bytes
+                }
+                memcpy(raw + 1, pk.data, pk.len);
+                CU_ASSERT_FATAL(tfps_handlers_push(&st, 0, raw + 1, pk.len, &p, msg, sizeof(msg)) == TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(p.copied, 1);
+                for (int i = 0; i < p.m.ntensors; i++) {
+                    const size_t m = (size_t)(p.m.gradients[i].range.end - p.m.gradients[i].range.begin);
+                    const uint8_t *v = (const uint8_t *)p.m.gradients[i].values;
+                    CU_ASSERT(v < raw || v >= raw + pk.len + 1);   // the scratch
+                    CU_ASSERT(memcmp(p.m.gradients[i].values, g + p.m.gradients[i].range.begin, m * 4) == 0);
+                }
+                tfps_wire_push_req hq = q;   // bf16: decoded into the scratch
+                for (int i = 0; i < hq.ntensors; i++) {
+                    const tfps_wire_range rg = hq.gradients[i].range;
+                    tfps_wire_encode(TFPS_DTYPE_BF16, g + rg.begin, h + rg.begin, (size_t)(rg.end - rg.begin));
+                    hq.gradients[i] = (tfps_wire_tensor){.range = rg, .dtype = TFPS_DTYPE_BF16, .half = h + rg.begin};
+                }
+                tfps_buf hb = {0};
+                CU_ASSERT_FATAL(tfps_wire_pack_push_req(&hq, &hb) == TFPS_OK);
+                CU_ASSERT_FATAL(tfps_handlers_push(&st, 0, hb.data, hb.len, &p, msg, sizeof(msg)) == TFPS_RPC_OK);
+                CU_ASSERT_EQUAL(p.copied, 1);
+                int wrong = 0;
+                for (int i = 0; i < p.m.ntensors; i++) {
+                    const tfps_wire_range rg = p.m.gradients[i].range;
+                    for (size_t e = 0; e < (size_t)(rg.end - rg.begin); e++) {
+                        float want;
+                        tfps_wire_decode(TFPS_DTYPE_BF16, (const uint8_t *)(h + rg.begin + e), &want, 1);
+                        wrong += p.m.gradients[i].values[e] != want;
+                    }
+                }
+                CU_ASSERT_EQUAL(wrong, 0);
+                tfps_buf_free(&hb);
+            }
+            // through the ps: aligned to a, misaligned to b
+            reply_box box = {0};
+            tfps_buf off = {.data = raw + 1, .len = pk.len, .cap = pk.len};
+            memcpy(raw + 1, pk.data, pk.len);
+            CU_ASSERT_EQUAL(call(a.ps[k], TFPS_M_PUSH, &pk, &box), TFPS_RPC_OK);
+            q.session = sess_of(&b, k, 1);
+            CU_ASSERT_FATAL(tfps_wire_pack_push_req(&q, &pk) == TFPS_OK);
+            memcpy(raw + 1, pk.data, pk.len);
+            CU_ASSERT_EQUAL(call(b.ps[k], TFPS_M_PUSH, &off, &box), TFPS_RPC_OK);
+            box_clear(&box);
+            tfps_buf_free(&pk);
+        }
+    }
+    pull_model(&a, wa);
+    pull_model(&b, wb);
+    CU_ASSERT(memcmp(wa, wb, n * sizeof(float)) == 0);
+    tfps_store_destroy(&st);
+    free(g);
+    free(wa);
+    free(wb);
+    free(h);
+    free(raw);
+    cluster_destroy(&a);
+    cluster_destroy(&b);
 }
 
 static void test_pushpull(void) {
@@ -2150,6 +2275,8 @@ int main(void) {
     CU_add_test(s, "the method list matches tfps_service.proto", test_method_list_matches_proto);
     CU_add_test(s, "PushPull: one call = a Push then a Pull (async bit for bit, sync held), refusals", test_pushpull);
     CU_add_test(s, "--wire-dtype: a bf16/fp16 push applies its decoded values, pulls rounded to nearest", test_wire_dtype);
+    CU_add_test(s, "pushes applied from the request's bytes when aligned, else through the thread's scratch",
+                test_push_in_place);
     CU_add_test(s, "sync: held pull, mean in rank order, arrival order changes no bit", test_sync_mean_and_order);
     CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);

@@ -292,7 +292,7 @@ static void test_many_at_once(void) {
     uint8_t bodies[N][8];
     for (int k = 0; k < N; k++) {
         memset(bodies[k], k, sizeof(bodies[k]));
-        reqs[k] = (tfps_rpc_req){0, METHODS[k % 2 ? M_DEFER : M_ECHO], bodies[k], sizeof(bodies[k])};
+        reqs[k] = tfps_rpc_req_of(0, METHODS[k % 2 ? M_DEFER : M_ECHO], bodies[k], sizeof(bodies[k]));
     }
     char err[TFPS_ERR_LEN];
     double t0 = tfps_now();
@@ -452,8 +452,8 @@ static void test_three_servers(void) {
     /* The general form: a push and a pull to every server in one round. */
     tfps_rpc_req reqs[6];
     for (int i = 0; i < 3; i++) {
-        reqs[2 * i] = (tfps_rpc_req){i, METHODS[M_ECHO], b0, sizeof(b0)};
-        reqs[2 * i + 1] = (tfps_rpc_req){i, METHODS[M_WHO], NULL, 0};
+        reqs[2 * i] = tfps_rpc_req_of(i, METHODS[M_ECHO], b0, sizeof(b0));
+        reqs[2 * i + 1] = tfps_rpc_req_of(i, METHODS[M_WHO], NULL, 0);
     }
     tfps_rpc_result r6[6];
     CU_ASSERT_EQUAL(tfps_rpc_call_batch(c, reqs, 6, 10.0, 0, r6, err, sizeof(err)), TFPS_OK);
@@ -464,12 +464,12 @@ static void test_three_servers(void) {
     for (int k = 0; k < 6; k++) tfps_rpc_result_clear(&r6[k]);
 
     /* Bad arguments: refused before anything is sent, results untouched. */
-    tfps_rpc_req bad = {3, METHODS[M_ECHO], b0, 1};
+    tfps_rpc_req bad = {.target = 3, .method = METHODS[M_ECHO], .body = b0, .len = 1};
     r6[0].status = 42;
     CU_ASSERT_EQUAL(tfps_rpc_call_batch(c, &bad, 1, 1.0, 0, r6, err, sizeof(err)), TFPS_ERR);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "target 3 out of range"));
     CU_ASSERT_EQUAL(r6[0].status, 42);
-    bad = (tfps_rpc_req){0, "Echo", b0, 1};
+    bad = tfps_rpc_req_of(0, "Echo", b0, 1);
     CU_ASSERT_EQUAL(tfps_rpc_call_batch(c, &bad, 1, 1.0, 0, r6, err, sizeof(err)), TFPS_ERR);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a full path"));
 
@@ -490,7 +490,8 @@ static void test_error_status(void) {
     tfps_rpc_result_clear(&r);
 
     /* One failure in a batch: TFPS_ERR naming it, the other result still filled. */
-    tfps_rpc_req reqs[2] = {{0, METHODS[M_ECHO], &b, 1}, {0, METHODS[M_FAIL], &b, 1}};
+    tfps_rpc_req reqs[2] = {{.target = 0, .method = METHODS[M_ECHO], .body = &b, .len = 1},
+                            {.target = 0, .method = METHODS[M_FAIL], .body = &b, .len = 1}};
     tfps_rpc_result res[2];
     CU_ASSERT_EQUAL(tfps_rpc_call_batch(CLI, reqs, 2, 5.0, 0, res, err, sizeof(err)), TFPS_ERR);
     CU_ASSERT_STRING_EQUAL(err, want);

@@ -398,6 +398,115 @@ static void test_pull_resp_many(void) {
     tfps_buf_free(&b);
 }
 
+/* The packers put every gradient's values at a multiple of 4 bytes from the
+ * start of the request, whatever the varint lengths before them (sizes
+ * around 128 and 16,384 bytes, big ranges, sessions, bf16), also inside a
+ * PushPull; the zero-copy reader and protobuf-c read the same message. */
+static void check_push_view(const uint8_t *base, const uint8_t *d, size_t n, const tfps_wire_push_req *in,
+                            int *misaligned) {
+    static tfps_wire_push_view v;
+    static tfps_wire_push_req a;
+    void *own = NULL;
+    char err[TFPS_ERR_LEN];
+    CU_ASSERT_FATAL(tfps_wire_view_push_req(d, n, &v, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT_FATAL(tfps_wire_unpack_push_req(d, n, &a, &own, err, sizeof(err)) == TFPS_OK);
+    CU_ASSERT(v.worker_id == in->worker_id && a.worker_id == in->worker_id);
+    CU_ASSERT(v.base_version == in->base_version && a.base_version == in->base_version);
+    CU_ASSERT(v.step == in->step && a.step == in->step && v.batch_size == in->batch_size);
+    CU_ASSERT(memcmp(&v.loss, &in->loss, 4) == 0 && memcmp(&a.loss, &in->loss, 4) == 0);
+    CU_ASSERT(tfps_session_equal(&v.session, &in->session) && tfps_session_equal(&a.session, &in->session));
+    CU_ASSERT_EQUAL_FATAL(v.ntensors, in->ntensors);
+    CU_ASSERT_EQUAL_FATAL(a.ntensors, in->ntensors);
+    for (int i = 0; i < in->ntensors; i++) {
+        const tfps_wire_tensor *t = &in->gradients[i];
+        const size_t nb = (size_t)(t->range.end - t->range.begin) * tfps_wire_dtype_size(t->dtype);
+        const void *want = t->dtype == TFPS_DTYPE_FP32 ? (const void *)t->values : (const void *)t->half;
+        const void *got = a.gradients[i].dtype == TFPS_DTYPE_FP32 ? (const void *)a.gradients[i].values
+                                                                 : (const void *)a.gradients[i].half;
+        CU_ASSERT(v.gradients[i].range.begin == t->range.begin && v.gradients[i].range.end == t->range.end);
+        CU_ASSERT(v.gradients[i].dtype == t->dtype && a.gradients[i].dtype == t->dtype);
+        CU_ASSERT(nb == 0 || (memcmp(v.gradients[i].bytes, want, nb) == 0 && memcmp(got, want, nb) == 0));
+        CU_ASSERT(v.gradients[i].bytes >= d && v.gradients[i].bytes + nb <= d + n);
+        if ((size_t)(v.gradients[i].bytes - base) % 4) (*misaligned)++;
+    }
+    tfps_wire_release(own);
+}
+
+static void test_push_view(void) {
+    static const uint64_t sizes[] = {0, 1, 7, 29, 30, 31, 32, 33, 63, 64, 4094, 4095, 4096, 4097, 100000};
+    static const uint64_t begins[] = {0, 1, 127, 128, 16383, 16384, 266000, 1ull << 40};
+    float *g = floats(100000, 0.75f);
+    uint16_t *h = malloc(100000 * sizeof(uint16_t));
+    CU_ASSERT_FATAL(h != NULL);
+    tfps_wire_encode(TFPS_DTYPE_BF16, g, h, 100000);
+    static tfps_wire_push_req in;
+    tfps_buf b = {0}, pp = {0}, pull = {0};
+    tfps_wire_pull_req pq = {.worker_id = 3, .min_version = 5, .dtype = TFPS_DTYPE_BF16};
+    CU_ASSERT_FATAL(tfps_wire_pack_pull_req(&pq, &pull) == TFPS_OK);
+    int cases = 0, misaligned = 0;
+    uint32_t seed = 12345;
+    for (int c = 0; c < 2000; c++) {
+        seed = seed * 1103515245u + 12345u;
+        memset(&in, 0, sizeof(in));
+        in.worker_id = seed % 3 ? (seed >> 8) % 300 : 0;
+        in.base_version = (seed >> 4) % 5 ? (uint64_t)seed * 977 : 0;
+        in.step = c;
+        in.loss = c % 3 ? 2.5f + (float)c : 0.0f;
+        in.batch_size = c % 4 ? 64 : 0;
+        if (c % 2) memset(in.session.b, 0xa0 + c % 16, TFPS_SESSION_LEN);
+        in.ntensors = 1 + (int)((seed >> 12) % 5);
+        uint64_t at = begins[(seed >> 16) % 8];
+        for (int i = 0; i < in.ntensors; i++) {
+            seed = seed * 1103515245u + 12345u;
+            const uint64_t len = sizes[(seed >> 10) % 15];
+            const int dt = (seed >> 20) % 3 == 0 ? TFPS_DTYPE_BF16 : TFPS_DTYPE_FP32;
+            in.gradients[i] = dt == TFPS_DTYPE_FP32
+                                  ? (tfps_wire_tensor){.range = {at, at + len}, .values = g}
+                                  : (tfps_wire_tensor){.range = {at, at + len}, .dtype = dt, .half = h};
+            at += len + (seed >> 24) % 3;
+        }
+        CU_ASSERT_FATAL(tfps_wire_pack_push_req(&in, &b) == TFPS_OK);
+        check_push_view(b.data, b.data, b.len, &in, &misaligned);
+        CU_ASSERT_FATAL(tfps_wire_pack_pushpull_req(&in, &pull, &pp) == TFPS_OK);
+        const uint8_t *push, *pl;
+        size_t push_len, pl_len;
+        char err[TFPS_ERR_LEN];
+        CU_ASSERT_FATAL(tfps_wire_split_pushpull_req(pp.data, pp.len, &push, &push_len, &pl, &pl_len, err,
+                                                     sizeof(err)) == TFPS_OK);
+        CU_ASSERT(pl_len == pull.len && memcmp(pl, pull.data, pull.len) == 0);
+        check_push_view(pp.data, push, push_len, &in, &misaligned);
+        cases += 2;
+    }
+    CU_ASSERT_EQUAL(misaligned, 0);
+    CU_ASSERT_EQUAL(cases, 4000);
+
+    // refused alike by both readers: a pad of the wrong wire type, a 5-byte session, a cut loss
+    tfps_wire_push_view v;
+    char err[TFPS_ERR_LEN];
+    void *own = NULL;
+    static tfps_wire_push_req a;
+    enc e = {0};
+    put_u(&e, 1, 2);
+    put_len(&e, 6, "\x0a\x02\x10\x01\x20\x05\x12\x04\x00\x00\x80\x3f", 12);   // pad as a varint
+    CU_ASSERT_EQUAL(tfps_wire_view_push_req(e.b, e.n, &v, err, sizeof(err)), TFPS_ERR);
+    CU_ASSERT(strstr(err, "PushRequest.gradients[0]: field 4 (pad)") != NULL);
+    CU_ASSERT_EQUAL(tfps_wire_unpack_push_req(e.b, e.n, &a, &own, err, sizeof(err)), TFPS_ERR);
+    e.n = 0;
+    put_len(&e, 7, "abcde", 5);
+    CU_ASSERT_EQUAL(tfps_wire_view_push_req(e.b, e.n, &v, err, sizeof(err)), TFPS_ERR);
+    CU_ASSERT(strstr(err, "PushRequest.session: 5 bytes") != NULL);
+    CU_ASSERT_EQUAL(tfps_wire_unpack_push_req(e.b, e.n, &a, &own, err, sizeof(err)), TFPS_ERR);
+    static const uint8_t cut[] = {0x25, 0x00, 0x00};   // loss: 3 of its 4 bytes
+    CU_ASSERT_EQUAL(tfps_wire_view_push_req(cut, sizeof(cut), &v, err, sizeof(err)), TFPS_ERR);
+    CU_ASSERT_EQUAL(tfps_wire_unpack_push_req(cut, sizeof(cut), &a, &own, err, sizeof(err)), TFPS_ERR);
+    free(e.b);
+    free(g);
+    free(h);
+    tfps_buf_free(&b);
+    tfps_buf_free(&pp);
+    tfps_buf_free(&pull);
+}
+
 static void test_push_req(void) {
     float *g = floats(1000, -0.5f);
     static tfps_wire_push_req in, out;
@@ -1258,6 +1367,8 @@ int main(void) {
     CU_add_test(s, "the zero-copy reader of pull answers: in place, as protobuf-c, malformed refused", test_pull_view);
     CU_add_test(s, "PullResponse, 7 tensors including an empty one", test_pull_resp_many);
     CU_add_test(s, "PushRequest round trip and field numbers", test_push_req);
+    CU_add_test(s, "PushRequest: values 4-byte aligned in the request, the zero-copy reader as protobuf-c",
+                test_push_view);
     CU_add_test(s, "bf16 and fp16: every code decoded, rounding to nearest even, saturation, error feedback",
                 test_dtype_numbers);
     CU_add_test(s, "bf16 and fp16 tensors and the pull's dtype on the wire; wrong formats refused", test_dtype_messages);

@@ -144,8 +144,8 @@ static int register_some(tfps_psclient *pc, const tfps_wire_register_req *req, i
             if (tfps_wire_pack_register_req(&q, &pc->ctl_req[k]) != TFPS_OK)
                 return tfps_seterr(err, errlen, "out of memory");
             at[n] = k;
-            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_REGISTER], pc->ctl_req[k].data,
-                                           pc->ctl_req[k].len};
+            pc->reqs[n++] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_REGISTER], pc->ctl_req[k].data,
+                                           pc->ctl_req[k].len);
         }
     int rc = call_batch(pc, pc->reqs, n, timeout_s, 1, pc->res, err, errlen);
     for (int i = 0; i < n; i++) {
@@ -241,6 +241,13 @@ int tfps_psclient_register(tfps_psclient *pc, const tfps_wire_register_req *req,
     return rc;
 }
 
+/* reqs[0..n) not sent after all: the bodies handed over (take) are freed. */
+static int drop_reqs(tfps_psclient *pc, int n) {
+    for (int i = 0; i < n; i++)
+        if (pc->reqs[i].take) free((void *)pc->reqs[i].body);
+    return TFPS_ERR;
+}
+
 /* Packs this round's push of ps k and appends it to reqs; fused: as a
  * PushPull with ps k's packed pull (pull_req[k]). */
 static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads, float loss, int batch, uint64_t step,
@@ -263,17 +270,19 @@ static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads,
             *t = (tfps_wire_tensor){.range = {g->begin, g->end}, .dtype = dt, .half = pc->half + g->begin};
         }
     }
-    if (fused) {
-        if (tfps_wire_pack_pushpull_req(&q, &pc->pull_req[k], &pc->pp_req[k]) != TFPS_OK)
-            return tfps_seterr(err, errlen, "ps client: out of memory");
-        pc->reqs[(*n)++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PUSHPULL], pc->pp_req[k].data, pc->pp_req[k].len};
-        return TFPS_OK;
-    }
-    if (tfps_wire_pack_push_req(&q, &pc->push_req[k]) != TFPS_OK)
-        return tfps_seterr(err, errlen, "ps client: out of memory");
-    pc->reqs[(*n)++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PUSH], pc->push_req[k].data, pc->push_req[k].len};
+    // the body is handed to gRPC, which sends it from where it is and frees it (tfps_rpc_req.take): the
+    // next round packs into a new block
+    tfps_buf *b = fused ? &pc->pp_req[k] : &pc->push_req[k];
+    const int rc = fused ? tfps_wire_pack_pushpull_req(&q, &pc->pull_req[k], b) : tfps_wire_pack_push_req(&q, b);
+    if (rc != TFPS_OK) return tfps_seterr(err, errlen, "ps client: out of memory");
+    tfps_rpc_req *q_out = &pc->reqs[(*n)++];
+    *q_out = tfps_rpc_req_of(k, tfps_method_paths[fused ? TFPS_M_PUSHPULL : TFPS_M_PUSH], b->data, b->len);
+    q_out->take = 1;
+    *b = (tfps_buf){0};
     return TFPS_OK;
 }
+
+static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, float *params, char *err, size_t errlen);
 
 /* Sync, a member of ps `decider`'s step s: waits (pulls held) until every
  * other ps finished its step s - 1 too, so that the push of this step lands
@@ -288,25 +297,16 @@ static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double time
             at[k] = -1;
             if (k == decider || tfps_shard_plan_ps_elems(pc->plan, k) == 0 || pc->version[k] >= s) continue;
             at[k] = n;
-            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
-                                           pc->pull_req[k].len};
+            pc->reqs[n++] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
+                                           pc->pull_req[k].len);
         }
         if (n == 0) return TFPS_OK;
         int rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
         for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
             if (at[k] < 0) continue;
-            tfps_wire_pull_resp r;
-            void *owner = NULL;
-            rc = tfps_wire_unpack_pull_resp(pc->res[at[k]].resp, pc->res[at[k]].resp_len, &r, &owner, err, errlen);
-            if (rc == TFPS_OK) {
-                pc->version[k] = r.version;   // the weights come again after this step's push
-                if (r.held_s > pc->last_held_s) pc->last_held_s = r.held_s;
-                if (k == 0) {
-                    pc->examples = r.examples;
-                    pc->eval = r.eval;
-                }
-            }
-            tfps_wire_release(owner);
+            // read in place; the weights are not taken (they come again after this step's push)
+            rc = tfps_wire_view_pull_resp(pc->res[at[k]].resp, pc->res[at[k]].resp_len, &pc->view, err, errlen);
+            if (rc == TFPS_OK) rc = take_pull(pc, k, &pc->view, NULL, err, errlen);
         }
         for (int i = 0; i < n; i++) tfps_rpc_result_clear(&pc->res[i]);
         if (rc != TFPS_OK) return rc;
@@ -338,7 +338,8 @@ static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *
 
 /* ps k's pull answer (read in place, tfps_wire_view_pull_resp): its ranges
  * copied once from the received bytes into params (each checked to be ps
- * k's), its version, held time, and ps 0's examples and evaluation, noted. */
+ * k's; params NULL: none taken), its version, held time, and ps 0's
+ * examples and evaluation, noted. */
 static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, float *params, char *err, size_t errlen) {
     for (int t = 0; t < r->ntensors; t++) {
         const tfps_wire_tensor_view *v = &r->tensors[t];
@@ -423,14 +424,14 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
             pushes_at[k] = n;
             if (add_push(pc, k, decider >= 0 ? s : pc->version[k], grads, loss, batch, step, fused, &n, err,
                          errlen) != TFPS_OK)
-                return TFPS_ERR;
+                return drop_reqs(pc, n);
         }
         if (params && fused) {
             pulls_at[k] = pushes_at[k];
         } else if (params) {
             pulls_at[k] = n;
-            pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
-                                           pc->pull_req[k].len};
+            pc->reqs[n++] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
+                                           pc->pull_req[k].len);
         }
     }
     rc = n ? call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen) : TFPS_OK;
@@ -473,7 +474,7 @@ int tfps_psclient_heartbeat(tfps_psclient *pc, uint64_t step, uint64_t examples,
                                      .session = pc->session[k], .eval = pc->eval_report};
         if (tfps_wire_pack_heartbeat_req(&q, &pc->ctl_req[k]) != TFPS_OK)
             return tfps_seterr(err, errlen, "out of memory");
-        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_HEARTBEAT], pc->ctl_req[k].data, pc->ctl_req[k].len};
+        pc->reqs[k] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_HEARTBEAT], pc->ctl_req[k].data, pc->ctl_req[k].len);
     }
     int rc = call_batch(pc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
     if (rc == TFPS_OK && resp0) {
@@ -509,7 +510,7 @@ int tfps_psclient_shutdown(tfps_psclient *pc, const char *reason, int failed, do
                                     .session = pc->session[k]};
         if (tfps_wire_pack_shutdown_req(&q, &pc->ctl_req[k]) != TFPS_OK)
             return tfps_seterr(err, errlen, "out of memory");
-        pc->reqs[k] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_SHUTDOWN], pc->ctl_req[k].data, pc->ctl_req[k].len};
+        pc->reqs[k] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_SHUTDOWN], pc->ctl_req[k].data, pc->ctl_req[k].len);
     }
     int rc = call_batch(pc, pc->reqs, pc->num_ps, timeout_s, 0, pc->res, err, errlen);
     for (int k = 0; k < pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
@@ -525,7 +526,7 @@ int tfps_psclient_checkpoint(tfps_psclient *pc, uint64_t step, int at_version, d
                                             .version = at_version ? pc->version[k] : 0, .session = pc->session[k]};
         if (tfps_wire_pack_checkpoint_req(&q, &body[k]) != TFPS_OK) return tfps_seterr(err, errlen, "out of memory");
         at[k] = n;
-        pc->reqs[n++] = (tfps_rpc_req){k, tfps_method_paths[TFPS_M_CHECKPOINT], body[k].data, body[k].len};
+        pc->reqs[n++] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_CHECKPOINT], body[k].data, body[k].len);
     }
     int rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
     for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {

@@ -58,9 +58,9 @@ int tfps_status_query(const char *const *addrs, int n, double timeout_s, tfps_st
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        reqs[2 * i] = (tfps_rpc_req){i, HEALTH_METHOD, empty, 0};
-        reqs[2 * i + 1] = (tfps_rpc_req){i, tfps_method_paths[TFPS_M_STATUS], body.data ? body.data : empty,
-                                         body.len};
+        reqs[2 * i] = tfps_rpc_req_of(i, HEALTH_METHOD, empty, 0);
+        reqs[2 * i + 1] = tfps_rpc_req_of(i, tfps_method_paths[TFPS_M_STATUS], body.data ? body.data : empty,
+                                         body.len);
     }
     // every ps at once, one deadline: an unreachable ps costs timeout_s, not timeout_s each
     char ignored[TFPS_ERR_LEN];

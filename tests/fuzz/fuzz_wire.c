@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static tfps_buf b;
     volatile float sink = 0.0f;
     volatile size_t slen_sink = 0;
-    switch (data[0] % 19) {
+    switch (data[0] % 20) {
     case 0: {
         tfps_wire_register_req a, c;
         if (tfps_wire_unpack_register_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) break;
@@ -204,6 +204,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                                                    : (const void *)a.tensors[i].half;
             if (v.tensors[i].bytes < d || v.tensors[i].bytes + nb > d + n) abort();   // inside the input
             if (nb && memcmp(av, v.tensors[i].bytes, nb)) abort();
+        }
+        break;
+    }
+    case 19: {   // the ps's zero-copy reader of pushes against protobuf-c: what it accepts, protobuf-c reads alike
+        static tfps_wire_push_view v;
+        if (tfps_wire_view_push_req(d, n, &v, err, sizeof(err)) != TFPS_OK) break;
+        static tfps_wire_push_req a;
+        if (tfps_wire_unpack_push_req(d, n, &a, &own, err, sizeof(err)) != TFPS_OK) {
+            fprintf(stderr, "fuzz_wire: the push view accepted what protobuf-c refuses: %s\n", err);
+            abort();
+        }
+        if (a.worker_id != v.worker_id || a.base_version != v.base_version || a.step != v.step ||
+            memcmp(&a.loss, &v.loss, sizeof(float)) || a.batch_size != v.batch_size ||
+            !tfps_session_equal(&a.session, &v.session) || a.ntensors != v.ntensors)
+            abort();
+        for (int i = 0; i < a.ntensors; i++) {
+            if (a.gradients[i].range.begin != v.gradients[i].range.begin ||
+                a.gradients[i].range.end != v.gradients[i].range.end || a.gradients[i].dtype != v.gradients[i].dtype)
+                abort();
+            const size_t nb = (size_t)(a.gradients[i].range.end - a.gradients[i].range.begin) *
+                              tfps_wire_dtype_size(v.gradients[i].dtype);
+            const void *av = a.gradients[i].dtype == TFPS_DTYPE_FP32 ? (const void *)a.gradients[i].values
+                                                                     : (const void *)a.gradients[i].half;
+            if (v.gradients[i].bytes < d || v.gradients[i].bytes + nb > d + n) abort();   // inside the input
+            if (nb && memcmp(av, v.gradients[i].bytes, nb)) abort();
         }
         break;
     }

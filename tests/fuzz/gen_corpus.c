@@ -86,6 +86,10 @@ static void wire_seeds(void) {
     hq.gradients[1] = (tfps_wire_tensor){.range = {10, 64}, .dtype = TFPS_DTYPE_BF16, .half = h16};
     tfps_wire_pack_push_req(&hq, &b);
     put("fuzz_wire", "push_req_bf16", 4, b.data, b.len);
+    put("fuzz_wire", "push_view_bf16", 19, b.data, b.len);
+    hq.gradients[1] = (tfps_wire_tensor){.range = {10, 64}, .values = v + 10};
+    tfps_wire_pack_push_req(&hq, &b);   // with pad fields: the values 4-byte aligned
+    put("fuzz_wire", "push_view", 19, b.data, b.len);
     tfps_wire_push_resp hs = {.applied = 1, .version = 5, .nonfinite = 1};
     tfps_wire_pack_push_resp(&hs, &b);
     put("fuzz_wire", "push_resp", 5, b.data, b.len);
