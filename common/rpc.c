@@ -1231,7 +1231,7 @@ enum { CC_RUNNING = 1, CC_BACKOFF, CC_DONE };
 
 typedef struct {
     int state;
-    grpc_slice body;              /* the request, copied once; each attempt shares it */
+    grpc_slice body;              /* the request (copied once, or taken over: tfps_rpc_req.take); each attempt shares it */
     void *handle;
     grpc_call *call;
     grpc_byte_buffer *send, *recv;

@@ -434,7 +434,7 @@ static size_t push_layout(const tfps_wire_push_req *m, size_t base, size_t min_t
         const int last = i == m->ntensors - 1;
         // the pad changes the tensor's length, whose varint may then grow a byte: try each size
         pads[i] = 0;
-        for (size_t p = 0; p <= 200; p++) {
+        for (size_t p = 0; p <= 129; p++) {   // up to 127 filler bytes: the pad's length stays one byte
             if (p == 1) continue;   // a pad field is at least its tag and length
             const size_t end = at + 1 + varint_len(tensor_body(t, p)) + tensor_body(t, p);
             if ((base + at + tensor_values_at(t, p)) % 4 == 0 && (!last || end >= min_total)) {

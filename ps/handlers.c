@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +77,19 @@ static void scratch_key_make(void) {
     if (pthread_key_create(&scratch_key, free) != 0) abort();   // only when the process is out of keys
 }
 
+/* The scratch's uses on this thread, and a number per thread (0: none yet). */
+static _Thread_local unsigned long scratch_uses;
+static _Thread_local unsigned long scratch_thread;
+static atomic_ulong scratch_threads;
+
+int tfps_push_valid_here(const tfps_push *p) {
+    if (!p->copied) return 1;
+    return scratch_thread != 0 && p->scratch_use == (scratch_thread << 32 | (scratch_uses & 0xffffffffu));
+}
+
 static float *scratch_get(size_t n) {
+    if (!scratch_thread) scratch_thread = atomic_fetch_add(&scratch_threads, 1) + 1;
+    scratch_uses++;
     pthread_once(&scratch_once, scratch_key_make);
     scratch *s = pthread_getspecific(scratch_key);
     if (s && s->cap >= n) return s->v;
@@ -89,6 +102,8 @@ static float *scratch_get(size_t n) {
     g->cap = n;
     return g->v;
 }
+
+static const float no_values[1];
 
 /* The view as m: fp32 gradients at aligned addresses in place, the others
  * (bf16 / fp16, misaligned fp32) as fp32 in the thread's scratch. */
@@ -109,11 +124,16 @@ static int push_from_view(const tfps_wire_push_view *v, tfps_push *out, char *ms
         return TFPS_RPC_RESOURCE_EXHAUSTED;
     }
     out->copied = total > 0;
+    out->scratch_use = total > 0 ? scratch_thread << 32 | (scratch_uses & 0xffffffffu) : 0;
     size_t at = 0;
     for (int i = 0; i < v->ntensors; i++) {
         const tfps_wire_tensor_view *g = &v->gradients[i];
         const size_t n = (size_t)(g->range.end - g->range.begin);
         m->gradients[i] = (tfps_wire_tensor){.range = g->range, .dtype = TFPS_DTYPE_FP32};
+        if (n == 0) {   // nothing to read (and sc may be NULL): a valid, aligned address
+            m->gradients[i].values = no_values;
+            continue;
+        }
         if (g->dtype == TFPS_DTYPE_FP32 && (uintptr_t)g->bytes % alignof(float) == 0) {
             m->gradients[i].values = (const float *)(const void *)g->bytes;   // in place: no copy
             continue;
@@ -130,6 +150,7 @@ int tfps_handlers_push(const tfps_store *s, int ps_index, const uint8_t *req, si
                        size_t msglen) {
     tfps_wire_push_view v;   // ~2 KB: the stack
     int rc = TFPS_RPC_OK;
+    out->copied = 0;
     if (tfps_wire_view_push_req(req, len, &v, msg, msglen) != TFPS_OK) {
         memset(&out->m, 0, sizeof(out->m));
         rc = TFPS_RPC_INVALID_ARGUMENT;

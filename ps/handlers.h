@@ -44,7 +44,12 @@ typedef struct {
     tfps_wire_push_req m;
     size_t at[TFPS_WIRE_MAX_TENSORS];
     int copied;                 /* gradients decoded or copied into the thread's scratch (not read in place) */
+    unsigned long scratch_use;  /* copied: the scratch's use count on this thread then (tfps_push_valid_here) */
 } tfps_push;
+
+/* 0 if p was copied into a thread's scratch that has been reused since, or
+ * is another thread's (a caller broke the same-thread rule above). */
+int tfps_push_valid_here(const tfps_push *p);
 
 /* Each returns TFPS_RPC_OK or a gRPC status with msg set. */
 int tfps_handlers_pull(const tfps_store *s, int ps_index, const uint8_t *req, size_t len, tfps_pull *out, char *msg,

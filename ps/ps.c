@@ -562,6 +562,10 @@ static int push_apply(tfps_ps *ps, const uint8_t *req, size_t len, uint32_t expe
         g = pp->g;   // points into these bytes or this thread's scratch (tfps_handlers_push)
         rc = pp->rc;
         if (rc != TFPS_RPC_OK) snprintf(msg, msglen, "%s", pp->msg);
+        if (rc == TFPS_RPC_OK && !tfps_push_valid_here(&g)) {   // a server that broke ps.h's same-thread rule
+            snprintf(msg, msglen, "ps: internal error: a push decoded on another thread (tfps_ps_prepare)");
+            return refuse(ps, TFPS_RPC_INTERNAL);
+        }
     } else {
         rc = tfps_handlers_push(&ps->store, ps->ps_index, req, len, &g, msg, msglen);
     }

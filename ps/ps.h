@@ -66,7 +66,11 @@ int tfps_ps_handle(tfps_ps *ps, int method, const uint8_t *req, size_t len, void
  * on any thread while tfps_ps_handle_prepared runs for other calls; NULL
  * when the method has nothing to prepare (or out of memory: the handler
  * decodes itself). handle_prepared with what prepare gave for the same bytes
- * answers exactly as tfps_ps_handle (which is both, in one thread). */
+ * answers exactly as tfps_ps_handle (which is both, in one thread). A
+ * prepared push may point into req and into the preparing thread's scratch
+ * (tfps_handlers_push): handle_prepared must run on the thread that
+ * prepared, with no other prepare there in between, and req unchanged (a
+ * push found decoded elsewhere is refused INTERNAL, never applied wrong). */
 void *tfps_ps_prepare(const tfps_ps *ps, int method, const uint8_t *req, size_t len);
 void tfps_ps_prepared_free(void *prepared);   /* NULL-safe; after handle_prepared */
 int tfps_ps_handle_prepared(tfps_ps *ps, int method, const uint8_t *req, size_t len, void *prepared, void *token,

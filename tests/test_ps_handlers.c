@@ -33,6 +33,7 @@
 #include <CUnit/Basic.h>
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,6 +607,17 @@ static void test_push_in_place(void) {
     pull_model(&a, wa);
     pull_model(&b, wb);
     CU_ASSERT(memcmp(wa, wb, n * sizeof(float)) == 0);
+    // an empty gradient (range [5, 5), no values) at every alignment: nothing to copy, no scratch needed (UBSan
+    // saw the offset into a NULL scratch once)
+    static const uint8_t empty[] = {0x08, 0x01, 0x32, 0x06, 0x0a, 0x04, 0x08, 0x05, 0x10, 0x05};
+    for (int off = 0; off < 4; off++) {
+        tfps_push p;
+        memcpy(raw + off, empty, sizeof(empty));
+        const int erc = tfps_handlers_push(&st, 0, raw + off, sizeof(empty), &p, msg, sizeof(msg));
+        CU_ASSERT_EQUAL(erc, TFPS_RPC_OUT_OF_RANGE);   // read whole, then refused: no such range on ps 0
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, "gradients[0] range [5, 5) is not owned by ps 0"));
+        CU_ASSERT(p.m.ntensors == 1 && p.m.worker_id == 1 && p.m.gradients[0].values != NULL && p.copied == 0);
+    }
     tfps_store_destroy(&st);
     free(g);
     free(wa);
@@ -614,6 +626,62 @@ static void test_push_in_place(void) {
     free(raw);
     cluster_destroy(&a);
     cluster_destroy(&b);
+}
+
+/* ps.h's rule: a push prepared on one thread (its bf16 gradient decoded into
+ * that thread's scratch) and handled on another is refused INTERNAL, never
+ * applied from a scratch that is not its own; on the thread that prepared
+ * it the same push applies. */
+typedef struct {
+    tfps_ps *ps;
+    const tfps_buf *b;
+    void *prepared;
+} prep_job;
+
+static void *prepare_elsewhere(void *arg) {
+    prep_job *j = arg;
+    j->prepared = tfps_ps_prepare(j->ps, TFPS_M_PUSH, j->b->data, j->b->len);
+    return NULL;
+}
+
+static void test_prepare_thread_rule(void) {
+    const char *args[] = {"--learning-rate", "0.1", NULL};
+    cluster c;
+    cluster_init(&c, 1, 1, args);
+    register_all(&c);
+    float g[64];
+    uint16_t h[64];
+    fill(g, c.l.total, 0.5f);
+    tfps_wire_encode(TFPS_DTYPE_BF16, g, h, c.l.total);
+    tfps_wire_push_req q = {.worker_id = 1, .step = 1, .batch_size = 4, .session = sess_of(&c, 0, 1), .ntensors = 1};
+    q.gradients[0] = (tfps_wire_tensor){.range = {0, c.l.total}, .dtype = TFPS_DTYPE_BF16, .half = h};
+    tfps_buf b = {0};
+    CU_ASSERT_FATAL(tfps_wire_pack_push_req(&q, &b) == TFPS_OK);
+    prep_job j = {c.ps[0], &b, NULL};
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, prepare_elsewhere, &j) == 0);
+    pthread_join(th, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j.prepared);
+    const uint8_t *resp;
+    size_t len;
+    char msg[TFPS_ERR_LEN];
+    reply_box box = {0};
+    CU_ASSERT_EQUAL(tfps_ps_handle_prepared(c.ps[0], TFPS_M_PUSH, b.data, b.len, j.prepared, &box, &resp, &len, msg,
+                                            sizeof(msg)),
+                    TFPS_RPC_INTERNAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "decoded on another thread"));
+    tfps_ps_prepared_free(j.prepared);
+    float w0[64], w1[64];
+    pull_model(&c, w0);
+    void *pp = tfps_ps_prepare(c.ps[0], TFPS_M_PUSH, b.data, b.len);   // this thread: applied
+    CU_ASSERT_EQUAL(tfps_ps_handle_prepared(c.ps[0], TFPS_M_PUSH, b.data, b.len, pp, &box, &resp, &len, msg,
+                                            sizeof(msg)),
+                    TFPS_RPC_OK);
+    tfps_ps_prepared_free(pp);
+    pull_model(&c, w1);
+    CU_ASSERT(memcmp(w0, w1, c.l.total * sizeof(float)) != 0);
+    tfps_buf_free(&b);
+    cluster_destroy(&c);
 }
 
 static void test_pushpull(void) {
@@ -2277,6 +2345,8 @@ int main(void) {
     CU_add_test(s, "--wire-dtype: a bf16/fp16 push applies its decoded values, pulls rounded to nearest", test_wire_dtype);
     CU_add_test(s, "pushes applied from the request's bytes when aligned, else through the thread's scratch",
                 test_push_in_place);
+    CU_add_test(s, "a push prepared on another thread is refused, never applied from a foreign scratch",
+                test_prepare_thread_rule);
     CU_add_test(s, "sync: held pull, mean in rank order, arrival order changes no bit", test_sync_mean_and_order);
     CU_add_test(s, "sync: stale dropped, done leaves the barrier, refusals", test_sync_stale_done_and_refusals);
     CU_add_test(s, "sync: backup workers", test_sync_backup_workers);

@@ -473,6 +473,32 @@ static void test_three_servers(void) {
     CU_ASSERT_EQUAL(tfps_rpc_call_batch(c, &bad, 1, 1.0, 0, r6, err, sizeof(err)), TFPS_ERR);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a full path"));
 
+    /* Bodies handed over (take): sent from where they are and freed by the RPC module, also a 0-byte one
+     * and a batch refused before anything starts (the ASan build's leak check would see one kept). */
+    tfps_rpc_req tk[3];
+    for (int i = 0; i < 3; i++) {
+        uint8_t *body = malloc(i == 2 ? 1 : 300000);
+        CU_ASSERT_FATAL(body != NULL);
+        if (i < 2)
+            for (int j = 0; j < 300000; j++) body[j] = (uint8_t)(j * 7 + i);
+        tk[i] = tfps_rpc_req_of(i, METHODS[i == 2 ? M_WHO : M_ECHO], body, i == 2 ? 0 : 300000);
+        tk[i].take = 1;
+    }
+    CU_ASSERT_EQUAL(tfps_rpc_call_batch(c, tk, 3, 10.0, 0, r6, err, sizeof(err)), TFPS_OK);
+    for (int i = 0; i < 2; i++) {
+        int wrong = r6[i].resp_len != 300000;
+        for (size_t j = 0; !wrong && j < r6[i].resp_len; j++) wrong = r6[i].resp[j] != (uint8_t)(j * 7 + (size_t)i);
+        CU_ASSERT_EQUAL(wrong, 0);
+    }
+    CU_ASSERT(r6[2].resp_len == 1 && r6[2].resp[0] == 12);
+    for (int k = 0; k < 3; k++) tfps_rpc_result_clear(&r6[k]);
+    for (int i = 0; i < 2; i++) {
+        tk[i] = tfps_rpc_req_of(i == 0 ? 0 : 5, METHODS[M_ECHO], malloc(64), 64);   // the second: no target 5
+        tk[i].take = 1;
+    }
+    CU_ASSERT_EQUAL(tfps_rpc_call_batch(c, tk, 2, 1.0, 0, r6, err, sizeof(err)), TFPS_ERR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "target 5 out of range"));
+
     tfps_rpc_client_free(c);
     for (int i = 0; i < 3; i++) tsrv_stop(&s[i]);
 }

@@ -237,6 +237,15 @@ static void ps_seeds(void) {
     at = rec(buf, at, 1, b.data, b.len);
     put("fuzz_ps", "raw_push_pull_async_2ps", 12, buf, at);
     put("fuzz_ps", "raw_push_pull_sync_1ps", 1, buf, at);
+    // pushes of an empty range (no values) at each alignment of the input: nothing to copy, nowhere to copy it
+    static const uint8_t empty[] = {0x08, 0x01, 0x32, 0x06, 0x0a, 0x04, 0x08, 0x05, 0x10, 0x05};
+    at = 0;
+    for (int k = 0; k < 4; k++) {
+        at = rec(buf, at, 2, empty, sizeof(empty));
+        at = rec(buf, at, 4, empty, 0);   // a Status between: 3 bytes, so the next push lands elsewhere
+        if (k % 2) at = rec(buf, at, 4, empty, 1);
+    }
+    put("fuzz_ps", "raw_push_empty_range", 0, buf, at);
     tfps_buf_free(&b);
 }
 
