@@ -1297,8 +1297,10 @@ static void attempt_end(rpc_ccall *x) {
     x->call = NULL;
 }
 
-/* Copies the finished attempt into r (one copy of the response). */
-static void result_fill(rpc_ccall *x, tfps_rpc_result *r) {
+/* The finished attempt into r: the response copied into one block, or, with
+ * segments, its pieces left where gRPC received them (the byte buffer moves
+ * to r). */
+static void result_fill(rpc_ccall *x, int segments, tfps_rpc_result *r) {
     r->status = (int)x->status;
     size_t n = GRPC_SLICE_LENGTH(x->details);
     if (n > sizeof(r->details) - 1) n = sizeof(r->details) - 1;
@@ -1306,7 +1308,23 @@ static void result_fill(rpc_ccall *x, tfps_rpc_result *r) {
     r->details[n] = '\0';
     r->resp = NULL;
     r->resp_len = 0;
+    r->segs = NULL;
+    r->nsegs = 0;
+    r->held = NULL;
     if (x->status != GRPC_STATUS_OK || !x->recv) return;
+    if (segments && x->recv->type == GRPC_BB_RAW && x->recv->data.raw.compression == GRPC_COMPRESS_NONE) {
+        const grpc_slice_buffer *sb = &x->recv->data.raw.slice_buffer;
+        tfps_rpc_seg *sg = sb->count ? malloc(sb->count * sizeof(*sg)) : NULL;
+        if (sg || !sb->count) {
+            for (size_t i = 0; i < sb->count; i++)
+                sg[i] = (tfps_rpc_seg){GRPC_SLICE_START_PTR(sb->slices[i]), GRPC_SLICE_LENGTH(sb->slices[i])};
+            r->segs = sg;
+            r->nsegs = (int)sb->count;
+            r->held = x->recv;   // the slices stay alive with it (tfps_rpc_result_clear)
+            x->recv = NULL;
+            return;
+        }   // out of memory for the list: one block, as without segments
+    }
     grpc_byte_buffer_reader rd;
     if (!grpc_byte_buffer_reader_init(&rd, x->recv)) {
         r->status = TFPS_RPC_INTERNAL;
@@ -1340,6 +1358,18 @@ static void result_fill(rpc_ccall *x, tfps_rpc_result *r) {
     }
     r->resp = buf;
     r->resp_len = off;
+    tfps_rpc_seg *one = segments && off ? malloc(sizeof(*one)) : NULL;
+    if (one) {   // (a compressed message, or no memory for the list before): one piece, the block
+        *one = (tfps_rpc_seg){buf, off};
+        r->segs = one;
+        r->nsegs = 1;
+    } else if (segments && off) {
+        free(buf);
+        r->resp = NULL;
+        r->resp_len = 0;
+        r->status = TFPS_RPC_RESOURCE_EXHAUSTED;
+        snprintf(r->details, sizeof(r->details), "out of memory listing a %zu-byte response", off);
+    }
 }
 
 /* A batch refused before any call started: the bodies handed over are freed. */
@@ -1446,7 +1476,7 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
                 x->retry_at = now + x->backoff;
                 x->backoff = x->backoff * 2 < RPC_BACKOFF_MAX_S ? x->backoff * 2 : RPC_BACKOFF_MAX_S;
             } else {
-                result_fill(x, &results[k]);
+                result_fill(x, reqs[k].segments, &results[k]);
                 attempt_end(x);
                 x->state = CC_DONE;
                 active--;
@@ -1471,7 +1501,7 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
     for (int k = 0; k < n; k++) {
         rpc_ccall *x = &xs[k];
         if (x->call) {   /* start_batch refused: never went through the queue */
-            result_fill(x, &results[k]);
+            result_fill(x, reqs[k].segments, &results[k]);
             attempt_end(x);
         }
         grpc_slice_unref(x->body);
@@ -1526,6 +1556,11 @@ void tfps_rpc_result_clear(tfps_rpc_result *r) {
     free(r->resp);
     r->resp = NULL;
     r->resp_len = 0;
+    if (r->held) grpc_byte_buffer_destroy(r->held);
+    free((void *)r->segs);
+    r->held = NULL;
+    r->segs = NULL;
+    r->nsegs = 0;
     r->status = TFPS_RPC_OK;
     r->details[0] = '\0';
 }

@@ -198,11 +198,22 @@ void tfps_rpc_flood_stop(tfps_rpc_flood *f);            /* NULL-safe */
 /* ---- client --------------------------------------------------------------- */
 typedef struct tfps_rpc_client tfps_rpc_client;
 
+/* A piece of a received message, in place in gRPC's buffers. */
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+} tfps_rpc_seg;
+
 typedef struct {
     int status;          /* TFPS_RPC_OK or the gRPC status */
     char details[512];   /* the status message (empty when OK) */
     uint8_t *resp;       /* response bytes, owned by the result (free with tfps_rpc_result_clear) */
     size_t resp_len;
+    /* a request with `segments` set: the response as nsegs pieces (resp NULL), read where gRPC received
+     * them, no copy; valid until tfps_rpc_result_clear */
+    const tfps_rpc_seg *segs;
+    int nsegs;
+    void *held;          /* what holds them (rpc.c's) */
 } tfps_rpc_result;
 
 /* One channel per target ("host:port"); max_msg as for the server; the TLS
@@ -235,6 +246,8 @@ typedef struct {
      * is (no copy) and it is freed once gRPC is done with it, whatever the
      * outcome (also when the call is refused before it starts) */
     int take;
+    /* 1: the response is left in gRPC's pieces (tfps_rpc_result.segs) instead of copied into one block */
+    int segments;
 } tfps_rpc_req;
 static inline tfps_rpc_req tfps_rpc_req_of(int target, const char *method, const uint8_t *body, size_t len) {
     return (tfps_rpc_req){.target = target, .method = method, .body = body, .len = len};
@@ -244,6 +257,6 @@ int tfps_rpc_call_batch(tfps_rpc_client *c, const tfps_rpc_req *reqs, int n, dou
 /* One target, same semantics. */
 int tfps_rpc_call_one(tfps_rpc_client *c, int target, const char *method, const uint8_t *body, size_t len,
                       double timeout_s, int wait_for_ready, tfps_rpc_result *result, char *err, size_t errlen);
-void tfps_rpc_result_clear(tfps_rpc_result *r);   /* frees resp; keeps the struct reusable */
+void tfps_rpc_result_clear(tfps_rpc_result *r);   /* frees resp (or the pieces); keeps the struct reusable */
 
 #endif

@@ -958,15 +958,57 @@ int tfps_wire_unpack_pushpull_resp(const uint8_t *data, size_t len, tfps_wire_pu
 
 /* ---- zero-copy reading of pull answers ---- */
 
+/* A cursor over a message held in segments (one, or gRPC's received
+ * slices): pos and end are absolute byte positions; (i, off) is where pos
+ * lies. */
 typedef struct {
-    const uint8_t *p, *end;
+    const tfps_wire_seg *seg;
+    int nseg, i;
+    size_t off, pos, end;
 } reader;
+
+static const uint8_t wire_no_bytes[1];
+
+static reader rd_init(const tfps_wire_seg *seg, int nseg, size_t total) {
+    return (reader){.seg = seg, .nseg = nseg, .end = total};
+}
+
+static int rd_done(const reader *r) { return r->pos >= r->end; }
+
+/* (i, off) moved past exhausted segments, so that it points at pos's byte. */
+static void rd_settle(reader *r) {
+    while (r->i < r->nseg && r->off >= r->seg[r->i].len) {
+        r->i++;
+        r->off = 0;
+    }
+}
+
+static int rd_byte(reader *r, uint8_t *b) {
+    if (r->pos >= r->end) return TFPS_ERR;
+    rd_settle(r);
+    *b = r->seg[r->i].p[r->off++];
+    r->pos++;
+    return TFPS_OK;
+}
+
+/* Moves n bytes on (at most to end). */
+static int rd_advance(reader *r, size_t n) {
+    if (n > r->end - r->pos) return TFPS_ERR;
+    r->pos += n;
+    while (n > 0) {
+        rd_settle(r);
+        const size_t room = r->seg[r->i].len - r->off, k = n < room ? n : room;
+        r->off += k;
+        n -= k;
+    }
+    return TFPS_OK;
+}
 
 static int rd_varint(reader *r, uint64_t *v) {
     *v = 0;
     for (int shift = 0; shift < 70; shift += 7) {
-        if (r->p >= r->end) return TFPS_ERR;
-        const uint8_t b = *r->p++;
+        uint8_t b;
+        if (rd_byte(r, &b) != TFPS_OK) return TFPS_ERR;
         if (shift == 63 && b > 1) return TFPS_ERR;   // more than 64 bits
         *v |= (uint64_t)(b & 0x7f) << shift;
         if (!(b & 0x80)) return TFPS_OK;
@@ -974,14 +1016,20 @@ static int rd_varint(reader *r, uint64_t *v) {
     return TFPS_ERR;
 }
 
-static int rd_fixed64(reader *r, uint64_t *v) {
-    if (r->end - r->p < 8) return TFPS_ERR;
+/* n little-endian bytes (n <= 8) as a number. */
+static int rd_le(reader *r, int n, uint64_t *v) {
+    if (r->end - r->pos < (size_t)n) return TFPS_ERR;
     uint64_t x = 0;
-    for (int i = 7; i >= 0; i--) x = x << 8 | r->p[i];
-    r->p += 8;
+    for (int k = 0; k < n; k++) {
+        uint8_t b = 0;
+        rd_byte(r, &b);
+        x |= (uint64_t)b << (8 * k);
+    }
     *v = x;
     return TFPS_OK;
 }
+
+static int rd_fixed64(reader *r, uint64_t *v) { return rd_le(r, 8, v); }
 
 static double as_double(uint64_t bits) {
     double d;
@@ -993,13 +1041,21 @@ static double as_double(uint64_t bits) {
  * and is at most INT_MAX, as protobuf-c requires. */
 static int rd_bytes(reader *r, reader *sub) {
     uint64_t n;
-    const uint8_t *start = r->p;
-    if (rd_varint(r, &n) != TFPS_OK || r->p - start > 5 || n > INT_MAX || n > (uint64_t)(r->end - r->p))
+    const size_t start = r->pos;
+    if (rd_varint(r, &n) != TFPS_OK || r->pos - start > 5 || n > INT_MAX || n > (uint64_t)(r->end - r->pos))
         return TFPS_ERR;
-    sub->p = r->p;
-    sub->end = r->p + n;
-    r->p += n;
-    return TFPS_OK;
+    *sub = *r;
+    sub->end = r->pos + (size_t)n;
+    return rd_advance(r, (size_t)n);
+}
+
+/* sub's bytes as one pointer when they lie in one segment (always, for a
+ * message in one piece), else NULL; for 0 bytes a valid address. */
+static const uint8_t *rd_ptr(reader sub) {
+    if (sub.pos >= sub.end)   // where it stands, inside the message (one past a segment's end at most)
+        return sub.i < sub.nseg && sub.seg[sub.i].p ? sub.seg[sub.i].p + sub.off : wire_no_bytes;
+    rd_settle(&sub);
+    return sub.off + (sub.end - sub.pos) <= sub.seg[sub.i].len ? sub.seg[sub.i].p + sub.off : NULL;
 }
 
 /* Skips a field of wire type wt (no groups). */
@@ -1010,10 +1066,7 @@ static int rd_skip(reader *r, unsigned wt) {
     case 0: return rd_varint(r, &v);
     case 1: return rd_fixed64(r, &v);
     case 2: return rd_bytes(r, &sub);
-    case 5:
-        if (r->end - r->p < 4) return TFPS_ERR;
-        r->p += 4;
-        return TFPS_OK;
+    case 5: return rd_advance(r, 4);
     default: return TFPS_ERR;
     }
 }
@@ -1021,8 +1074,8 @@ static int rd_skip(reader *r, unsigned wt) {
 /* Reads the tag at r: field number and wire type. */
 static int rd_tag(reader *r, uint64_t *field, unsigned *wt) {
     uint64_t tag;
-    const uint8_t *start = r->p;
-    if (rd_varint(r, &tag) != TFPS_OK || r->p - start > 5 || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+    const size_t start = r->pos;
+    if (rd_varint(r, &tag) != TFPS_OK || r->pos - start > 5 || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
         return TFPS_ERR;   // a tag is at most 5 bytes (protobuf-c refuses longer ones, padded or not)
     *field = tag >> 3;
     *wt = (unsigned)(tag & 7);
@@ -1031,7 +1084,7 @@ static int rd_tag(reader *r, uint64_t *field, unsigned *wt) {
 
 static int view_range(reader r, tfps_wire_range *out) {
     out->begin = out->end = 0;
-    while (r.p < r.end) {
+    while (!rd_done(&r)) {
         uint64_t f, v;
         unsigned wt;
         if (rd_tag(&r, &f, &wt) != TFPS_OK) return TFPS_ERR;
@@ -1050,8 +1103,9 @@ static int view_range(reader r, tfps_wire_range *out) {
 static int view_tensor(reader r, const char *field, tfps_wire_tensor_view *t, size_t i, char *err, size_t errlen) {
     int have_range = 0, have_values = 0;
     uint64_t dtype = TFPS_DTYPE_FP32;
-    reader values = {r.end, r.end};   // none: 0 bytes at a valid address (memcpy of 0 bytes from it is defined)
-    while (r.p < r.end) {
+    reader values = r;   // none: 0 bytes
+    values.pos = values.end;
+    while (!rd_done(&r)) {
         uint64_t f;
         unsigned wt;
         reader sub;
@@ -1086,18 +1140,19 @@ static int view_tensor(reader r, const char *field, tfps_wire_tensor_view *t, si
         return tfps_seterr(err, errlen, "%s[%zu]: range [%llu, %llu) is invalid", field, i,
                            (unsigned long long)t->range.begin, (unsigned long long)t->range.end);
     const size_t want = (size_t)(t->range.end - t->range.begin) * tfps_wire_dtype_size(t->dtype),
-                 got = have_values ? (size_t)(values.end - values.p) : 0;
+                 got = have_values ? values.end - values.pos : 0;
     if (got != want)
         return tfps_seterr(err, errlen, "%s[%zu]: %zu bytes of %s values for range [%llu, %llu): expected %zu",
                            field, i, got, tfps_wire_dtype_name(t->dtype), (unsigned long long)t->range.begin,
                            (unsigned long long)t->range.end, want);
-    t->bytes = values.p;
+    t->at = values.pos;
+    t->bytes = rd_ptr(values);
     return TFPS_OK;
 }
 
 static int view_eval(reader r, tfps_wire_eval *e) {
     memset(e, 0, sizeof(*e));
-    while (r.p < r.end) {
+    while (!rd_done(&r)) {
         uint64_t f, v;
         unsigned wt;
         if (rd_tag(&r, &f, &wt) != TFPS_OK) return TFPS_ERR;
@@ -1118,12 +1173,26 @@ static int view_eval(reader r, tfps_wire_eval *e) {
 }
 
 int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_view *v, char *err, size_t errlen) {
+    if (len && !data) {
+        memset(v, 0, sizeof(*v));
+        return tfps_seterr(err, errlen, "PullResponse: no bytes");
+    }
+    const tfps_wire_seg one = {data, len};
+    return tfps_wire_view_pull_resp_segs(&one, len ? 1 : 0, v, err, errlen);
+}
+
+int tfps_wire_view_pull_resp_segs(const tfps_wire_seg *segs, int nsegs, tfps_wire_pull_view *v, char *err,
+                                  size_t errlen) {
     int have_eval = 0;
     memset(v, 0, sizeof(*v));
-    if (!len) return TFPS_OK;   // an empty message: every field its default (data may be NULL)
-    if (!data) return tfps_seterr(err, errlen, "PullResponse: no bytes");
-    reader r = {data, data + len};
-    while (r.p < r.end) {
+    size_t len = 0;
+    for (int i = 0; i < nsegs; i++) {
+        if (!segs[i].p && segs[i].len) return tfps_seterr(err, errlen, "PullResponse: no bytes");
+        len += segs[i].len;
+    }
+    if (!len) return TFPS_OK;   // an empty message: every field its default
+    reader r = rd_init(segs, nsegs, len);
+    while (!rd_done(&r)) {
         uint64_t f, x = 0;
         unsigned wt;
         reader sub;
@@ -1173,8 +1242,10 @@ int tfps_wire_view_push_req(const uint8_t *data, size_t len, tfps_wire_push_view
     memset(v, 0, sizeof(*v));
     if (!len) return TFPS_OK;   // an empty message: every field its default (data may be NULL)
     if (!data) return tfps_seterr(err, errlen, "PushRequest: no bytes");
-    reader r = {data, data + len}, session = {data, data};
-    while (r.p < r.end) {
+    const tfps_wire_seg one = {data, len};
+    reader r = rd_init(&one, 1, len), session = r;
+    session.end = 0;   // none until field 7
+    while (!rd_done(&r)) {
         uint64_t f, x = 0;
         unsigned wt;
         reader sub;
@@ -1192,13 +1263,10 @@ int tfps_wire_view_push_req(const uint8_t *data, size_t len, tfps_wire_push_view
         case 2: rc = rd_varint(&r, &v->base_version); break;
         case 3: rc = rd_varint(&r, &v->step); break;
         case 4:
-            if (r.end - r.p < 4) {
-                rc = TFPS_ERR;
-            } else {
-                const uint32_t bits = (uint32_t)r.p[0] | (uint32_t)r.p[1] << 8 | (uint32_t)r.p[2] << 16 |
-                                      (uint32_t)r.p[3] << 24;
+            rc = rd_le(&r, 4, &x);
+            if (rc == TFPS_OK) {
+                const uint32_t bits = (uint32_t)x;
                 memcpy(&v->loss, &bits, sizeof(v->loss));
-                r.p += 4;
             }
             break;
         case 5:
@@ -1221,10 +1289,47 @@ int tfps_wire_view_push_req(const uint8_t *data, size_t len, tfps_wire_push_view
         if (rc != TFPS_OK)
             return tfps_seterr(err, errlen, "PushRequest: field %llu is malformed or truncated", (unsigned long long)f);
     }
-    const size_t sl = (size_t)(session.end - session.p);
+    const size_t sl = session.end - session.pos;
     if (sl != 0 && sl != TFPS_SESSION_LEN)
         return tfps_seterr(err, errlen, "PushRequest.session: %zu bytes: expected the %d bytes of "
                            "RegisterResponse.session, or none", sl, TFPS_SESSION_LEN);
-    if (sl) memcpy(v->session.b, session.p, TFPS_SESSION_LEN);
+    if (sl) memcpy(v->session.b, rd_ptr(session), TFPS_SESSION_LEN);   // one segment: a pointer
     return TFPS_OK;
+}
+
+void tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_tensor_view *t, float *dst) {
+    const size_t n = (size_t)(t->range.end - t->range.begin), es = tfps_wire_dtype_size(t->dtype);
+    if (t->bytes) {   // in one piece
+        if (t->dtype == TFPS_DTYPE_FP32) memcpy(dst, t->bytes, n * sizeof(float));
+        else tfps_wire_decode(t->dtype, t->bytes, dst, n);
+        return;
+    }
+    size_t total = 0;
+    for (int i = 0; i < nsegs; i++) total += segs[i].len;
+    reader r = rd_init(segs, nsegs, total);
+    rd_advance(&r, t->at);
+    r.end = t->at + n * es;
+    size_t done = 0;   // bytes of the tensor consumed
+    uint8_t split[4];  // an element cut by a segment's end
+    while (done < n * es) {
+        rd_settle(&r);
+        const size_t room = r.seg[r.i].len - r.off, want = n * es - done, k = room < want ? room : want;
+        const uint8_t *p = r.seg[r.i].p + r.off;
+        if (t->dtype == TFPS_DTYPE_FP32) {
+            memcpy((uint8_t *)dst + done, p, k);
+        } else {   // whole elements here; one cut at the end is put together from the next segment
+            size_t head = done % es ? es - done % es : 0;   // the rest of an element begun before
+            if (head > k) head = k;
+            if (head) {
+                memcpy(split + done % es, p, head);
+                if ((done + head) % es == 0) tfps_wire_decode(t->dtype, split, dst + (done + head) / es - 1, 1);
+            }
+            const size_t whole = (k - head) / es;
+            tfps_wire_decode(t->dtype, p + head, dst + (done + head) / es, whole);
+            const size_t rest = k - head - whole * es;
+            if (rest) memcpy(split, p + head + whole * es, rest);
+        }
+        done += k;
+        rd_advance(&r, k);
+    }
 }

@@ -294,7 +294,9 @@ void tfps_wire_release(void *owner);   /* NULL-safe */
 typedef struct {
     tfps_wire_range range;
     int dtype;              /* tfps_wire_dtype */
-    const uint8_t *bytes;   /* size(dtype) * (end - begin) little-endian bytes, not aligned: memcpy or decode them */
+    const uint8_t *bytes;   /* size(dtype) * (end - begin) little-endian bytes, not aligned: memcpy or decode them;
+                               NULL when a message in segments has them across two or more (tfps_wire_view_copy) */
+    size_t at;              /* their first byte's position in the message */
 } tfps_wire_tensor_view;
 
 typedef struct {
@@ -307,6 +309,20 @@ typedef struct {
 } tfps_wire_pull_view;
 
 int tfps_wire_view_pull_resp(const uint8_t *data, size_t len, tfps_wire_pull_view *v, char *err, size_t errlen);
+
+/* The same over a message held in segments (gRPC's received slices, in
+ * order), read where they are: the weights go from the received bytes into
+ * their place in one copy (tfps_wire_view_copy). Reads exactly what the
+ * one-piece reader reads of the concatenation (test_wire, fuzz_wire). */
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+} tfps_wire_seg;
+int tfps_wire_view_pull_resp_segs(const tfps_wire_seg *segs, int nsegs, tfps_wire_pull_view *v, char *err,
+                                  size_t errlen);
+/* Tensor t of a view of segs, as fp32 into dst (end - begin floats): copied,
+ * or decoded from bf16 / fp16, also across segment boundaries. */
+void tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_tensor_view *t, float *dst);
 
 /* Zero-copy reading of a PushRequest (the ps's hot path), with the same
  * rules as the pull view; the session is empty or 16 bytes. Gradients point

@@ -297,6 +297,105 @@ static void test_pull_resp_big(void) {
  * PushPullResponse (a PullResponse + the push's tail) read in place from an
  * odd address, tensors pointing into the input, every field as protobuf-c
  * reads it; malformed answers refused with one line. */
+/* Views of the same bytes, one piece and split into segs: equal, or both refused with the same message. */
+static int split_views_agree(const uint8_t *d, size_t n, const size_t *cuts, int ncuts, float *out1, float *out2,
+                             size_t max_floats) {
+    static tfps_wire_pull_view a, b;
+    static tfps_wire_seg segs[70];
+    char e1[TFPS_ERR_LEN] = "", e2[TFPS_ERR_LEN] = "";
+    size_t at = 0;
+    int ns = 0;
+    for (int c = 0; c <= ncuts; c++) {
+        const size_t to = c < ncuts ? cuts[c] : n;
+        segs[ns++] = (tfps_wire_seg){d + at, to - at};   // empty pieces included
+        at = to;
+    }
+    const int ra = tfps_wire_view_pull_resp(d, n, &a, e1, sizeof(e1)),
+              rb = tfps_wire_view_pull_resp_segs(segs, ns, &b, e2, sizeof(e2));
+    if (ra != rb || (ra != TFPS_OK && strcmp(e1, e2) != 0)) return 0;
+    if (ra != TFPS_OK) return 1;
+    if (a.version != b.version || a.examples != b.examples || memcmp(&a.held_s, &b.held_s, 8) ||
+        a.ntensors != b.ntensors || memcmp(&a.eval, &b.eval, sizeof(a.eval)) ||
+        memcmp(&a.push, &b.push, sizeof(a.push)))
+        return 0;
+    for (int t = 0; t < a.ntensors; t++) {
+        const size_t m = (size_t)(a.tensors[t].range.end - a.tensors[t].range.begin);
+        if (a.tensors[t].range.begin != b.tensors[t].range.begin || a.tensors[t].range.end != b.tensors[t].range.end ||
+            a.tensors[t].dtype != b.tensors[t].dtype || a.tensors[t].at != b.tensors[t].at || m > max_floats)
+            return 0;
+        const tfps_wire_seg one = {d, n};
+        memset(out1, 0xa5, m * sizeof(float));
+        memset(out2, 0x5a, m * sizeof(float));
+        tfps_wire_view_copy(&one, 1, &a.tensors[t], out1);
+        tfps_wire_view_copy(segs, ns, &b.tensors[t], out2);
+        if (memcmp(out1, out2, m * sizeof(float)) != 0) return 0;
+    }
+    return 1;
+}
+
+/* The reader of answers in gRPC's pieces: any split of a PullResponse (fp32,
+ * bf16, fp16 tensors, an evaluation, a push's tail), cut inside varints,
+ * tags and elements, with empty pieces, reads as the one-piece reader reads
+ * the whole, values copied or decoded across the cuts; truncated and bit-
+ * flipped messages are refused the same way in pieces and whole. */
+static void test_pull_view_segments(void) {
+    const size_t N = 3000;
+    float *w = floats(N, -1.5f), *o1 = malloc(N * sizeof(float)), *o2 = malloc(N * sizeof(float));
+    uint16_t *h = malloc(N * sizeof(uint16_t));
+    CU_ASSERT_FATAL(o1 && o2 && h);
+    static tfps_wire_pull_resp in;
+    tfps_buf b = {0};
+    uint8_t tail[TFPS_WIRE_PUSH_TAIL_MAX];
+    const tfps_wire_push_resp pr = {.applied = 1, .version = 77, .nonfinite = 0};
+    uint32_t seed = 99;
+    int agree = 0, cases = 0, refused = 0;
+    for (int c = 0; c < 3000; c++) {
+        seed = seed * 1103515245u + 12345u;
+        memset(&in, 0, sizeof(in));
+        in.version = seed % 1000;
+        in.examples = (uint64_t)seed << 3;
+        in.held_s = (seed % 7) * 0.25;
+        if (seed % 3 == 0) in.eval = (tfps_wire_eval){.count = 2, .step = 5, .accuracy = 0.5, .loss = 1.25};
+        in.ntensors = 1 + (int)(seed >> 8) % 3;
+        const int dt = (int)(seed >> 12) % 3;
+        if (dt) tfps_wire_encode(dt, w, h, N);
+        size_t at = (seed >> 4) % 200;
+        for (int t = 0; t < in.ntensors; t++) {
+            const size_t m = (size_t)((seed >> (10 + 3 * t)) % 900);
+            in.tensors[t] = dt ? (tfps_wire_tensor){.range = {at, at + m}, .dtype = dt, .half = h + t * 900}
+                               : (tfps_wire_tensor){.range = {at, at + m}, .values = w + t * 900};
+            at += m;
+        }
+        in.tail = seed % 2 ? tail : NULL;
+        in.tail_len = seed % 2 ? tfps_wire_push_tail(&pr, tail) : 0;
+        CU_ASSERT_FATAL(tfps_wire_pack_pull_resp(&in, &b) == TFPS_OK);
+        if (c % 3 == 1 && b.len > 4) {   // a damaged message: cut short or a bit flipped
+            if (seed % 2) b.len -= 1 + seed % (b.len / 2);
+            else b.data[seed % b.len] ^= (uint8_t)(1u << (seed >> 5) % 8);
+        }
+        size_t cuts[64];
+        const int ncuts = (int)(seed >> 16) % 64;
+        for (int k = 0; k < ncuts; k++) {   // sorted, with repeats (empty pieces) and cuts one byte apart
+            seed = seed * 1103515245u + 12345u;
+            cuts[k] = k == 0 ? 0 : cuts[k - 1];
+            const size_t room = b.len - cuts[k];
+            cuts[k] += room ? (seed >> 8) % (k % 4 == 0 ? 2 : room / 4 + 1) : 0;
+        }
+        static tfps_wire_pull_view v;
+        char e[TFPS_ERR_LEN];
+        refused += tfps_wire_view_pull_resp(b.data, b.len, &v, e, sizeof(e)) != TFPS_OK;
+        agree += split_views_agree(b.data, b.len, cuts, ncuts, o1, o2, N);
+        cases++;
+    }
+    CU_ASSERT_EQUAL(agree, cases);
+    CU_ASSERT(refused > 100 && refused < cases);   // both sides of the reader exercised
+    free(w);
+    free(o1);
+    free(o2);
+    free(h);
+    tfps_buf_free(&b);
+}
+
 static void test_pull_view(void) {
     float *w = floats(BIG, 2.0f);
     static tfps_wire_pull_resp in;
@@ -1365,6 +1464,8 @@ int main(void) {
     CU_add_test(s, "PullRequest with 64 ranges, field numbers", test_pull_req);
     CU_add_test(s, "PullResponse, one 266,610-float tensor, aligned and owned", test_pull_resp_big);
     CU_add_test(s, "the zero-copy reader of pull answers: in place, as protobuf-c, malformed refused", test_pull_view);
+    CU_add_test(s, "pull answers in gRPC's pieces: any split reads as the whole, values across cuts",
+                test_pull_view_segments);
     CU_add_test(s, "PullResponse, 7 tensors including an empty one", test_pull_resp_many);
     CU_add_test(s, "PushRequest round trip and field numbers", test_push_req);
     CU_add_test(s, "PushRequest: values 4-byte aligned in the request, the zero-copy reader as protobuf-c",

@@ -49,6 +49,8 @@ void tfps_psclient_destroy(tfps_psclient *pc) {
     for (int k = 0; pc->pp_req && k < pc->num_ps; k++) tfps_buf_free(&pc->pp_req[k]);
     for (int k = 0; pc->ctl_req && k < pc->num_ps; k++) tfps_buf_free(&pc->ctl_req[k]);
     for (int k = 0; pc->res && k < 2 * pc->num_ps; k++) tfps_rpc_result_clear(&pc->res[k]);
+    free(pc->segs);
+    pc->segs = NULL;
     free(pc->pull_req);
     free(pc->push_req);
     free(pc->pp_req);
@@ -278,10 +280,12 @@ static int add_push(tfps_psclient *pc, int k, uint64_t base, const float *grads,
     tfps_rpc_req *q_out = &pc->reqs[(*n)++];
     *q_out = tfps_rpc_req_of(k, tfps_method_paths[fused ? TFPS_M_PUSHPULL : TFPS_M_PUSH], b->data, b->len);
     q_out->take = 1;
+    q_out->segments = fused;   // the answer read where it arrives (view_answer)
     *b = (tfps_buf){0};
     return TFPS_OK;
 }
 
+static int view_answer(tfps_psclient *pc, const tfps_rpc_result *res, char *err, size_t errlen);
 static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, float *params, char *err, size_t errlen);
 
 /* Sync, a member of ps `decider`'s step s: waits (pulls held) until every
@@ -297,15 +301,16 @@ static int wait_for_step(tfps_psclient *pc, int decider, uint64_t s, double time
             at[k] = -1;
             if (k == decider || tfps_shard_plan_ps_elems(pc->plan, k) == 0 || pc->version[k] >= s) continue;
             at[k] = n;
-            pc->reqs[n++] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
-                                           pc->pull_req[k].len);
+            pc->reqs[n] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
+                                          pc->pull_req[k].len);
+            pc->reqs[n++].segments = 1;
         }
         if (n == 0) return TFPS_OK;
         int rc = call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen);
         for (int k = 0; k < pc->num_ps && rc == TFPS_OK; k++) {
             if (at[k] < 0) continue;
             // read in place; the weights are not taken (they come again after this step's push)
-            rc = tfps_wire_view_pull_resp(pc->res[at[k]].resp, pc->res[at[k]].resp_len, &pc->view, err, errlen);
+            rc = view_answer(pc, &pc->res[at[k]], err, errlen);
             if (rc == TFPS_OK) rc = take_pull(pc, k, &pc->view, NULL, err, errlen);
         }
         for (int i = 0; i < n; i++) tfps_rpc_result_clear(&pc->res[i]);
@@ -336,19 +341,34 @@ static int read_push(tfps_psclient *pc, int k, const tfps_rpc_result *res, int *
     return TFPS_OK;
 }
 
-/* ps k's pull answer (read in place, tfps_wire_view_pull_resp): its ranges
- * copied once from the received bytes into params (each checked to be ps
- * k's; params NULL: none taken), its version, held time, and ps 0's
- * examples and evaluation, noted. */
+/* A Pull's or PushPull's answer in res (asked with `segments`: in gRPC's
+ * pieces), read where it is into pc->view. */
+static int view_answer(tfps_psclient *pc, const tfps_rpc_result *res, char *err, size_t errlen) {
+    const int n = res->segs ? res->nsegs : res->resp_len ? 1 : 0;
+    if (n > pc->segs_cap) {
+        tfps_wire_seg *g = realloc(pc->segs, (size_t)n * sizeof(*g));
+        if (!g) return tfps_seterr(err, errlen, "ps client: out of memory");
+        pc->segs = g;
+        pc->segs_cap = n;
+    }
+    for (int i = 0; i < n; i++)
+        pc->segs[i] = res->segs ? (tfps_wire_seg){res->segs[i].p, res->segs[i].len}
+                                : (tfps_wire_seg){res->resp, res->resp_len};
+    pc->nsegs = n;
+    return tfps_wire_view_pull_resp_segs(pc->segs, n, &pc->view, err, errlen);
+}
+
+/* ps k's answer, read by view_answer into pc->view: its ranges copied once
+ * from the received bytes into params (each checked to be ps k's; params
+ * NULL: none taken), its version, held time, and ps 0's examples and
+ * evaluation, noted. */
 static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, float *params, char *err, size_t errlen) {
     for (int t = 0; t < r->ntensors; t++) {
         const tfps_wire_tensor_view *v = &r->tensors[t];
         if (v->range.end > pc->layout->total || tfps_shard_plan_owner(pc->plan, v->range.begin) != k)
             return tfps_seterr(err, errlen, "ps %d sent range [%" PRIu64 ", %" PRIu64 ") it does not own", k,
                                v->range.begin, v->range.end);
-        const size_t n = (size_t)(v->range.end - v->range.begin);
-        if (params && v->dtype == TFPS_DTYPE_FP32) memcpy(params + v->range.begin, v->bytes, n * sizeof(float));
-        else if (params) tfps_wire_decode(v->dtype, v->bytes, params + v->range.begin, n);
+        if (params) tfps_wire_view_copy(pc->segs, pc->nsegs, v, params + v->range.begin);
     }
     pc->version[k] = r->version;
     if (r->held_s > pc->last_held_s) pc->last_held_s = r->held_s;
@@ -430,8 +450,9 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
             pulls_at[k] = pushes_at[k];
         } else if (params) {
             pulls_at[k] = n;
-            pc->reqs[n++] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
-                                           pc->pull_req[k].len);
+            pc->reqs[n] = tfps_rpc_req_of(k, tfps_method_paths[TFPS_M_PULL], pc->pull_req[k].data,
+                                          pc->pull_req[k].len);
+            pc->reqs[n++].segments = 1;
         }
     }
     rc = n ? call_batch(pc, pc->reqs, n, timeout_s, 0, pc->res, err, errlen) : TFPS_OK;
@@ -440,7 +461,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
         int applied = 0;
         if (pushes_at[k] == pulls_at[k]) {   // a PushPull: both answers in one message, read in place
             const tfps_rpc_result *res = &pc->res[pushes_at[k]];
-            rc = tfps_wire_view_pull_resp(res->resp, res->resp_len, &pc->view, err, errlen);
+            rc = view_answer(pc, res, err, errlen);
             if (rc == TFPS_OK) {
                 note_push(pc, k, &pc->view.push, &applied);
                 rc = take_pull(pc, k, &pc->view, params, err, errlen);
@@ -456,7 +477,7 @@ int tfps_psclient_round(tfps_psclient *pc, const float *grads, float loss, int b
             if (pulls_at[k] < 0) continue;
             if (pulls_at[k] != pushes_at[k]) {   // a Pull's answer (a PushPull's is taken above), read in place
                 const tfps_rpc_result *res = &pc->res[pulls_at[k]];
-                rc = tfps_wire_view_pull_resp(res->resp, res->resp_len, &pc->view, err, errlen);
+                rc = view_answer(pc, res, err, errlen);
                 if (rc == TFPS_OK) rc = take_pull(pc, k, &pc->view, params, err, errlen);
             }
             vsum += pc->version[k];

@@ -87,6 +87,8 @@ typedef struct {
     uint64_t examples;               /* examples in the pushes it applied (every replica's) */
     tfps_wire_eval eval;             /* the evaluator's latest report to it (count 0: none) */
     tfps_wire_pull_view view;        /* a pull answer being read (large: kept here, not on the stack) */
+    tfps_wire_seg *segs;             /* its pieces, where gRPC received them (view_answer) */
+    int nsegs, segs_cap;
     /* the evaluator: its latest evaluation, sent in every heartbeat (count 0: none) */
     tfps_wire_eval eval_report;
 } tfps_psclient;

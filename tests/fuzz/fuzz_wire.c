@@ -180,8 +180,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
     }
     case 18: {   // the zero-copy reader against protobuf-c: whatever it accepts, protobuf-c reads the same
-        static tfps_wire_pull_view v;
-        if (tfps_wire_view_pull_resp(d, n, &v, err, sizeof(err)) != TFPS_OK) break;
+        static tfps_wire_pull_view v, vs;
+        const int rv = tfps_wire_view_pull_resp(d, n, &v, err, sizeof(err));
+        {   // and the same bytes in pieces (as gRPC hands them over) read the same, refused alike
+            static tfps_wire_seg segs[4096];
+            const size_t step = n ? 1 + d[n - 1] % 13 : 1;
+            int ns = 0;
+            for (size_t at = 0; at < n && ns < 4096; at += step)
+                segs[ns++] = (tfps_wire_seg){d + at, at + step <= n ? step : n - at};
+            if (ns == 4096) segs[ns - 1].len = n - (size_t)(segs[ns - 1].p - d);
+            char err2[TFPS_ERR_LEN];
+            const int rs = tfps_wire_view_pull_resp_segs(segs, ns, &vs, err2, sizeof(err2));
+            if (rs != rv || (rv != TFPS_OK && strcmp(err, err2) != 0)) abort();
+            if (rv == TFPS_OK) {
+                if (vs.version != v.version || vs.ntensors != v.ntensors || vs.push.version != v.push.version) abort();
+                for (int i = 0; i < v.ntensors; i++) {
+                    const size_t m = (size_t)(v.tensors[i].range.end - v.tensors[i].range.begin);
+                    if (vs.tensors[i].at != v.tensors[i].at || vs.tensors[i].dtype != v.tensors[i].dtype) abort();
+                    float *x = malloc(m * sizeof(float) + 1), *y = malloc(m * sizeof(float) + 1);
+                    if (!x || !y) abort();
+                    const tfps_wire_seg one = {d, n};
+                    tfps_wire_view_copy(&one, 1, &v.tensors[i], x);
+                    tfps_wire_view_copy(segs, ns, &vs.tensors[i], y);
+                    if (m && memcmp(x, y, m * sizeof(float))) abort();
+                    free(x);
+                    free(y);
+                }
+            }
+        }
+        if (rv != TFPS_OK) break;
         static tfps_wire_pull_resp a;
         tfps_wire_push_resp pa;
         if (tfps_wire_unpack_pushpull_resp(d, n, &a, &pa, &own, err, sizeof(err)) != TFPS_OK) {
