@@ -986,6 +986,7 @@ static void rd_settle(reader *r) {
 static int rd_byte(reader *r, uint8_t *b) {
     if (r->pos >= r->end) return TFPS_ERR;
     rd_settle(r);
+    assert(r->i < r->nseg);   // pos < end <= the pieces' total
     *b = r->seg[r->i].p[r->off++];
     r->pos++;
     return TFPS_OK;
@@ -997,6 +998,7 @@ static int rd_advance(reader *r, size_t n) {
     r->pos += n;
     while (n > 0) {
         rd_settle(r);
+        assert(r->i < r->nseg);
         const size_t room = r->seg[r->i].len - r->off, k = n < room ? n : room;
         r->off += k;
         n -= k;
@@ -1103,8 +1105,7 @@ static int view_range(reader r, tfps_wire_range *out) {
 static int view_tensor(reader r, const char *field, tfps_wire_tensor_view *t, size_t i, char *err, size_t errlen) {
     int have_range = 0, have_values = 0;
     uint64_t dtype = TFPS_DTYPE_FP32;
-    reader values = r;   // none: 0 bytes
-    values.pos = values.end;
+    reader values = r;   // (none: 0 bytes where the tensor ends, set after the loop)
     while (!rd_done(&r)) {
         uint64_t f;
         unsigned wt;
@@ -1130,6 +1131,7 @@ static int view_tensor(reader r, const char *field, tfps_wire_tensor_view *t, si
             return tfps_seterr(err, errlen, "%s[%zu]: a malformed field %llu", field, i, (unsigned long long)f);
         }
     }
+    if (!have_values) values = r;   // at the tensor's end: 0 bytes
     if (dtype >= TFPS_DTYPE_COUNT)
         return tfps_seterr(err, errlen, "%s[%zu]: dtype %lld: expected FP32 (0), BF16 (1) or FP16 (2)", field, i,
                            (long long)dtype);
@@ -1297,17 +1299,18 @@ int tfps_wire_view_push_req(const uint8_t *data, size_t len, tfps_wire_push_view
     return TFPS_OK;
 }
 
-void tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_tensor_view *t, float *dst) {
+int tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_tensor_view *t, float *dst) {
     const size_t n = (size_t)(t->range.end - t->range.begin), es = tfps_wire_dtype_size(t->dtype);
     if (t->bytes) {   // in one piece
         if (t->dtype == TFPS_DTYPE_FP32) memcpy(dst, t->bytes, n * sizeof(float));
         else tfps_wire_decode(t->dtype, t->bytes, dst, n);
-        return;
+        return TFPS_OK;
     }
     size_t total = 0;
     for (int i = 0; i < nsegs; i++) total += segs[i].len;
     reader r = rd_init(segs, nsegs, total);
-    rd_advance(&r, t->at);
+    if (t->at > total || n * es > total - t->at || rd_advance(&r, t->at) != TFPS_OK)
+        return TFPS_ERR;   // not a view of these segments
     r.end = t->at + n * es;
     size_t done = 0;   // bytes of the tensor consumed
     uint8_t split[4];  // an element cut by a segment's end
@@ -1332,4 +1335,5 @@ void tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_t
         done += k;
         rd_advance(&r, k);
     }
+    return TFPS_OK;
 }

@@ -321,8 +321,9 @@ typedef struct {
 int tfps_wire_view_pull_resp_segs(const tfps_wire_seg *segs, int nsegs, tfps_wire_pull_view *v, char *err,
                                   size_t errlen);
 /* Tensor t of a view of segs, as fp32 into dst (end - begin floats): copied,
- * or decoded from bf16 / fp16, also across segment boundaries. */
-void tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_tensor_view *t, float *dst);
+ * or decoded from bf16 / fp16, also across segment boundaries. TFPS_ERR
+ * (nothing written) if t does not lie inside segs. */
+int tfps_wire_view_copy(const tfps_wire_seg *segs, int nsegs, const tfps_wire_tensor_view *t, float *dst);
 
 /* Zero-copy reading of a PushRequest (the ps's hot path), with the same
  * rules as the pull view; the session is empty or 16 bytes. Gradients point

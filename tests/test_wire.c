@@ -293,44 +293,60 @@ static void test_pull_resp_big(void) {
     free(w);
 }
 
-/* The zero-copy reader (tfps_wire_view_pull_resp): a PullResponse and a
- * PushPullResponse (a PullResponse + the push's tail) read in place from an
- * odd address, tensors pointing into the input, every field as protobuf-c
- * reads it; malformed answers refused with one line. */
-/* Views of the same bytes, one piece and split into segs: equal, or both refused with the same message. */
+/* Views of the same bytes, one piece and split into segs (each piece a
+ * block of its own, an empty one NULL: a read past a piece's end is ASan's):
+ * equal, or both refused with the same message. */
 static int split_views_agree(const uint8_t *d, size_t n, const size_t *cuts, int ncuts, float *out1, float *out2,
                              size_t max_floats) {
     static tfps_wire_pull_view a, b;
     static tfps_wire_seg segs[70];
+    static size_t start[70];
     char e1[TFPS_ERR_LEN] = "", e2[TFPS_ERR_LEN] = "";
     size_t at = 0;
-    int ns = 0;
+    int ns = 0, ok = 1;
     for (int c = 0; c <= ncuts; c++) {
         const size_t to = c < ncuts ? cuts[c] : n;
-        segs[ns++] = (tfps_wire_seg){d + at, to - at};   // empty pieces included
+        uint8_t *piece = to > at ? malloc(to - at) : NULL;   // empty pieces included
+        if (piece) memcpy(piece, d + at, to - at);
+        start[ns] = at;
+        segs[ns++] = (tfps_wire_seg){piece, to - at};
         at = to;
     }
     const int ra = tfps_wire_view_pull_resp(d, n, &a, e1, sizeof(e1)),
               rb = tfps_wire_view_pull_resp_segs(segs, ns, &b, e2, sizeof(e2));
-    if (ra != rb || (ra != TFPS_OK && strcmp(e1, e2) != 0)) return 0;
-    if (ra != TFPS_OK) return 1;
+    if (ra != rb || (ra != TFPS_OK && strcmp(e1, e2) != 0)) ok = 0;
+    if (ra != TFPS_OK || !ok) goto out;
     if (a.version != b.version || a.examples != b.examples || memcmp(&a.held_s, &b.held_s, 8) ||
         a.ntensors != b.ntensors || memcmp(&a.eval, &b.eval, sizeof(a.eval)) ||
         memcmp(&a.push, &b.push, sizeof(a.push)))
-        return 0;
-    for (int t = 0; t < a.ntensors; t++) {
-        const size_t m = (size_t)(a.tensors[t].range.end - a.tensors[t].range.begin);
+        ok = 0;
+    for (int t = 0; ok && t < a.ntensors; t++) {
+        const size_t m = (size_t)(a.tensors[t].range.end - a.tensors[t].range.begin),
+                     nb = m * tfps_wire_dtype_size(a.tensors[t].dtype), v0 = b.tensors[t].at;
         if (a.tensors[t].range.begin != b.tensors[t].range.begin || a.tensors[t].range.end != b.tensors[t].range.end ||
-            a.tensors[t].dtype != b.tensors[t].dtype || a.tensors[t].at != b.tensors[t].at || m > max_floats)
-            return 0;
+            a.tensors[t].dtype != b.tensors[t].dtype || a.tensors[t].at != v0 || m > max_floats) {
+            ok = 0;
+            break;
+        }
+        // bytes: a pointer into the piece holding all the values, NULL exactly when they cross a cut
+        int k = 0;   // the piece holding the first value byte
+        while (k < ns && !(v0 >= start[k] && v0 < start[k] + segs[k].len)) k++;
+        const int one_piece = k < ns && v0 + nb <= start[k] + segs[k].len;
+        if (nb && (k == ns || (one_piece ? b.tensors[t].bytes != segs[k].p + (v0 - start[k])
+                                          : b.tensors[t].bytes != NULL))) {
+            ok = 0;
+            break;
+        }
         const tfps_wire_seg one = {d, n};
         memset(out1, 0xa5, m * sizeof(float));
         memset(out2, 0x5a, m * sizeof(float));
-        tfps_wire_view_copy(&one, 1, &a.tensors[t], out1);
-        tfps_wire_view_copy(segs, ns, &b.tensors[t], out2);
-        if (memcmp(out1, out2, m * sizeof(float)) != 0) return 0;
+        if (tfps_wire_view_copy(&one, 1, &a.tensors[t], out1) != TFPS_OK ||
+            tfps_wire_view_copy(segs, ns, &b.tensors[t], out2) != TFPS_OK || memcmp(out1, out2, m * sizeof(float)))
+            ok = 0;
     }
-    return 1;
+out:
+    for (int i = 0; i < ns; i++) free((void *)segs[i].p);
+    return ok;
 }
 
 /* The reader of answers in gRPC's pieces: any split of a PullResponse (fp32,
@@ -396,6 +412,10 @@ static void test_pull_view_segments(void) {
     tfps_buf_free(&b);
 }
 
+/* The zero-copy reader (tfps_wire_view_pull_resp): a PullResponse and a
+ * PushPullResponse (a PullResponse + the push's tail) read in place from an
+ * odd address, tensors pointing into the input, every field as protobuf-c
+ * reads it; malformed answers refused with one line. */
 static void test_pull_view(void) {
     float *w = floats(BIG, 2.0f);
     static tfps_wire_pull_resp in;

@@ -368,7 +368,8 @@ static int take_pull(tfps_psclient *pc, int k, const tfps_wire_pull_view *r, flo
         if (v->range.end > pc->layout->total || tfps_shard_plan_owner(pc->plan, v->range.begin) != k)
             return tfps_seterr(err, errlen, "ps %d sent range [%" PRIu64 ", %" PRIu64 ") it does not own", k,
                                v->range.begin, v->range.end);
-        if (params) tfps_wire_view_copy(pc->segs, pc->nsegs, v, params + v->range.begin);
+        if (params && tfps_wire_view_copy(pc->segs, pc->nsegs, v, params + v->range.begin) != TFPS_OK)
+            return tfps_seterr(err, errlen, "ps %d: an answer's tensor outside its bytes", k);   // not seen
     }
     pc->version[k] = r->version;
     if (r->held_s > pc->last_held_s) pc->last_held_s = r->held_s;

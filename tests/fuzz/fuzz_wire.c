@@ -182,31 +182,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 18: {   // the zero-copy reader against protobuf-c: whatever it accepts, protobuf-c reads the same
         static tfps_wire_pull_view v, vs;
         const int rv = tfps_wire_view_pull_resp(d, n, &v, err, sizeof(err));
-        {   // and the same bytes in pieces (as gRPC hands them over) read the same, refused alike
+        {   // and the same bytes in pieces (as gRPC hands them over, each a block of its own) read alike
             static tfps_wire_seg segs[4096];
             const size_t step = n ? 1 + d[n - 1] % 13 : 1;
             int ns = 0;
-            for (size_t at = 0; at < n && ns < 4096; at += step)
-                segs[ns++] = (tfps_wire_seg){d + at, at + step <= n ? step : n - at};
-            if (ns == 4096) segs[ns - 1].len = n - (size_t)(segs[ns - 1].p - d);
+            for (size_t at = 0; at < n; at += step) {
+                const size_t len = ns == 4095 || at + step > n ? n - at : step;
+                uint8_t *piece = malloc(len);
+                if (!piece) abort();
+                memcpy(piece, d + at, len);
+                segs[ns++] = (tfps_wire_seg){piece, len};
+                if (len != step) break;
+            }
             char err2[TFPS_ERR_LEN];
             const int rs = tfps_wire_view_pull_resp_segs(segs, ns, &vs, err2, sizeof(err2));
             if (rs != rv || (rv != TFPS_OK && strcmp(err, err2) != 0)) abort();
             if (rv == TFPS_OK) {
-                if (vs.version != v.version || vs.ntensors != v.ntensors || vs.push.version != v.push.version) abort();
+                if (vs.version != v.version || vs.ntensors != v.ntensors || vs.examples != v.examples ||
+                    memcmp(&vs.held_s, &v.held_s, sizeof(double)) || memcmp(&vs.eval, &v.eval, sizeof(v.eval)) ||
+                    memcmp(&vs.push, &v.push, sizeof(v.push)))
+                    abort();
                 for (int i = 0; i < v.ntensors; i++) {
                     const size_t m = (size_t)(v.tensors[i].range.end - v.tensors[i].range.begin);
                     if (vs.tensors[i].at != v.tensors[i].at || vs.tensors[i].dtype != v.tensors[i].dtype) abort();
                     float *x = malloc(m * sizeof(float) + 1), *y = malloc(m * sizeof(float) + 1);
                     if (!x || !y) abort();
                     const tfps_wire_seg one = {d, n};
-                    tfps_wire_view_copy(&one, 1, &v.tensors[i], x);
-                    tfps_wire_view_copy(segs, ns, &vs.tensors[i], y);
+                    if (tfps_wire_view_copy(&one, 1, &v.tensors[i], x) != TFPS_OK ||
+                        tfps_wire_view_copy(segs, ns, &vs.tensors[i], y) != TFPS_OK)
+                        abort();
                     if (m && memcmp(x, y, m * sizeof(float))) abort();
                     free(x);
                     free(y);
                 }
             }
+            for (int i = 0; i < ns; i++) free((void *)segs[i].p);
         }
         if (rv != TFPS_OK) break;
         static tfps_wire_pull_resp a;
