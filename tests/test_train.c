@@ -32,10 +32,7 @@ static cJSON *train(const char *out_dir, const char *threads) {
     free(err);
     char path[1200];
     snprintf(path, sizeof(path), "%s/summary.json", out_dir);
-    char *text = tu_read_file(path);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
+    cJSON *j = tu_read_json(path);   // written and valid JSON
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     return j;
 }
